@@ -1,0 +1,65 @@
+"""Set up a private virtualenv from the project's own files, then run eventbook or its tests.
+
+    python3 dev.py serve [ARGS...]   run `eventbook serve` (embedded PostgreSQL and Redis
+                                     unless DATABASE_URL / REDIS_URL are set)
+    python3 dev.py test [ARGS...]    run the whole test suite (pytest ARGS...)
+    python3 dev.py bench [ARGS...]   run the benchmarks (python -m bench ARGS...)
+    python3 dev.py eventbook ARGS    run any eventbook subcommand
+
+Only Python 3.11+ is needed. The virtualenv lives in .venv/ and is refreshed when
+pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("EVENTBOOK_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+EXTRAS = {"serve": "embedded", "eventbook": "embedded", "test": "embedded,test", "bench": "embedded,test"}
+
+
+def ensure_venv(extras: str) -> None:
+    stamp = VENV / f".installed-{extras.replace(',', '-')}"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    if not (BIN / "python").exists():
+        print(f"dev.py: creating {VENV}", file=sys.stderr)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print(f"dev.py: installing eventbook[{extras}] into {VENV}", file=sys.stderr)
+    pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "-U", "pip"], check=True)
+    subprocess.run([*pip, "install", "-e", f"{ROOT}[{extras}]"], check=True)
+    stamp.write_text(digest)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in EXTRAS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    ensure_venv(EXTRAS[command])
+    if command == "serve":
+        args = [str(BIN / "eventbook"), "serve", *rest]
+    elif command == "eventbook":
+        args = [str(BIN / "eventbook"), *rest]
+    elif command == "test":
+        args = [str(BIN / "python"), "-m", "pytest", *rest]
+    else:
+        args = [str(BIN / "python"), "-m", "bench", *rest]
+    os.chdir(ROOT)
+    if os.name == "nt":
+        return subprocess.call(args)
+    os.execv(args[0], args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,3 @@
+"""eventbook: an event-booking server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from eventbook.cli import main
+
+sys.exit(main())

@@ -1,0 +1,155 @@
+"""Accounts: register, log in, who am I."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+from marshmallow import Schema, fields, validate
+
+from eventbook.api import PUBLIC, SIGNED_IN, endpoint, json_response
+from eventbook.auth import PASSWORDS, ROLES, TOKENS, principal
+from eventbook.errors import Problem
+from eventbook.keys import CONFIG, POOL
+from eventbook.ratelimit import RATE_LIMITER
+
+log = structlog.get_logger(__name__)
+routes = web.RouteTableDef()
+
+
+class UserSchema(Schema):
+    id = fields.UUID(required=True)
+    email = fields.Email(required=True)
+    name = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    created_at = fields.AwareDateTime(required=True)
+
+
+class RegisterSchema(Schema):
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    password = fields.String(required=True, validate=validate.Length(min=8, max=1024))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+
+
+class LoginSchema(Schema):
+    email = fields.String(required=True, validate=validate.Length(min=1, max=254))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+
+
+class SessionSchema(Schema):
+    user = fields.Nested(UserSchema, required=True)
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True, metadata={"example": "Bearer"})
+    expires_in = fields.Integer(required=True, metadata={"description": "seconds"})
+
+
+USER = UserSchema()
+SESSION = SessionSchema()
+USER_COLUMNS = "id, email, name, role, created_at"
+
+
+def session(request: web.Request, user: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    tokens = request.app[TOKENS]
+    return SESSION.dump(
+        {
+            "user": user,
+            "access_token": tokens.issue(user["id"], user["role"]),
+            "token_type": "Bearer",
+            "expires_in": tokens.ttl_seconds,
+        }
+    )
+
+
+async def create_user(
+    pool: asyncpg.Pool, email: str, password_hash: str, name: str, role: str
+) -> asyncpg.Record:
+    """Insert a user; 409 email_taken when the address exists in any letter case."""
+    try:
+        user = await pool.fetchrow(
+            f"INSERT INTO users (email, name, role, password_hash) VALUES ($1, $2, $3, $4)"
+            f" RETURNING {USER_COLUMNS}",
+            email, name, role, password_hash,
+        )
+    except asyncpg.UniqueViolationError:
+        raise Problem(409, "email_taken", "An account with this e-mail exists.") from None
+    assert user is not None
+    return user
+
+
+@routes.post("/api/v1/auth/register")
+@endpoint(
+    "Create an account",
+    roles=PUBLIC,
+    body=RegisterSchema(),
+    response=SESSION,
+    status=201,
+    problems={403: ["organizer_signup_disabled"], 409: ["email_taken"]},
+    tag="accounts",
+)
+async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
+    if body["role"] == "organizer" and not request.app[CONFIG].organizer_signup:
+        raise Problem(
+            403, "organizer_signup_disabled",
+            "Organizer accounts are created by an operator (eventbook user create).",
+        )
+    password_hash = await request.app[PASSWORDS].hash(body["password"])
+    user = await create_user(
+        request.app[POOL], body["email"], password_hash, body["name"], body["role"]
+    )
+    log.info("user_registered", user_id=str(user["id"]), role=user["role"])
+    return json_response(session(request, user), status=201)
+
+
+@routes.post("/api/v1/auth/login")
+@endpoint(
+    "Log in",
+    roles=PUBLIC,
+    body=LoginSchema(),
+    response=SESSION,
+    problems={401: ["invalid_credentials"], 429: ["too_many_requests"]},
+    tag="accounts",
+)
+async def login(request: web.Request, body: dict[str, Any]) -> web.Response:
+    config = request.app[CONFIG]
+    limiter = request.app[RATE_LIMITER]
+    email = body["email"].strip().lower()
+    detail = "Too many login attempts; wait and try again."
+    await limiter.enforce(
+        "login-ip", request.remote or "-", config.login_ip_limit, config.login_window_seconds,
+        detail,
+    )
+    await limiter.enforce(
+        "login-email", email, config.login_limit, config.login_window_seconds, detail
+    )
+    row = await request.app[POOL].fetchrow(
+        f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE lower(email) = $1", email
+    )
+    passwords = request.app[PASSWORDS]
+    ok = await passwords.verify(row["password_hash"] if row else None, body["password"])
+    if row is None or not ok:
+        log.info("login_failed")
+        raise Problem(401, "invalid_credentials", "The e-mail or password is wrong.")
+    if passwords.needs_rehash(row["password_hash"]):
+        new_hash = await passwords.hash(body["password"])
+        await request.app[POOL].execute(
+            "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], new_hash
+        )
+        log.info("password_rehashed", user_id=str(row["id"]))
+    await limiter.reset("login-email", email)
+    log.info("login_succeeded", user_id=str(row["id"]))
+    return json_response(session(request, row))
+
+
+@routes.get("/api/v1/me")
+@endpoint("The signed-in user", roles=SIGNED_IN, response=USER, tag="accounts")
+async def me(request: web.Request) -> web.Response:
+    user = await request.app[POOL].fetchrow(
+        f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", principal(request).id
+    )
+    if user is None:
+        raise Problem(401, "invalid_token", "The account no longer exists.",
+                      headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return json_response(USER.dump(user))

@@ -1,0 +1,117 @@
+"""Endpoint declarations: who may call a route, what it reads and what it answers.
+
+One decorator states a route's role, request schemas, response schema and problems.
+The auth middleware enforces the role, the wrapper validates the input, and the
+OpenAPI document is generated from the same declaration, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import marshmallow
+from aiohttp import web
+
+from eventbook.errors import Problem, validation_problem
+
+PUBLIC: tuple[str, ...] | None = None
+SIGNED_IN: tuple[str, ...] = ("organizer", "customer")
+ORGANIZER: tuple[str, ...] = ("organizer",)
+CUSTOMER: tuple[str, ...] = ("customer",)
+
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    summary: str
+    roles: tuple[str, ...] | None
+    body: marshmallow.Schema | None = None
+    query: marshmallow.Schema | None = None
+    response: marshmallow.Schema | None = None
+    status: int = 200
+    # problem codes by status, for the document: {409: ["sold_out"]}
+    problems: dict[int, list[str]] = dataclasses.field(default_factory=dict)
+    headers: tuple[str, ...] = ()
+    tag: str = ""
+    description: str = ""
+
+
+def endpoint(
+    summary: str,
+    *,
+    roles: tuple[str, ...] | None,
+    body: marshmallow.Schema | None = None,
+    query: marshmallow.Schema | None = None,
+    response: marshmallow.Schema | None = None,
+    status: int = 200,
+    problems: dict[int, list[str]] | None = None,
+    headers: tuple[str, ...] = (),
+    tag: str = "",
+    description: str = "",
+) -> Callable[[Handler], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+    """Declare a route; the handler receives validated `body` and `query` keyword args."""
+    spec = Endpoint(
+        summary, roles, body, query, response, status, problems or {}, headers, tag, description
+    )
+
+    def decorate(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        @functools.wraps(handler)
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            kwargs: dict[str, Any] = {}
+            if spec.query is not None:
+                kwargs["query"] = load_query(request, spec.query)
+            if spec.body is not None:
+                kwargs["body"] = spec.body.load(await read_json(request))
+            return await handler(request, **kwargs)
+
+        wrapper.endpoint = spec  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def endpoint_of(request: web.Request) -> Endpoint | None:
+    return getattr(request.match_info.handler, "endpoint", None)
+
+
+def load_query(request: web.Request, schema: marshmallow.Schema) -> Any:
+    raw: dict[str, str] = {}
+    for key in request.query:
+        values = request.query.getall(key)
+        if len(values) > 1:
+            raise validation_problem({key: ["Give this parameter once."]})
+        raw[key] = values[0]
+    return schema.load(raw)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; an empty body reads as {}."""
+    data = await request.read()
+    if not data.strip():
+        return {}
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise Problem(
+            415, "unsupported_media_type", "Send the body as application/json."
+        )
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        raise Problem(400, "malformed_json", "The body is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise validation_problem({"_schema": ["Send a JSON object."]})
+    return value
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )

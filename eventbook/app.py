@@ -1,0 +1,79 @@
+"""The app factory: wires configuration, resources, middlewares and routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import redis.asyncio
+import structlog
+from aiohttp import web
+
+from eventbook import accounts, db, health
+from eventbook.actors import Supervisor, build_actors
+from eventbook.auth import PASSWORDS, TOKENS, Passwords, Tokens, authenticate
+from eventbook.config import Config
+from eventbook.errors import problems
+from eventbook.keys import CONFIG, POOL, REDIS
+from eventbook.middlewares import request_id
+from eventbook.ratelimit import RATE_LIMITER, RateLimiter
+
+log = structlog.get_logger(__name__)
+
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
+
+
+def redis_client(config: Config) -> redis.asyncio.Redis:
+    assert config.redis_url is not None
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        config.redis_url,
+        max_connections=config.redis_pool_max,
+        timeout=5,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        decode_responses=True,
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    assert config.database_url is not None
+    app[POOL] = await db.create_pool(config.database_url, config.db_pool_min, config.db_pool_max)
+    yield
+    await app[POOL].close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[REDIS] = redis_client(app[CONFIG])
+    app[RATE_LIMITER] = RateLimiter(app[REDIS], app[CONFIG].redis_prefix)
+    yield
+    await app[REDIS].aclose()
+
+
+async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    supervisor = Supervisor(build_actors(config, app[POOL], app[REDIS], config.actors))
+    app[SUPERVISOR] = supervisor
+    supervisor.start()
+    yield
+    await supervisor.stop()
+
+
+def create_app(config: Config, *, actors: bool = True) -> web.Application:
+    """A fresh application; `actors=False` serves HTTP only (`serve --no-actors`)."""
+    assert config.jwt_secret is not None
+    app = web.Application(
+        middlewares=[request_id, problems, authenticate],
+        client_max_size=config.max_body_bytes,
+    )
+    app[CONFIG] = config
+    app[PASSWORDS] = Passwords(config)
+    app[TOKENS] = Tokens(
+        config.jwt_secret, config.jwt_issuer, config.jwt_audience, config.jwt_ttl_seconds
+    )
+    app.cleanup_ctx.extend([pool_ctx, redis_ctx])
+    if actors:
+        app.cleanup_ctx.append(actors_ctx)
+    for module in (health, accounts):
+        app.add_routes(module.routes)
+    return app

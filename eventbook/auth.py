@@ -1,0 +1,160 @@
+"""Passwords, tokens, the auth middleware and the object-level access rules."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from typing import Any
+
+import argon2
+import jwt
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from eventbook.api import endpoint_of
+from eventbook.config import Config
+from eventbook.errors import Problem
+
+ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ["sub", "role", "iat", "exp", "iss", "aud", "jti"]
+ROLES = ("organizer", "customer")
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """The signed-in user a request acts for, as its token says."""
+
+    id: uuid.UUID
+    role: str
+
+
+class Passwords:
+    """Argon2id hashing, always off the event loop (it is CPU- and memory-heavy)."""
+
+    def __init__(self, config: Config) -> None:
+        self._hasher = argon2.PasswordHasher(
+            time_cost=config.argon2_time_cost,
+            memory_cost=config.argon2_memory_kib,
+            parallelism=1,
+            type=argon2.Type.ID,
+        )
+        self._dummy: str | None = None
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.get_running_loop().run_in_executor(None, self._hasher.hash, password)
+
+    async def verify(self, stored_hash: str | None, password: str) -> bool:
+        """Check a password. With no stored hash (unknown e-mail) still spend the same time."""
+        if stored_hash is None:
+            if self._dummy is None:
+                self._dummy = await self.hash("not a real password")
+            stored_hash = self._dummy
+            await self._run(self._verify, stored_hash, password)
+            return False
+        return await self._run(self._verify, stored_hash, password)
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        return self._hasher.check_needs_rehash(stored_hash)
+
+    def _verify(self, stored_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored_hash, password)
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+            return False
+
+    @staticmethod
+    async def _run(fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+class Tokens:
+    """HS256 access tokens; decoding accepts only that algorithm and requires every claim."""
+
+    def __init__(self, secret: str, issuer: str, audience: str, ttl_seconds: int) -> None:
+        self.secret = secret
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl_seconds = ttl_seconds
+
+    def issue(self, user_id: uuid.UUID, role: str) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": str(user_id),
+            "role": role,
+            "iat": now,
+            "exp": now + self.ttl_seconds,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
+
+    def decode(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self.secret,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": REQUIRED_CLAIMS},
+            )
+            principal = Principal(uuid.UUID(str(claims["sub"])), str(claims["role"]))
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("invalid_token", "The access token has expired.") from None
+        except (jwt.InvalidTokenError, ValueError, TypeError):
+            raise _unauthorized("invalid_token", "The access token is not valid.") from None
+        if principal.role not in ROLES:
+            raise _unauthorized("invalid_token", "The access token is not valid.")
+        return principal
+
+
+PASSWORDS = web.AppKey("passwords", Passwords)
+TOKENS = web.AppKey("tokens", Tokens)
+
+
+def _unauthorized(code: str, detail: str) -> Problem:
+    error = ' error="invalid_token"' if code == "invalid_token" else ""
+    return Problem(401, code, detail, headers={"WWW-Authenticate": f"Bearer{error}"})
+
+
+def principal(request: web.Request) -> Principal:
+    """The signed-in user; only call it from routes that require one."""
+    user = request.get("principal")
+    assert isinstance(user, Principal), "route must declare roles"
+    return user
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Check the bearer token and the role a route declares (see eventbook.api)."""
+    spec = endpoint_of(request)
+    if spec is None or spec.roles is None:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("unauthorized", "Sign in: send Authorization: Bearer <token>.")
+    user = request.app[TOKENS].decode(token.strip())
+    if user.role not in spec.roles:
+        raise Problem(
+            403, "forbidden_role", f"This needs the {' or '.join(spec.roles)} role."
+        )
+    request["principal"] = user
+    return await handler(request)
+
+
+# -- object-level rules: the one place that says who may touch what -------------------
+
+
+def ensure_event_owner(user: Principal, organizer_id: uuid.UUID) -> None:
+    """Only an event's organizer changes it, cancels it or reads its attendees."""
+    if user.role != "organizer" or user.id != organizer_id:
+        raise Problem(403, "not_event_owner", "Only the event's organizer may do this.")
+
+
+def can_read_booking(user: Principal, customer_id: uuid.UUID, organizer_id: uuid.UUID) -> bool:
+    """A booking is seen by its customer and, read only, by its event's organizer."""
+    return user.id == customer_id or (user.role == "organizer" and user.id == organizer_id)

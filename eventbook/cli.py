@@ -1,0 +1,251 @@
+"""The `eventbook` command: serve, worker, migrate and operator tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import marshmallow
+import structlog
+from aiohttp import web
+
+from eventbook import db
+from eventbook.config import SETTINGS, Config, ConfigError
+from eventbook.embedded import EmbeddedError, EmbeddedServices
+from eventbook.logging import configure as configure_logging
+
+log = structlog.get_logger("eventbook")
+
+ENVIRONMENT_HELP = "environment variables:\n" + "\n".join(
+    f"  {setting.env:<32} {setting.help}" for setting in SETTINGS
+)
+
+
+def dev_jwt_secret(data_dir: Path) -> str:
+    """The embedded run's JWT key: made once, kept (mode 600) in the data dir."""
+    path = data_dir / "jwt_secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+@contextlib.contextmanager
+def running_services(config: Config) -> Iterator[Config]:
+    """Start (or join) embedded servers for what the environment leaves unset."""
+    need_postgres = config.database_url is None
+    need_redis = config.redis_url is None
+    if not (need_postgres or need_redis):
+        yield config
+        return
+    embedded = EmbeddedServices(config.data_dir)
+    try:
+        database_url, redis_url = embedded.start(postgres=need_postgres, redis=need_redis)
+        config = config.replace(
+            database_url=database_url or config.database_url,
+            redis_url=redis_url or config.redis_url,
+            jwt_secret=config.jwt_secret or dev_jwt_secret(config.data_dir),
+        )
+        yield config
+    finally:
+        embedded.release()
+
+
+async def migrate_database(config: Config) -> list[str]:
+    assert config.database_url is not None
+    conn = await asyncpg.connect(config.database_url, timeout=10)
+    try:
+        return await db.migrate(conn)
+    finally:
+        await conn.close()
+
+
+# -- subcommands ---------------------------------------------------------------------
+
+
+def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from eventbook.app import create_app
+
+    host = args.host or config.host
+    port = args.port or config.port
+    with running_services(config) as config:
+        log.info("starting", command="serve", actors=not args.no_actors, config=config.redacted())
+
+        async def build() -> web.Application:
+            await migrate_database(config)
+            log.info("listening", host=host, port=port)
+            return create_app(config, actors=not args.no_actors)
+
+        web.run_app(
+            build(), host=host, port=port, print=None, access_log=None,
+            shutdown_timeout=args.shutdown_timeout, handle_signals=True,
+        )
+    log.info("stopped", command="serve")
+    return 0
+
+
+async def run_worker(config: Config, names: tuple[str, ...]) -> None:
+    from eventbook.actors import Supervisor, build_actors
+    from eventbook.app import redis_client
+
+    await migrate_database(config)
+    assert config.database_url is not None
+    pool = await db.create_pool(config.database_url, config.db_pool_min, config.db_pool_max)
+    client = redis_client(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        supervisor = Supervisor(build_actors(config, pool, client, names))
+        supervisor.start()
+        log.info("worker_running", actors=[actor.name for actor in supervisor.actors])
+        await stop.wait()
+        log.info("worker_stopping")
+        await supervisor.stop()
+    finally:
+        await client.aclose()
+        await pool.close()
+
+
+def cmd_worker(config: Config, args: argparse.Namespace) -> int:
+    names = tuple(n.strip() for n in args.actors.split(",") if n.strip()) if args.actors else ()
+    with running_services(config) as config:
+        log.info("starting", command="worker", config=config.redacted())
+        asyncio.run(run_worker(config, names or config.actors))
+    log.info("stopped", command="worker")
+    return 0
+
+
+def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
+    with running_services(config) as config:
+        applied = asyncio.run(migrate_database(config))
+    log.info("migrations_done", applied=applied)
+    return 0
+
+
+def read_password(prompt_tty: bool) -> str:
+    if prompt_tty:
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != first:
+            raise ValueError("the passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
+    from eventbook.accounts import RegisterSchema, create_user
+    from eventbook.auth import Passwords
+    from eventbook.errors import Problem
+
+    try:
+        password = read_password(sys.stdin.isatty())
+        body = RegisterSchema().load(
+            {"email": args.email, "name": args.name, "role": args.role, "password": password}
+        )
+    except (ValueError, marshmallow.ValidationError) as exc:
+        detail = exc.normalized_messages() if isinstance(exc, marshmallow.ValidationError) else exc
+        print(f"eventbook: {detail}", file=sys.stderr)
+        return 2
+
+    async def create() -> None:
+        assert config.database_url is not None
+        await migrate_database(config)
+        password_hash = await Passwords(config).hash(body["password"])
+        pool = await db.create_pool(config.database_url, 1, 1)
+        try:
+            user = await create_user(pool, body["email"], password_hash, body["name"], body["role"])
+        finally:
+            await pool.close()
+        print(f"created {user['role']} {user['email']} id={user['id']}")
+
+    with running_services(config) as config:
+        try:
+            asyncio.run(create())
+        except Problem as problem:
+            print(f"eventbook: {problem.detail}", file=sys.stderr)
+            return 1
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="eventbook",
+        description="Event-booking server. With DATABASE_URL / REDIS_URL unset it runs "
+        "private PostgreSQL and Redis servers under EVENTBOOK_DATA_DIR.",
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=formatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[Config, argparse.Namespace], int], text: str,
+            parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub,
+            ) -> argparse.ArgumentParser:
+        command = parent.add_parser(
+            name, help=text, description=text, epilog=ENVIRONMENT_HELP, formatter_class=formatter
+        )
+        command.set_defaults(func=func)
+        return command
+
+    serve = add(
+        "serve", cmd_serve,
+        "Serve the HTTP API and, unless --no-actors, run every actor in this process. "
+        "Applies pending migrations first.",
+    )
+    serve.add_argument("--host", help="bind address (default $EVENTBOOK_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default $PORT or 8080)")
+    serve.add_argument("--no-actors", action="store_true",
+                       help="HTTP only; run the actors in `eventbook worker` processes")
+    serve.add_argument("--shutdown-timeout", type=float, default=30.0,
+                       help="seconds in-flight requests get to finish on SIGTERM (default 30)")
+
+    worker = add(
+        "worker", cmd_worker,
+        "Run the background actors without HTTP. Applies pending migrations first.",
+    )
+    worker.add_argument("--actors", help="comma-separated actor names (default: all)")
+
+    add("migrate", cmd_migrate, "Apply pending database migrations, then exit (release phase).")
+
+    user = add("user", lambda c, a: 2, "Manage accounts.")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    create = add(
+        "create", cmd_user_create,
+        "Create an account. The password is read from a prompt, or from the first line "
+        "of standard input when it is not a terminal; never from the command line.",
+        parent=user_sub,
+    )
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=["organizer", "customer"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        print(f"eventbook: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_format, config.log_level)
+    try:
+        return int(args.func(config, args))
+    except EmbeddedError as exc:
+        print(f"eventbook: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,247 @@
+"""Configuration from the environment (twelve-factor), validated once at start."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A bad configuration value; its message is one line naming the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    env: str
+    help: str
+
+
+# Every variable the program reads, for --help and the README.
+SETTINGS: list[Setting] = [
+    Setting("DATABASE_URL", "PostgreSQL URL; unset: a private server under EVENTBOOK_DATA_DIR"),
+    Setting("REDIS_URL", "Redis URL; unset: a private server under EVENTBOOK_DATA_DIR"),
+    Setting("JWT_SECRET", "HS256 key, at least 32 bytes; required with DATABASE_URL"),
+    Setting("PORT", "HTTP port (default 8080)"),
+    Setting("EVENTBOOK_HOST", "HTTP bind address (default 127.0.0.1)"),
+    Setting("EVENTBOOK_DATA_DIR", "embedded servers' data and the dev JWT key (default .eventbook)"),
+    Setting("EVENTBOOK_LOG_FORMAT", "auto | json | console (default auto: console on a terminal)"),
+    Setting("EVENTBOOK_LOG_LEVEL", "debug | info | warning | error (default info)"),
+    Setting("EVENTBOOK_DB_POOL_MIN", "asyncpg pool minimum size (default 2)"),
+    Setting("EVENTBOOK_DB_POOL_MAX", "asyncpg pool maximum size (default 20)"),
+    Setting("EVENTBOOK_REDIS_POOL_MAX", "Redis connection pool size (default 50)"),
+    Setting("EVENTBOOK_REDIS_PREFIX", "prefix of every Redis key (default eventbook:)"),
+    Setting("EVENTBOOK_JWT_TTL_SECONDS", "access token lifetime (default 3600)"),
+    Setting("EVENTBOOK_JWT_ISSUER", "token iss claim (default eventbook)"),
+    Setting("EVENTBOOK_JWT_AUDIENCE", "token aud claim (default eventbook-api)"),
+    Setting("EVENTBOOK_ORGANIZER_SIGNUP", "true | false: organizers may self-register (default true)"),
+    Setting("EVENTBOOK_ARGON2_TIME_COST", "Argon2id iterations (default 3)"),
+    Setting("EVENTBOOK_ARGON2_MEMORY_KIB", "Argon2id memory in KiB (default 65536)"),
+    Setting("EVENTBOOK_LOGIN_LIMIT", "login attempts per e-mail per window (default 10)"),
+    Setting("EVENTBOOK_LOGIN_IP_LIMIT", "login attempts per client address per window (default 100)"),
+    Setting("EVENTBOOK_LOGIN_WINDOW_SECONDS", "login rate-limit window (default 300)"),
+    Setting("EVENTBOOK_BOOKING_RATE", "bookings per customer per second, 0 = unlimited (default 10)"),
+    Setting("EVENTBOOK_MAX_BODY_BYTES", "largest request body (default 1048576)"),
+    Setting("EVENTBOOK_MAIL_LATENCY_MS", "simulated mail server latency (default 0)"),
+    Setting("EVENTBOOK_MAIL_FAILURE_RATE", "simulated mail failure probability 0..1 (default 0)"),
+    Setting("EVENTBOOK_SMTP_URL", "smtp[s]://user:pass@host:port: send real mail instead"),
+    Setting("EVENTBOOK_MAIL_FROM", "sender address (default eventbook@localhost)"),
+    Setting("EVENTBOOK_CLAIM_IDLE_MS", "reclaim messages pending this long (default 30000)"),
+    Setting("EVENTBOOK_MAX_ATTEMPTS", "attempts before a message is dead-lettered (default 5)"),
+    Setting("EVENTBOOK_FANOUT_CONCURRENCY", "mails in flight per notifications actor (default 100)"),
+    Setting("EVENTBOOK_ACTORS", "actors this process runs, comma-separated (default all)"),
+]
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    database_url: str | None = None
+    redis_url: str | None = None
+    jwt_secret: str | None = None
+    port: int = 8080
+    host: str = "127.0.0.1"
+    data_dir: Path = Path(".eventbook")
+    log_format: str = "auto"
+    log_level: str = "info"
+    db_pool_min: int = 2
+    db_pool_max: int = 20
+    redis_pool_max: int = 50
+    redis_prefix: str = "eventbook:"
+    jwt_ttl_seconds: int = 3600
+    jwt_issuer: str = "eventbook"
+    jwt_audience: str = "eventbook-api"
+    organizer_signup: bool = True
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    login_limit: int = 10
+    login_ip_limit: int = 100
+    login_window_seconds: int = 300
+    booking_rate: int = 10
+    max_body_bytes: int = 1024 * 1024
+    mail_latency_ms: int = 0
+    mail_failure_rate: float = 0.0
+    smtp_url: str | None = None
+    mail_from: str = "eventbook@localhost"
+    claim_idle_ms: int = 30000
+    max_attempts: int = 5
+    fanout_concurrency: int = 100
+    actors: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        config = cls(
+            database_url=reader.url("DATABASE_URL", ("postgres", "postgresql")),
+            redis_url=reader.url("REDIS_URL", ("redis", "rediss", "unix")),
+            jwt_secret=reader.optional("JWT_SECRET"),
+            port=reader.integer("PORT", 8080, 1, 65535),
+            host=reader.text("EVENTBOOK_HOST", "127.0.0.1"),
+            data_dir=Path(reader.text("EVENTBOOK_DATA_DIR", ".eventbook")),
+            log_format=reader.choice("EVENTBOOK_LOG_FORMAT", "auto", ("auto", "json", "console")),
+            log_level=reader.choice(
+                "EVENTBOOK_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
+            ),
+            db_pool_min=reader.integer("EVENTBOOK_DB_POOL_MIN", 2, 0, 1000),
+            db_pool_max=reader.integer("EVENTBOOK_DB_POOL_MAX", 20, 1, 1000),
+            redis_pool_max=reader.integer("EVENTBOOK_REDIS_POOL_MAX", 50, 1, 10000),
+            redis_prefix=reader.text("EVENTBOOK_REDIS_PREFIX", "eventbook:"),
+            jwt_ttl_seconds=reader.integer("EVENTBOOK_JWT_TTL_SECONDS", 3600, 60, 30 * 86400),
+            jwt_issuer=reader.text("EVENTBOOK_JWT_ISSUER", "eventbook"),
+            jwt_audience=reader.text("EVENTBOOK_JWT_AUDIENCE", "eventbook-api"),
+            organizer_signup=reader.boolean("EVENTBOOK_ORGANIZER_SIGNUP", True),
+            argon2_time_cost=reader.integer("EVENTBOOK_ARGON2_TIME_COST", 3, 1, 100),
+            argon2_memory_kib=reader.integer("EVENTBOOK_ARGON2_MEMORY_KIB", 65536, 64, 4 << 20),
+            login_limit=reader.integer("EVENTBOOK_LOGIN_LIMIT", 10, 1, 1_000_000),
+            login_ip_limit=reader.integer("EVENTBOOK_LOGIN_IP_LIMIT", 100, 1, 1_000_000),
+            login_window_seconds=reader.integer("EVENTBOOK_LOGIN_WINDOW_SECONDS", 300, 1, 86400),
+            booking_rate=reader.integer("EVENTBOOK_BOOKING_RATE", 10, 0, 1_000_000),
+            max_body_bytes=reader.integer("EVENTBOOK_MAX_BODY_BYTES", 1 << 20, 1024, 1 << 30),
+            mail_latency_ms=reader.integer("EVENTBOOK_MAIL_LATENCY_MS", 0, 0, 600_000),
+            mail_failure_rate=reader.fraction("EVENTBOOK_MAIL_FAILURE_RATE", 0.0),
+            smtp_url=reader.url("EVENTBOOK_SMTP_URL", ("smtp", "smtps")),
+            mail_from=reader.text("EVENTBOOK_MAIL_FROM", "eventbook@localhost"),
+            claim_idle_ms=reader.integer("EVENTBOOK_CLAIM_IDLE_MS", 30000, 100, 86_400_000),
+            max_attempts=reader.integer("EVENTBOOK_MAX_ATTEMPTS", 5, 1, 1000),
+            fanout_concurrency=reader.integer("EVENTBOOK_FANOUT_CONCURRENCY", 100, 1, 10000),
+            actors=reader.names("EVENTBOOK_ACTORS"),
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.db_pool_min > self.db_pool_max:
+            raise ConfigError(
+                "EVENTBOOK_DB_POOL_MIN must not exceed EVENTBOOK_DB_POOL_MAX "
+                f"({self.db_pool_min} > {self.db_pool_max})"
+            )
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
+            raise ConfigError("JWT_SECRET must be at least 32 bytes long")
+        if self.database_url is not None and self.jwt_secret is None:
+            raise ConfigError(
+                "JWT_SECRET is required when DATABASE_URL is set (at least 32 random bytes)"
+            )
+
+    def replace(self, **changes: Any) -> Config:
+        config = dataclasses.replace(self, **changes)
+        config.validate()
+        return config
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings for the startup log, with secrets and URL passwords hidden."""
+        shown: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "jwt_secret":
+                value = None if value is None else "***"
+            elif field.name in ("database_url", "redis_url", "smtp_url") and value:
+                value = _redact_url(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            shown[field.name] = value
+        return shown
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def _parse(self, name: str, default: Any, parse: Callable[[str], Any], expect: str) -> Any:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not valid: expected {expect}") from None
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        def parse(raw: str) -> int:
+            value = int(raw)
+            if not low <= value <= high:
+                raise ValueError
+            return value
+
+        return int(self._parse(name, default, parse, f"an integer from {low} to {high}"))
+
+    def fraction(self, name: str, default: float) -> float:
+        def parse(raw: str) -> float:
+            value = float(raw)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError
+            return value
+
+        return float(self._parse(name, default, parse, "a number from 0 to 1"))
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def parse(raw: str) -> bool:
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+
+        return bool(self._parse(name, default, parse, "true or false"))
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        def parse(raw: str) -> str:
+            if raw.lower() not in choices:
+                raise ValueError
+            return raw.lower()
+
+        return str(self._parse(name, default, parse, " | ".join(choices)))
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        def parse(raw: str) -> str:
+            parts = urlsplit(raw)
+            if parts.scheme not in schemes or not (parts.netloc or parts.path):
+                raise ValueError
+            return raw
+
+        expect = "a URL starting with " + " or ".join(f"{s}://" for s in schemes)
+        value = self._parse(name, None, parse, expect)
+        return None if value is None else str(value)
+
+    def names(self, name: str) -> tuple[str, ...]:
+        raw = self.optional(name)
+        if raw is None:
+            return ()
+        return tuple(part.strip() for part in raw.split(",") if part.strip())

@@ -1,0 +1,49 @@
+"""Request id and access log: the outermost middleware."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+log = structlog.get_logger("eventbook.access")
+
+# An incoming id is kept only when it is short and plain, so it is safe in logs.
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@web.middleware
+async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Take a sane X-Request-ID or make one, bind it to every log line, echo it back."""
+    incoming = request.headers.get("X-Request-ID", "")
+    rid = incoming if _SANE_ID.match(incoming) else new_request_id()
+    request["request_id"] = rid
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-ID"] = rid
+        return response
+    finally:
+        route = request.match_info.route.resource
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            route=route.canonical if route is not None else None,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            remote=request.remote,
+        )
+        structlog.contextvars.clear_contextvars()
