@@ -13,6 +13,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from eventbook.keys import REQUEST_ID
+
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -118,7 +120,7 @@ UNAVAILABLE = (
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every error into problem+json; log unexpected ones once, with traceback."""
-    request_id = request.get("request_id")
+    request_id = request.get(REQUEST_ID)
     try:
         return await handler(request)
     except Problem as problem:

@@ -15,3 +15,5 @@ from eventbook.config import Config
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", redis.asyncio.Redis)
+
+REQUEST_ID = web.RequestKey("request_id", str)

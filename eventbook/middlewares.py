@@ -10,6 +10,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from eventbook.keys import REQUEST_ID
+
 log = structlog.get_logger("eventbook.access")
 
 # An incoming id is kept only when it is short and plain, so it is safe in logs.
@@ -25,7 +27,7 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     """Take a sane X-Request-ID or make one, bind it to every log line, echo it back."""
     incoming = request.headers.get("X-Request-ID", "")
     rid = incoming if _SANE_ID.match(incoming) else new_request_id()
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=rid)
     started = time.perf_counter()

@@ -1,0 +1,95 @@
+"""A thin HTTP client for tests: builds the world (users, events, bookings) in a line each."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+import uuid
+from typing import Any
+
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient
+
+_serial = itertools.count()
+
+
+@dataclasses.dataclass
+class User:
+    id: str
+    email: str
+    role: str
+    token: str
+    password: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def future(days: float = 7) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).isoformat()
+
+
+class Api:
+    def __init__(self, client: TestClient[web.Request, web.Application]) -> None:
+        self.client = client
+        self.app = client.app
+
+    async def request(
+        self, method: str, path: str, user: User | None = None, **kwargs: Any
+    ) -> ClientResponse:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if user is not None:
+            headers.update(user.headers)
+        return await self.client.request(method, path, headers=headers, **kwargs)
+
+    async def get(self, path: str, user: User | None = None, **kwargs: Any) -> ClientResponse:
+        return await self.request("GET", path, user, **kwargs)
+
+    async def post(self, path: str, user: User | None = None, **kwargs: Any) -> ClientResponse:
+        return await self.request("POST", path, user, **kwargs)
+
+    async def patch(self, path: str, user: User | None = None, **kwargs: Any) -> ClientResponse:
+        return await self.request("PATCH", path, user, **kwargs)
+
+    async def register(
+        self, role: str = "customer", email: str | None = None, password: str = "correct horse",
+        name: str = "Test Person",
+    ) -> User:
+        email = email or f"user{next(_serial)}-{uuid.uuid4().hex[:8]}@example.com"
+        answer = await self.post(
+            "/api/v1/auth/register",
+            json={"email": email, "password": password, "name": name, "role": role},
+        )
+        assert answer.status == 201, await answer.text()
+        body = await answer.json()
+        return User(body["user"]["id"], email, role, body["access_token"], password)
+
+    async def login(self, email: str, password: str, **kwargs: Any) -> ClientResponse:
+        return await self.post(
+            "/api/v1/auth/login", json={"email": email, "password": password}, **kwargs
+        )
+
+    async def create_event(self, organizer: User, **fields: Any) -> dict[str, Any]:
+        body = {"title": "Concert", "starts_at": future(), "capacity": 100, **fields}
+        answer = await self.post("/api/v1/events", organizer, json=body)
+        assert answer.status == 201, await answer.text()
+        event: dict[str, Any] = await answer.json()
+        return event
+
+    async def get_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        answer = await self.get(f"/api/v1/events/{event['id']}")
+        assert answer.status == 200, await answer.text()
+        body: dict[str, Any] = await answer.json()
+        return body
+
+    async def book(
+        self, customer: User, event: dict[str, Any], quantity: int | None = 1,
+        key: str | None = None,
+    ) -> ClientResponse:
+        headers = {"Idempotency-Key": key} if key else {}
+        body = {} if quantity is None else {"quantity": quantity}
+        return await self.post(
+            f"/api/v1/events/{event['id']}/bookings", customer, json=body, headers=headers
+        )

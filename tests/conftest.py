@@ -1,0 +1,158 @@
+"""Real PostgreSQL and Redis for every test: embedded ones started once per session, or
+the servers named by TEST_DATABASE_URL / TEST_REDIS_URL. Each test gets its own
+database (copied from a migrated template) and its own Redis key prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from eventbook import db
+from eventbook.app import create_app
+from eventbook.config import Config
+from eventbook.embedded import EmbeddedServices
+from tests.client import Api
+
+TEMPLATE = f"eventbook_template_{os.getpid()}"
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+class Servers:
+    def __init__(self, database_url: str, redis_url: str, embedded: EmbeddedServices | None):
+        self.database_url = database_url  # an admin database to create test databases from
+        self.redis_url = redis_url
+        self.embedded = embedded
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    database_url = os.environ.get("TEST_DATABASE_URL")
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    embedded = None
+    if not (database_url and redis_url):
+        embedded = EmbeddedServices(Path(tmp_path_factory.mktemp("servers")))
+        started_db, started_redis = embedded.start(
+            postgres=not database_url, redis=not redis_url
+        )
+        database_url = database_url or started_db
+        redis_url = redis_url or started_redis
+    assert database_url and redis_url
+    admin = with_database(database_url, "postgres")
+    asyncio.run(_create_template(admin))
+    try:
+        yield Servers(admin, redis_url, embedded)
+    finally:
+        asyncio.run(_drop_database(admin, TEMPLATE))
+        if embedded is not None:
+            embedded.release()
+
+
+async def _create_template(admin_url: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(with_database(admin_url, TEMPLATE))
+    try:
+        await db.migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def base_config(database_url: str, redis_url: str, **overrides: Any) -> Config:
+    """Test settings: cheap password hashing, a private Redis prefix, quick reclaim."""
+    settings: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "jwt_secret": "test-secret-" + "x" * 40,
+        "redis_prefix": f"test:{uuid.uuid4().hex[:12]}:",
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 1024,
+        "db_pool_min": 1,
+        "db_pool_max": 10,
+        "booking_rate": 0,
+        "log_format": "json",
+    }
+    settings.update(overrides)
+    return Config(**settings)
+
+
+@pytest.fixture
+async def database(servers: Servers) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test; its URL."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(servers.database_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    yield with_database(servers.database_url, name)
+    await _drop_database(servers.database_url, name)
+
+
+@pytest.fixture
+def config(database: str, servers: Servers) -> Config:
+    return base_config(database, servers.redis_url)
+
+
+@pytest.fixture
+async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
+    """A direct connection pool for seeding and checking the database."""
+    assert config.database_url is not None
+    pool = await db.create_pool(config.database_url, 1, 5)
+    yield pool
+    await pool.close()
+
+
+MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+def make_api(config: Config, aiohttp_client: Any) -> Callable[..., Awaitable[Api]]:
+    """Start the app (HTTP only unless actors=True) and return a client for it."""
+
+    async def make(actors: bool = False, **overrides: Any) -> Api:
+        app_config = config.replace(**overrides) if overrides else config
+        client = await aiohttp_client(create_app(app_config, actors=actors))
+        return Api(client)
+
+    return make
+
+
+@pytest.fixture
+async def api(make_api: Callable[..., Awaitable[Api]]) -> Api:
+    return await make_api()
+
+
+@pytest.fixture
+async def organizer(api: Api) -> Any:
+    return await api.register(role="organizer")
+
+
+@pytest.fixture
+async def customer(api: Api) -> Any:
+    return await api.register(role="customer")
