@@ -2,7 +2,7 @@
 
     python3 dev.py serve [ARGS...]   run `eventbook serve` (embedded PostgreSQL and Redis
                                      unless DATABASE_URL / REDIS_URL are set)
-    python3 dev.py test [ARGS...]    run the whole test suite (pytest ARGS...)
+    python3 dev.py test [ARGS...]    lint (ruff), then run the whole test suite (pytest ARGS...)
     python3 dev.py bench [ARGS...]   run the benchmarks (python -m bench ARGS...)
     python3 dev.py eventbook ARGS    run any eventbook subcommand
 
@@ -22,7 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("EVENTBOOK_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-EXTRAS = {"serve": "embedded", "eventbook": "embedded", "test": "embedded,test", "bench": "embedded,test"}
+EXTRAS = {
+    "serve": "embedded",
+    "eventbook": "embedded",
+    "test": "embedded,test",
+    "bench": "embedded,test",
+}
 
 
 def ensure_venv(extras: str) -> None:
@@ -51,6 +56,10 @@ def main(argv: list[str]) -> int:
     elif command == "eventbook":
         args = [str(BIN / "eventbook"), *rest]
     elif command == "test":
+        os.chdir(ROOT)
+        lint = subprocess.run([str(BIN / "ruff"), "check", "eventbook", "tests", "bench"])
+        if lint.returncode != 0:
+            return lint.returncode
         args = [str(BIN / "python"), "-m", "pytest", *rest]
     else:
         args = [str(BIN / "python"), "-m", "bench", *rest]

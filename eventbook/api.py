@@ -8,13 +8,16 @@ OpenAPI document is generated from the same declaration, so they cannot drift ap
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import marshmallow
 from aiohttp import web
+from marshmallow import fields
 
 from eventbook.errors import Problem, validation_problem
 
@@ -108,10 +111,49 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return value
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         text=json.dumps(data, separators=(",", ":")),
         status=status,
         content_type="application/json",
         headers=headers,
     )
+
+
+def path_uuid(request: web.Request, name: str, code: str, detail: str) -> uuid.UUID:
+    """The UUID in path segment `name`; a malformed one is as unknown as a missing one."""
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError:
+        raise Problem(404, code, detail) from None
+
+
+class Text(fields.String):
+    """A string PostgreSQL can store: no NUL character and no lone surrogate, which the
+    database or the driver would otherwise reject with a 500."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise marshmallow.ValidationError("Must not contain NUL characters.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise marshmallow.ValidationError("Not valid Unicode text.") from None
+        return text
+
+
+class Moment(fields.AwareDateTime):
+    """An ISO 8601 time with an offset (one without is refused), converted to UTC."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> dt.datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(dt.UTC)
+        except OverflowError:
+            # e.g. 9999-12-31T23:00-05:00: valid ISO, but past the last representable year.
+            raise marshmallow.ValidationError("Out of range.") from None

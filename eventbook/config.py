@@ -22,12 +22,12 @@ class Setting:
 
 # Every variable the program reads, for --help and the README.
 SETTINGS: list[Setting] = [
-    Setting("DATABASE_URL", "PostgreSQL URL; unset: a private server under EVENTBOOK_DATA_DIR"),
+    Setting("DATABASE_URL", "PostgreSQL URL; unset: a private server in EVENTBOOK_DATA_DIR"),
     Setting("REDIS_URL", "Redis URL; unset: a private server under EVENTBOOK_DATA_DIR"),
     Setting("JWT_SECRET", "HS256 key, at least 32 bytes; required with DATABASE_URL"),
     Setting("PORT", "HTTP port (default 8080)"),
     Setting("EVENTBOOK_HOST", "HTTP bind address (default 127.0.0.1)"),
-    Setting("EVENTBOOK_DATA_DIR", "embedded servers' data and the dev JWT key (default .eventbook)"),
+    Setting("EVENTBOOK_DATA_DIR", "embedded servers' data, dev JWT key (default .eventbook)"),
     Setting("EVENTBOOK_LOG_FORMAT", "auto | json | console (default auto: console on a terminal)"),
     Setting("EVENTBOOK_LOG_LEVEL", "debug | info | warning | error (default info)"),
     Setting("EVENTBOOK_DB_POOL_MIN", "asyncpg pool minimum size (default 2)"),
@@ -37,13 +37,13 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_JWT_TTL_SECONDS", "access token lifetime (default 3600)"),
     Setting("EVENTBOOK_JWT_ISSUER", "token iss claim (default eventbook)"),
     Setting("EVENTBOOK_JWT_AUDIENCE", "token aud claim (default eventbook-api)"),
-    Setting("EVENTBOOK_ORGANIZER_SIGNUP", "true | false: organizers may self-register (default true)"),
+    Setting("EVENTBOOK_ORGANIZER_SIGNUP", "true | false: organizers self-register (default true)"),
     Setting("EVENTBOOK_ARGON2_TIME_COST", "Argon2id iterations (default 3)"),
     Setting("EVENTBOOK_ARGON2_MEMORY_KIB", "Argon2id memory in KiB (default 65536)"),
     Setting("EVENTBOOK_LOGIN_LIMIT", "login attempts per e-mail per window (default 10)"),
-    Setting("EVENTBOOK_LOGIN_IP_LIMIT", "login attempts per client address per window (default 100)"),
+    Setting("EVENTBOOK_LOGIN_IP_LIMIT", "login attempts per client address, window (default 100)"),
     Setting("EVENTBOOK_LOGIN_WINDOW_SECONDS", "login rate-limit window (default 300)"),
-    Setting("EVENTBOOK_BOOKING_RATE", "bookings per customer per second, 0 = unlimited (default 10)"),
+    Setting("EVENTBOOK_BOOKING_RATE", "bookings per customer per second, 0 = off (default 10)"),
     Setting("EVENTBOOK_MAX_BODY_BYTES", "largest request body (default 1048576)"),
     Setting("EVENTBOOK_MAIL_LATENCY_MS", "simulated mail server latency (default 0)"),
     Setting("EVENTBOOK_MAIL_FAILURE_RATE", "simulated mail failure probability 0..1 (default 0)"),
@@ -51,7 +51,7 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_MAIL_FROM", "sender address (default eventbook@localhost)"),
     Setting("EVENTBOOK_CLAIM_IDLE_MS", "reclaim messages pending this long (default 30000)"),
     Setting("EVENTBOOK_MAX_ATTEMPTS", "attempts before a message is dead-lettered (default 5)"),
-    Setting("EVENTBOOK_FANOUT_CONCURRENCY", "mails in flight per notifications actor (default 100)"),
+    Setting("EVENTBOOK_FANOUT_CONCURRENCY", "mails in flight per fan-out actor (default 100)"),
     Setting("EVENTBOOK_ACTORS", "actors this process runs, comma-separated (default all)"),
 ]
 

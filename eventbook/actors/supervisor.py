@@ -61,7 +61,7 @@ class Supervisor:
         self.stopping.set()
         if not self._tasks:
             return
-        done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout)
         for task in pending:
             log.warning("actor_stop_timeout", actor=task.get_name())
             task.cancel()

@@ -1,0 +1,209 @@
+"""The eventbook command: configuration, migrations, readiness, embedded servers, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from eventbook import db
+from eventbook.config import Config, ConfigError
+from eventbook.embedded import EmbeddedServices
+from tests.client import Api
+from tests.conftest import with_database
+from tests.processes import Process, Server, environment, run
+from tests.test_problems import assert_problem
+
+# -- configuration -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "eighty"}, "PORT='eighty' is not valid: expected an integer from 1 to 65535"),
+        ({"PORT": "70000"}, "PORT='70000' is not valid"),
+        ({"JWT_SECRET": "short"}, "JWT_SECRET must be at least 32 bytes long"),
+        ({"DATABASE_URL": "mysql://x/y", "JWT_SECRET": "s" * 32}, "DATABASE_URL='mysql://x/y'"),
+        ({"DATABASE_URL": "postgresql://h/db"}, "JWT_SECRET is required when DATABASE_URL"),
+        ({"EVENTBOOK_LOG_FORMAT": "xml"}, "expected auto | json | console"),
+        ({"EVENTBOOK_MAIL_FAILURE_RATE": "2"}, "expected a number from 0 to 1"),
+        ({"EVENTBOOK_DB_POOL_MIN": "30", "EVENTBOOK_DB_POOL_MAX": "10"}, "must not exceed"),
+        ({"EVENTBOOK_ORGANIZER_SIGNUP": "maybe"}, "expected true or false"),
+    ],
+)
+def test_a_bad_setting_is_refused_with_one_line_naming_it(env: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        Config.from_env(env)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_defaults_need_no_environment() -> None:
+    config = Config.from_env({})
+    assert config.database_url is None and config.redis_url is None
+    assert config.port == 8080
+    assert config.data_dir == Path(".eventbook")
+
+
+def test_the_command_exits_2_with_the_message_on_bad_configuration(tmp_path: Path) -> None:
+    result = run(["serve"], environment(PORT="eighty", EVENTBOOK_DATA_DIR=str(tmp_path)))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "eventbook: configuration error: "
+        "PORT='eighty' is not valid: expected an integer from 1 to 65535"
+    ]
+    assert not (tmp_path / "postgres").exists()
+
+
+def test_help_names_every_subcommand_and_variable() -> None:
+    result = run(["--help"], environment())
+    assert result.returncode == 0
+    for word in ("serve", "worker", "migrate", "DATABASE_URL", "REDIS_URL", "JWT_SECRET",
+                 "EVENTBOOK_DATA_DIR"):
+        assert word in result.stdout
+    serve_help = run(["serve", "--help"], environment()).stdout
+    assert "--no-actors" in serve_help and "DATABASE_URL" in serve_help
+
+
+def test_startup_log_redacts_secrets(config: Config) -> None:
+    shown = config.replace(
+        database_url="postgresql://app:hunter2@db.internal/eventbook"
+    ).redacted()
+    assert shown["jwt_secret"] == "***"
+    assert "hunter2" not in shown["database_url"]
+    assert shown["database_url"] == "postgresql://app:***@db.internal/eventbook"
+
+
+# -- migrations ------------------------------------------------------------------------
+
+
+async def test_concurrent_starts_apply_each_migration_exactly_once(servers) -> None:
+    name = "test_migrations_race"
+    admin = await asyncpg.connect(servers.database_url)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = with_database(servers.database_url, name)
+        conns = [await asyncpg.connect(url) for _ in range(6)]
+        results = await asyncio.gather(*(db.migrate(conn) for conn in conns))
+        applied = [name for result in results for name in result]
+        expected = [migration for migration, _ in db.migrations()]
+        assert sorted(applied) == sorted(expected)
+        rows = await conns[0].fetch("SELECT name FROM schema_migrations ORDER BY name")
+        assert [row["name"] for row in rows] == expected
+        assert await db.migrate(conns[0]) == []
+        for conn in conns:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def test_migrate_command_applies_pending_migrations(config: Config) -> None:
+    result = run(["migrate"], environment(config))
+    assert result.returncode == 0, result.stderr
+    assert "migrations_done" in result.stdout
+
+
+# -- readiness -------------------------------------------------------------------------
+
+
+async def test_readyz_is_503_while_redis_is_down_and_200_after(
+    make_api, tmp_path: Path
+) -> None:
+    private = EmbeddedServices(tmp_path)
+    redis_url = private.start_redis()
+    try:
+        api: Api = await make_api(redis_url=redis_url)
+        assert (await api.get("/readyz")).status == 200
+        private.stop_redis()
+        answer = await api.get("/readyz")
+        body = await assert_problem(answer, 503, "not_ready")
+        assert body["checks"] == {"postgres": "ok", "redis": "down"}
+        assert (await api.get("/healthz")).status == 200
+        private.start_redis()
+        assert (await api.get("/readyz")).status == 200
+    finally:
+        private.stop_redis()
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+async def test_serve_uses_the_servers_it_is_given_and_starts_none(
+    config: Config, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    server = Server(environment(config, EVENTBOOK_DATA_DIR=str(data_dir)), tmp_path / "log")
+    try:
+        await server.wait_ready()
+        assert not (data_dir / "postgres").exists()
+        assert not (data_dir / "redis").exists()
+    finally:
+        assert server.stop() == 0
+    assert '"event": "stopped"' in server.output
+
+
+def test_worker_starts_logs_and_stops_cleanly_on_sigterm(config: Config, tmp_path: Path) -> None:
+    worker = Process(["worker"], environment(config), tmp_path / "worker.log")
+    try:
+        worker.wait_for_output("worker_running")
+    finally:
+        assert worker.stop(signal.SIGTERM) == 0
+    assert "worker_stopping" in worker.output
+    assert '"event": "stopped"' in worker.output
+
+
+@pytest.mark.slow
+async def test_embedded_servers_are_shared_and_stopped_by_the_last_process(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    env = environment(EVENTBOOK_DATA_DIR=str(data_dir))
+    first = Server(env, tmp_path / "first.log")
+    second = None
+    try:
+        await first.wait_ready(timeout=120)
+        second = Server(env, tmp_path / "second.log")
+        await second.wait_ready()
+        async with aiohttp.ClientSession() as session:
+            answer = await session.post(
+                f"{first.url}/api/v1/auth/register",
+                json={"email": "kept@example.com", "password": "long enough", "name": "K",
+                      "role": "customer"},
+            )
+            assert answer.status == 201
+            # The second process sees the first one's data: one database, shared.
+            answer = await session.post(
+                f"{second.url}/api/v1/auth/login",
+                json={"email": "kept@example.com", "password": "long enough"},
+            )
+            assert answer.status == 200
+        services = EmbeddedServices(data_dir)
+        assert first.stop() == 0
+        assert services.postgres_port() is not None, "stopped while still in use"
+        assert services.redis_port() is not None
+        assert second.stop() == 0
+        second = None
+        assert services.postgres_port() is None
+        assert services.redis_port() is None
+        # Data survives a restart.
+        third = Server(env, tmp_path / "third.log")
+        try:
+            await third.wait_ready(timeout=120)
+            async with aiohttp.ClientSession() as session:
+                answer = await session.post(
+                    f"{third.url}/api/v1/auth/login",
+                    json={"email": "kept@example.com", "password": "long enough"},
+                )
+                assert answer.status == 200
+        finally:
+            assert third.stop() == 0
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
