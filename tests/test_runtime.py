@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from eventbook import db
-from eventbook.config import Config, ConfigError
+from eventbook.config import SETTINGS, Config, ConfigError
 from eventbook.embedded import EmbeddedServices
 from tests.client import Api
 from tests.conftest import with_database
@@ -207,3 +207,9 @@ async def test_embedded_servers_are_shared_and_stopped_by_the_last_process(
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_the_readme_documents_every_variable() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [s.env for s in SETTINGS if f"`{s.env}`" not in readme]
+    assert missing == []
