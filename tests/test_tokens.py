@@ -66,7 +66,7 @@ async def test_alg_none_is_a_401(api: Api, customer) -> None:
 
 
 async def test_another_algorithm_is_a_401(api: Api, customer) -> None:
-    token = jwt.encode(claims(customer.id), SECRET, algorithm="HS512")
+    token = jwt.encode(claims(customer.id), SECRET * 2, algorithm="HS512")
     await refused(api, token)
 
 
