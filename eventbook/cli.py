@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import os
 import secrets
 import signal
@@ -179,6 +180,36 @@ def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    from eventbook.check import consistency_report
+
+    async def check() -> dict[str, list[dict[str, object]]]:
+        assert config.database_url is not None
+        conn = await asyncpg.connect(config.database_url, timeout=10)
+        try:
+            return await consistency_report(conn, args.outbox_age, args.confirmation_window)
+        finally:
+            await conn.close()
+
+    with running_services(config) as config:
+        report = asyncio.run(check())
+    findings = sum(len(rows) for rows in report.values())
+    if args.json:
+        print(json.dumps({"ok": findings == 0, **report}, default=str, indent=2))
+    else:
+        titles = {
+            "ticket_counts": "events whose remaining tickets disagree with their bookings",
+            "stuck_outbox": f"outbox rows older than {args.outbox_age:g} s",
+            "unconfirmed_bookings": f"bookings unconfirmed after {args.confirmation_window:g} s",
+        }
+        for kind, rows in report.items():
+            print(f"{titles[kind]}: {len(rows)}")
+            for row in rows:
+                print("  " + " ".join(f"{key}={value}" for key, value in row.items()))
+        print("ok" if findings == 0 else f"{findings} finding(s)")
+    return 0 if findings == 0 else 1
+
+
 # -- parser --------------------------------------------------------------------------
 
 
@@ -221,6 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--actors", help="comma-separated actor names (default: all)")
 
     add("migrate", cmd_migrate, "Apply pending database migrations, then exit (release phase).")
+
+    check = add(
+        "check", cmd_check,
+        "Check the data: remaining tickets against bookings, outbox rows stuck, bookings "
+        "left unconfirmed. Exits 1 when it finds anything.",
+    )
+    check.add_argument("--outbox-age", type=float, default=60.0,
+                       help="report outbox rows older than this many seconds (default 60)")
+    check.add_argument("--confirmation-window", type=float, default=600.0,
+                       help="report bookings pending confirmation longer (default 600 s)")
+    check.add_argument("--json", action="store_true", help="print JSON")
 
     user = add("user", lambda c, a: 2, "Manage accounts.")
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")

@@ -1,0 +1,55 @@
+"""Data written straight into PostgreSQL, for tests that need a lot of it fast."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+
+async def insert_users(pool: asyncpg.Pool, count: int, role: str = "customer") -> list[uuid.UUID]:
+    """`count` users with an unusable password hash (they never log in)."""
+    rows = await pool.fetch(
+        """
+        INSERT INTO users (email, name, role, password_hash)
+        SELECT 'seed-' || gen_random_uuid() || '@example.com', 'Seeded ' || n, $2, '!'
+          FROM generate_series(1, $1) AS n
+        RETURNING id
+        """,
+        count, role,
+    )
+    return [row["id"] for row in rows]
+
+
+async def insert_event(
+    pool: asyncpg.Pool, organizer_id: uuid.UUID, capacity: int = 100, **columns: Any
+) -> uuid.UUID:
+    values = {"title": "Seeded event", "capacity": capacity, "available_tickets": capacity,
+              **columns}
+    names = ", ".join(values)
+    params = ", ".join(f"${n}" for n in range(3, len(values) + 3))
+    event_id: uuid.UUID = await pool.fetchval(
+        f"INSERT INTO events (organizer_id, starts_at, {names})"
+        f" VALUES ($1, now() + make_interval(days => $2), {params}) RETURNING id",
+        organizer_id, 30, *values.values(),
+    )
+    return event_id
+
+
+async def insert_attendees(
+    pool: asyncpg.Pool, event_id: uuid.UUID, user_ids: list[uuid.UUID], quantity: int = 1
+) -> None:
+    """One confirmed booking each (confirmation already sent), tickets taken from the event."""
+    await pool.execute(
+        """
+        WITH made AS (
+            INSERT INTO bookings (event_id, user_id, quantity, confirmation_status, confirmed_at)
+            SELECT $1, u, $3, 'sent', now() FROM unnest($2::uuid[]) AS u
+            RETURNING quantity
+        )
+        UPDATE events SET available_tickets = available_tickets - (SELECT sum(quantity) FROM made)
+         WHERE id = $1
+        """,
+        event_id, user_ids, quantity,
+    )
