@@ -84,6 +84,9 @@ def free_port() -> int:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As the servers themselves do: connections of a server just stopped linger in
+        # TIME_WAIT, and would otherwise make its port look taken, so it moves on restart.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncpg
 import redis.asyncio
 
+from eventbook.actors.confirmations import Confirmations
+from eventbook.actors.mailer import build_mailer
+from eventbook.actors.relay import OutboxRelay
 from eventbook.actors.supervisor import Actor, Supervisor
 from eventbook.config import Config
 
 __all__ = ["ACTOR_NAMES", "Actor", "Supervisor", "build_actors"]
 
-ACTOR_NAMES: tuple[str, ...] = ()
+ActorFactory = Callable[[Config, asyncpg.Pool, redis.asyncio.Redis], Actor]
+
+# Every actor kind by name, in start order. The notifications fan-out actor (issue 6)
+# joins here as "notifications".
+FACTORIES: dict[str, ActorFactory] = {
+    "relay": OutboxRelay,
+    "confirmations": lambda config, pool, client: Confirmations(
+        config, pool, client, build_mailer(config)
+    ),
+}
+
+ACTOR_NAMES: tuple[str, ...] = tuple(FACTORIES)
 
 
 def build_actors(
@@ -20,4 +36,5 @@ def build_actors(
     unknown = set(names) - set(ACTOR_NAMES)
     if unknown:
         raise ValueError(f"unknown actors: {', '.join(sorted(unknown))}")
-    return []
+    return [FACTORIES[name](config, pool, client) for name in ACTOR_NAMES
+            if not names or name in names]

@@ -5,11 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from typing import Protocol
 
+import asyncpg
+import redis.exceptions
 import structlog
 
 log = structlog.get_logger(__name__)
+
+# A server that is down is the whole story: logged without a traceback, since during an
+# outage every restart fails the same way.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
 
 
 class Actor(Protocol):
@@ -21,11 +38,15 @@ class Actor(Protocol):
 
 class Supervisor:
     def __init__(
-        self, actors: list[Actor], *, base_delay: float = 0.2, max_delay: float = 30.0
+        self, actors: list[Actor], *, base_delay: float = 0.2, max_delay: float = 30.0,
+        healthy_after: float = 60.0,
     ) -> None:
         self.actors = actors
         self.base_delay = base_delay
         self.max_delay = max_delay
+        # An actor that ran this long before crashing starts its backoff afresh, so an
+        # outage last week does not make today's restart wait the longest delay.
+        self.healthy_after = healthy_after
         self.stopping = asyncio.Event()
         self.restarts: dict[str, int] = {actor.name: 0 for actor in actors}
         self._tasks: list[asyncio.Task[None]] = []
@@ -38,6 +59,7 @@ class Supervisor:
     async def _supervise(self, actor: Actor) -> None:
         failures = 0
         while not self.stopping.is_set():
+            started = time.monotonic()
             try:
                 await actor.run(self.stopping)
                 if self.stopping.is_set():
@@ -46,9 +68,15 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if time.monotonic() - started >= self.healthy_after:
+                    failures = 0
                 failures += 1
-                log.exception("actor_crashed", actor=actor.name, failures=failures,
-                              error=repr(exc))
+                if isinstance(exc, UNAVAILABLE):
+                    log.error("actor_crashed", actor=actor.name, failures=failures,
+                              error=repr(exc), cause="dependency_unavailable")
+                else:
+                    log.exception("actor_crashed", actor=actor.name, failures=failures,
+                                  error=repr(exc))
             self.restarts[actor.name] += 1
             delay = min(self.max_delay, self.base_delay * 2 ** min(failures, 16))
             delay *= random.uniform(0.5, 1.5)

@@ -1,0 +1,127 @@
+"""The confirmations actor: one mail per booking confirmed or cancelled, recorded once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+import redis.asyncio
+import structlog
+
+from eventbook.actors.mailer import Mailer
+from eventbook.actors.stream import Message, StreamActor
+from eventbook.config import Config
+
+log = structlog.get_logger(__name__)
+
+KINDS = ("booking_confirmed", "booking_cancelled")
+
+BOOKING = """
+SELECT b.id, b.event_id, b.user_id, b.quantity, u.email, u.name,
+       e.title, e.starts_at, e.venue
+  FROM bookings b
+  JOIN users u ON u.id = b.user_id
+  JOIN events e ON e.id = b.event_id
+ WHERE b.id = $1
+"""
+
+# Recorded before it is sent (sent_at NULL): the unique (booking_id, kind) key makes a
+# redelivered message find this row instead of writing a second one.
+RECORD = """
+INSERT INTO notifications (user_id, kind, event_id, booking_id, recipient, subject, body)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (booking_id, kind) WHERE booking_id IS NOT NULL DO NOTHING
+RETURNING id, recipient, subject, body, sent_at
+"""
+
+RECORDED = """
+SELECT id, recipient, subject, body, sent_at FROM notifications
+ WHERE booking_id = $1 AND kind = $2
+"""
+
+
+def compose(kind: str, booking: asyncpg.Record | dict[str, Any]) -> tuple[str, str]:
+    """Subject and body of the mail for `booking` (a row of BOOKING)."""
+    starts = booking["starts_at"].astimezone(dt.UTC).strftime("%A %d %B %Y, %H:%M UTC")
+    tickets = f"{booking['quantity']} ticket{'s' if booking['quantity'] != 1 else ''}"
+    where = f" at {booking['venue']}" if booking["venue"] else ""
+    if kind == "booking_confirmed":
+        subject = f"Booking confirmed: {booking['title']}"
+        news = f"Your booking is confirmed: {tickets} for {booking['title']}{where}."
+    else:
+        subject = f"Booking cancelled: {booking['title']}"
+        news = f"Your booking of {tickets} for {booking['title']}{where} is cancelled."
+    body = (
+        f"Hello {booking['name']},\n\n"
+        f"{news}\n"
+        f"The event starts {starts}.\n\n"
+        f"Booking: {booking['id']}\n"
+        f"Event: {booking['event_id']}\n"
+    )
+    return subject, body
+
+
+class Confirmations(StreamActor):
+    """Sends and records the booking_confirmed and booking_cancelled mails."""
+
+    name = "confirmations"
+    topic = "confirmations"
+
+    def __init__(
+        self, config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, mailer: Mailer,
+        **options: Any,
+    ) -> None:
+        super().__init__(config, client, **options)
+        self.pool = pool
+        self.mailer = mailer
+
+    async def handle(self, message: Message) -> None:
+        kind = message.kind
+        if kind not in KINDS:
+            log.warning("confirmation_kind_unknown", kind=kind)
+            return
+        booking_id = uuid.UUID(str(message.payload["booking_id"]))
+        booking = await self.pool.fetchrow(BOOKING, booking_id)
+        if booking is None:
+            log.warning("confirmation_booking_missing", booking_id=str(booking_id))
+            return
+        subject, body = compose(kind, booking)
+        note = await self.pool.fetchrow(
+            RECORD, booking["user_id"], kind, booking["event_id"], booking_id,
+            booking["email"], subject, body,
+        ) or await self.pool.fetchrow(RECORDED, booking_id, kind)
+        assert note is not None
+        if note["sent_at"] is not None:
+            log.info("confirmation_already_sent", kind=kind, booking_id=str(booking_id))
+            return
+        await self.mailer.send(note["recipient"], note["subject"], note["body"])
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE notifications SET sent_at = now() WHERE id = $1 AND sent_at IS NULL",
+                note["id"],
+            )
+            if kind == "booking_confirmed":
+                await conn.execute(
+                    "UPDATE bookings SET confirmation_status = 'sent', confirmed_at = now()"
+                    " WHERE id = $1",
+                    booking_id,
+                )
+        log.info("confirmation_sent", kind=kind, booking_id=str(booking_id),
+                 notification_id=str(note["id"]))
+
+    async def on_dead_letter(self, message: Message, error: str) -> None:
+        if message.kind != "booking_confirmed":
+            return
+        try:
+            booking_id = uuid.UUID(str(message.payload["booking_id"]))
+        except (ValueError, KeyError, TypeError):
+            return  # a malformed message names no booking to mark
+        # Never overwrite 'sent': a slower twin of this message may have succeeded.
+        await self.pool.execute(
+            "UPDATE bookings SET confirmation_status = 'failed'"
+            " WHERE id = $1 AND confirmation_status = 'pending'",
+            booking_id,
+        )
+        log.error("confirmation_failed", booking_id=str(booking_id), error=error)

@@ -1,0 +1,327 @@
+"""The consumer-group runtime every stream actor shares.
+
+A `StreamActor` reads one Redis Stream through its consumer group, handles up to
+`concurrency` messages at a time, and acknowledges each once `handle` returned.
+Delivery is at least once, so `handle` must be idempotent. Messages a dead consumer
+left pending are claimed again (XAUTOCLAIM) after `claim_idle_ms`. A failing message
+is retried with backoff; the attempt count is Redis's own delivery count, so attempts
+made by consumers that died are counted too. After `max_attempts` the message goes to
+the dead-letter stream `{prefix}dead:{topic}` with its error and attempt count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import random
+import secrets
+import socket
+import time
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
+import structlog
+
+from eventbook.config import Config
+
+log = structlog.get_logger(__name__)
+
+
+def stream_key(prefix: str, topic: str) -> str:
+    return f"{prefix}stream:{topic}"
+
+
+def dead_letter_key(prefix: str, topic: str) -> str:
+    return f"{prefix}dead:{topic}"
+
+
+def consumer_name() -> str:
+    """hostname-pid-random: unique per process, and per actor instance within one."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """One stream entry as the relay wrote it: kind, payload (JSON), request_id, ..."""
+
+    id: str
+    fields: dict[str, str]
+    attempts: int  # deliveries so far, this one included
+
+    @property
+    def kind(self) -> str:
+        return self.fields.get("kind", "")
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        value = json.loads(self.fields.get("payload") or "{}")
+        if not isinstance(value, dict):
+            raise ValueError("the payload is not a JSON object")
+        return value
+
+    @property
+    def request_id(self) -> str | None:
+        return self.fields.get("request_id") or None
+
+
+async def pause(seconds: float, *events: asyncio.Event) -> bool:
+    """Sleep up to `seconds`; True as soon as one of `events` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return bool(done)
+
+
+class StreamActor:
+    """Base of every actor fed by a stream; subclasses set `name`, `topic` and `handle`."""
+
+    name: str = "stream"
+    topic: str = ""
+    concurrency: int = 10
+    # Short enough that a stop request is noticed promptly, and below the client's
+    # socket timeout (5 s), which would otherwise cut a blocked read.
+    block_ms: int = 1000
+
+    def __init__(
+        self,
+        config: Config,
+        client: redis.asyncio.Redis,
+        *,
+        consumer: str | None = None,
+        concurrency: int | None = None,
+        retry_delay: float = 0.5,
+        max_retry_delay: float = 30.0,
+    ) -> None:
+        if not self.topic:
+            raise TypeError(f"{type(self).__name__} must set a topic")
+        self.config = config
+        self.redis = client
+        self.stream = stream_key(config.redis_prefix, self.topic)
+        self.dead_stream = dead_letter_key(config.redis_prefix, self.topic)
+        self.group = self.name
+        self.consumer = consumer or consumer_name()
+        self.claim_idle_ms = config.claim_idle_ms
+        self.max_attempts = config.max_attempts
+        if concurrency is not None:
+            self.concurrency = concurrency
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self._stopping = asyncio.Event()
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0
+
+    # -- what a subclass provides ----------------------------------------------------
+
+    async def handle(self, message: Message) -> None:
+        """Do the message's work. Idempotent: it may run more than once per message."""
+        raise NotImplementedError
+
+    async def on_dead_letter(self, message: Message, error: str) -> None:
+        """Record that `message` is given up on (for example, mark its booking failed)."""
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Read and handle messages until `stopping`; the messages in hand finish first."""
+        self._stopping = stopping
+        await self.ensure_group()
+        log.info("consumer_started", actor=self.name, stream=self.stream, consumer=self.consumer)
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while not stopping.is_set():
+                if len(in_flight) >= self.concurrency:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                for message in await self.fetch(self.concurrency - len(in_flight)):
+                    task = asyncio.create_task(self.process(message))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+        except asyncio.CancelledError:
+            # Killed, not stopped: drop what is in hand unacknowledged; it is claimed again.
+            for task in in_flight:
+                task.cancel()
+            raise
+        finally:
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+        await self.leave()
+        log.info("consumer_stopped", actor=self.name, consumer=self.consumer)
+
+    async def ensure_group(self) -> None:
+        # From id 0: entries the relay added before any consumer existed are read too.
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    @property
+    def claim_interval(self) -> float:
+        return max(0.05, self.claim_idle_ms / 2000)
+
+    async def fetch(self, count: int) -> list[Message]:
+        """Up to `count` messages: abandoned ones first (now and then), else new ones."""
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + self.claim_interval
+            claimed = await self.claim(count)
+            if self._claim_cursor != "0-0":
+                self._next_claim = now  # more may be waiting past the cursor
+            if claimed:
+                return claimed
+            await self.trim()
+        block_ms = min(self.block_ms, max(50, int(self.claim_interval * 1000)))
+        reply = await self.redis.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
+        )
+        # RESP2 reply (the client's protocol): [[stream, [(id, fields), ...]]]
+        return [
+            Message(entry_id, fields, 1)
+            for _, entries in reply or []
+            for entry_id, fields in entries
+            if fields is not None
+        ]
+
+    async def claim(self, count: int) -> list[Message]:
+        """Take over messages pending longer than claim_idle_ms, with their delivery counts."""
+        reply = await self.redis.xautoclaim(
+            self.stream, self.group, self.consumer, self.claim_idle_ms,
+            start_id=self._claim_cursor, count=count,
+        )
+        self._claim_cursor = reply[0]
+        entries = [(entry_id, fields) for entry_id, fields in reply[1] if entry_id and fields]
+        if not entries:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id, _ in entries:
+                pipe.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+            details = await pipe.execute()
+        messages = []
+        for (entry_id, fields), detail in zip(entries, details, strict=True):
+            attempts = int(detail[0]["times_delivered"]) if detail else self.max_attempts + 1
+            messages.append(Message(entry_id, fields, attempts))
+            log.info("message_claimed", actor=self.name, message_id=entry_id, attempts=attempts,
+                     request_id=fields.get("request_id") or None)
+        return messages
+
+    async def trim(self) -> None:
+        """Drop entries every consumer is done with, so the stream does not grow forever.
+
+        Only when this group is the stream's sole reader: then an entry older than both
+        the oldest pending one and the last one delivered has been acknowledged.
+        """
+        groups = await self.redis.xinfo_groups(self.stream)
+        if len(groups) != 1:
+            return
+        summary = await self.redis.xpending(self.stream, self.group)
+        threshold = summary["min"] if summary["pending"] else groups[0]["last-delivered-id"]
+        if threshold and threshold != "0-0":
+            await self.redis.xtrim(self.stream, minid=threshold, approximate=True)
+
+    async def leave(self) -> None:
+        """On a clean stop, remove this consumer from the group when it holds nothing."""
+        with contextlib.suppress(redis.exceptions.RedisError):
+            mine = await self.redis.xpending_range(
+                self.stream, self.group, "-", "+", 1, consumername=self.consumer
+            )
+            if not mine:
+                await self.redis.xgroup_delconsumer(self.stream, self.group, self.consumer)
+
+    # -- one message -----------------------------------------------------------------
+
+    async def process(self, message: Message) -> None:
+        """Handle, retry, acknowledge or dead-letter one message, logging with its request id."""
+        with structlog.contextvars.bound_contextvars(
+            request_id=message.request_id, actor=self.name, message_id=message.id
+        ):
+            try:
+                await self._process(message)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                # Redis went away before the acknowledgement: the message stays pending
+                # and is claimed again once Redis is back.
+                log.warning("message_left_pending", error=repr(exc))
+
+    async def _process(self, message: Message) -> None:
+        if message.attempts > self.max_attempts:
+            await self.dead_letter(
+                message, "exceeded max attempts: consumers stopped before finishing it"
+            )
+            return
+        while True:
+            started = time.perf_counter()
+            try:
+                await self.handle(message)
+            except Exception as exc:
+                error = repr(exc)
+                log.warning("message_failed", kind=message.kind, attempts=message.attempts,
+                            max_attempts=self.max_attempts, error=error)
+                if message.attempts >= self.max_attempts:
+                    await self.dead_letter(message, error)
+                    return
+                delay = self.backoff(message.attempts)
+                if await pause(delay, self._stopping):
+                    log.info("message_retry_deferred", attempts=message.attempts)
+                    return
+                retry = await self.reclaim(message, delay)
+                if retry is None:
+                    log.info("message_taken_over", attempts=message.attempts)
+                    return
+                message = retry
+                continue
+            await self.redis.xack(self.stream, self.group, message.id)
+            log.info("message_handled", kind=message.kind, attempts=message.attempts,
+                     duration_ms=round((time.perf_counter() - started) * 1000, 2))
+            return
+
+    def backoff(self, attempts: int) -> float:
+        delay = min(self.max_retry_delay, self.retry_delay * 2 ** (attempts - 1))
+        return delay * random.uniform(0.5, 1.5)
+
+    async def reclaim(self, message: Message, waited: float) -> Message | None:
+        """Claim the message again for the next attempt (Redis counts the delivery).
+
+        A consumer that took it over while we waited has reset its idle time below
+        `waited`, so then nothing is claimed and the message is left to that consumer.
+        """
+        entries = await self.redis.xclaim(
+            self.stream, self.group, self.consumer, int(waited * 1000 * 0.9), [message.id]
+        )
+        live = [(entry_id, fields) for entry_id, fields in entries if entry_id and fields]
+        if not live:
+            return None
+        return Message(live[0][0], live[0][1], message.attempts + 1)
+
+    async def dead_letter(self, message: Message, error: str) -> None:
+        """Give up: run the hook, then copy the message to the dead-letter stream and ack it.
+
+        When the hook fails the message stays pending and comes back through a claim,
+        which dead-letters it again (the hook is idempotent).
+        """
+        try:
+            await self.on_dead_letter(message, error)
+        except Exception:
+            log.exception("dead_letter_hook_failed", kind=message.kind)
+            return
+        fields = {
+            **message.fields,
+            "error": error[:2000],
+            "attempts": str(message.attempts),
+            "stream": self.stream,
+            "message_id": message.id,
+            "consumer": self.consumer,
+            "failed_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.dead_stream, fields)
+            pipe.xack(self.stream, self.group, message.id)
+            await pipe.execute()
+        log.error("message_dead_lettered", kind=message.kind, attempts=message.attempts,
+                  error=error, dead_letter_stream=self.dead_stream)
