@@ -1,0 +1,384 @@
+"""Events: publish, browse, change, cancel, and the attendee list."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from eventbook.api import ORGANIZER, PUBLIC, Moment, Text, endpoint, json_response, path_uuid
+from eventbook.auth import ensure_event_owner, principal
+from eventbook.errors import Problem, validation_problem
+from eventbook.keys import POOL, REQUEST_ID
+from eventbook.pages import PageQuery, decode_cursor, page_of, page_response, split_page
+
+log = structlog.get_logger(__name__)
+routes = web.RouteTableDef()
+
+STATUSES = ("scheduled", "cancelled")
+EVENT_COLUMNS = (
+    "id, organizer_id, title, description, venue, starts_at, ends_at, capacity,"
+    " available_tickets, max_tickets_per_booking, status, version, created_at, updated_at"
+)
+# Word characters without the underscore, which PostgreSQL's parser splits words at.
+WORD = re.compile(r"[^\W_]+")
+MAX_SEARCH_WORDS = 8
+
+
+class EventSchema(Schema):
+    id = fields.UUID(required=True)
+    organizer_id = fields.UUID(required=True)
+    title = fields.String(required=True)
+    description = fields.String(required=True)
+    venue = fields.String(required=True, allow_none=True)
+    starts_at = fields.AwareDateTime(required=True)
+    ends_at = fields.AwareDateTime(required=True, allow_none=True)
+    capacity = fields.Integer(required=True)
+    available_tickets = fields.Integer(required=True)
+    max_tickets_per_booking = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    version = fields.Integer(required=True)
+    created_at = fields.AwareDateTime(required=True)
+    updated_at = fields.AwareDateTime(required=True)
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+
+
+def _in_future(value: dt.datetime) -> None:
+    if value <= dt.datetime.now(dt.UTC):
+        raise ValidationError("Must be in the future.")
+
+
+class EventChangesSchema(Schema):
+    """PATCH: any of the fields an organizer sets; null clears description, venue, ends_at."""
+
+    title = Text(validate=[validate.Length(1, 200), _not_blank])
+    description = Text(allow_none=True, validate=validate.Length(max=10_000))
+    venue = Text(allow_none=True, validate=validate.Length(max=200))
+    starts_at = Moment(validate=_in_future)
+    ends_at = Moment(allow_none=True)
+    capacity = fields.Integer(strict=True, validate=validate.Range(1, 1_000_000))
+    max_tickets_per_booking = fields.Integer(strict=True, validate=validate.Range(1, 100))
+
+    @validates_schema
+    def _consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Send at least one field to change.")
+        starts_at, ends_at = data.get("starts_at"), data.get("ends_at")
+        if starts_at is not None and ends_at is not None and ends_at <= starts_at:
+            raise ValidationError("Must be after starts_at.", "ends_at")
+
+
+class NewEventSchema(EventChangesSchema):
+    title = Text(required=True, validate=[validate.Length(1, 200), _not_blank])
+    description = Text(
+        allow_none=True, load_default="", validate=validate.Length(max=10_000)
+    )
+    venue = Text(allow_none=True, load_default=None, validate=validate.Length(max=200))
+    starts_at = Moment(required=True, validate=_in_future)
+    ends_at = Moment(allow_none=True, load_default=None)
+    capacity = fields.Integer(
+        required=True, strict=True, validate=validate.Range(1, 1_000_000)
+    )
+    max_tickets_per_booking = fields.Integer(
+        strict=True, load_default=10, validate=validate.Range(1, 100)
+    )
+
+
+class EventListQuery(PageQuery):
+    q = Text(
+        validate=validate.Length(1, 200),
+        metadata={"description": "Words that title or description contain, each as a prefix "
+                                 "(case-insensitive); every word must match."},
+    )
+    starts_after = Moment(
+        metadata={"description": "Only events starting after this time. Default: now."}
+    )
+    starts_before = Moment(metadata={"description": "Only events starting before this time."})
+    organizer_id = fields.UUID()
+    available = fields.Boolean(
+        metadata={"description": "true: only events with tickets left. false: no filter."}
+    )
+
+
+class AttendeeSchema(Schema):
+    booking_id = fields.UUID(required=True)
+    user_id = fields.UUID(required=True)
+    name = fields.String(required=True)
+    email = fields.String(required=True)
+    quantity = fields.Integer(required=True)
+    booked_at = fields.AwareDateTime(required=True)
+
+
+EVENT = EventSchema()
+ATTENDEE = AttendeeSchema()
+EVENT_PAGE = page_of(EventSchema)
+ATTENDEE_PAGE = page_of(AttendeeSchema)
+
+
+def event_id(request: web.Request) -> uuid.UUID:
+    return path_uuid(request, "id", "event_not_found", "There is no such event.")
+
+
+def event_not_found() -> Problem:
+    return Problem(404, "event_not_found", "There is no such event.")
+
+
+def event_cancelled() -> Problem:
+    return Problem(409, "event_cancelled", "The event is cancelled; it cannot change.")
+
+
+def search_query(text: str) -> str:
+    """A tsquery matching every word of `text` as a prefix: `rock:* & fest:*`.
+
+    Built from the words alone, so no tsquery operator a client types reaches PostgreSQL.
+    """
+    words = WORD.findall(text)[:MAX_SEARCH_WORDS]
+    if not words:
+        raise validation_problem({"q": ["Give at least one word to search for."]})
+    return " & ".join(f"{word}:*" for word in words)
+
+
+async def _owned_event(request: web.Request) -> uuid.UUID:
+    """The path's event id, after checking the caller organizes it (404, 403)."""
+    event = event_id(request)
+    organizer = await request.app[POOL].fetchval(
+        "SELECT organizer_id FROM events WHERE id = $1", event
+    )
+    if organizer is None:
+        raise event_not_found()
+    ensure_event_owner(principal(request), organizer)
+    return event
+
+
+def _as_json(changes: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: value.isoformat() if isinstance(value, dt.datetime) else value
+        for name, value in changes.items()
+    }
+
+
+@routes.post("/api/v1/events")
+@endpoint(
+    "Publish an event",
+    roles=ORGANIZER,
+    body=NewEventSchema(),
+    response=EVENT,
+    status=201,
+    tag="events",
+)
+async def create_event(request: web.Request, body: dict[str, Any]) -> web.Response:
+    user = principal(request)
+    try:
+        event = await request.app[POOL].fetchrow(
+            f"INSERT INTO events (organizer_id, title, description, venue, starts_at, ends_at,"
+            f" capacity, available_tickets, max_tickets_per_booking)"
+            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) RETURNING {EVENT_COLUMNS}",
+            user.id, body["title"], body["description"] or "", body["venue"],
+            body["starts_at"], body["ends_at"], body["capacity"],
+            body["max_tickets_per_booking"],
+        )
+    except asyncpg.ForeignKeyViolationError:
+        raise Problem(
+            401, "invalid_token", "The account no longer exists.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from None
+    assert event is not None
+    log.info("event_created", event_id=str(event["id"]), capacity=event["capacity"])
+    return json_response(EVENT.dump(event), status=201)
+
+
+@routes.get("/api/v1/events")
+@endpoint(
+    "Browse scheduled events, soonest first",
+    roles=PUBLIC,
+    query=EventListQuery(),
+    response=EVENT_PAGE,
+    tag="events",
+    description=(
+        "Lists scheduled events (never cancelled ones) ordered by `starts_at`, then `id`. "
+        "Without `starts_after` only events that have not started yet are listed; give "
+        "`starts_after` to choose the window's start yourself (past events included). "
+        "`q` matches words that begin the words of the title or description, "
+        "case-insensitively; all words must match. Pages are stable: events added between "
+        "requests never make an event repeat or go missing."
+    ),
+)
+async def list_events(request: web.Request, query: dict[str, Any]) -> web.Response:
+    # Only the filters given become SQL conditions: a fixed `$n IS NULL OR ...` query
+    # would get a generic plan that cannot use the search or organizer index.
+    conditions = ["status = 'scheduled'"]
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    starts_after = query.get("starts_after")
+    if starts_after is None:
+        conditions.append("starts_at > now()")
+    else:
+        conditions.append(f"starts_at > {arg(starts_after)}")
+    if "starts_before" in query:
+        conditions.append(f"starts_at < {arg(query['starts_before'])}")
+    if "organizer_id" in query:
+        conditions.append(f"organizer_id = {arg(query['organizer_id'])}")
+    if query.get("available"):
+        conditions.append("available_tickets > 0")
+    if "q" in query:
+        # The same expression as the events_search GIN index, so the index serves it.
+        conditions.append(
+            "to_tsvector('simple', title || ' ' || description)"
+            f" @@ to_tsquery('simple', {arg(search_query(query['q']))})"
+        )
+    if query["cursor"] is not None:
+        after_starts, after_id = decode_cursor(query["cursor"], dt.datetime, uuid.UUID)
+        conditions.append(f"(starts_at, id) > ({arg(after_starts)}, {arg(after_id)})")
+    limit = query["limit"]
+    where = " AND ".join(conditions)
+    if "q" in query:
+        # Find the matches through the search index first, then order them. Left to
+        # itself the planner walks events_browse in order and tests every event against
+        # the words (it cannot estimate prefix matches), which costs the whole table
+        # when few or none match. This way the cost follows the number of matches.
+        sql = (
+            f"WITH found AS MATERIALIZED (SELECT starts_at, id FROM events WHERE {where})"
+            f" SELECT {EVENT_COLUMNS} FROM events WHERE id IN"
+            f" (SELECT id FROM found ORDER BY starts_at, id LIMIT {arg(limit + 1)})"
+            f" ORDER BY starts_at, id"
+        )
+    else:
+        sql = (
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {where}"
+            f" ORDER BY starts_at, id LIMIT {arg(limit + 1)}"
+        )
+    rows = await request.app[POOL].fetch(sql, *args)
+    page, next_cursor = split_page(rows, limit, lambda row: (row["starts_at"], row["id"]))
+    return json_response(page_response(EVENT.dump(page, many=True), next_cursor))
+
+
+@routes.get("/api/v1/events/{id}")
+@endpoint(
+    "One event",
+    roles=PUBLIC,
+    response=EVENT,
+    problems={404: ["event_not_found"]},
+    tag="events",
+    description="Cancelled events are shown too, with `status: cancelled`.",
+)
+async def get_event(request: web.Request) -> web.Response:
+    event = await request.app[POOL].fetchrow(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1", event_id(request)
+    )
+    if event is None:
+        raise event_not_found()
+    return json_response(EVENT.dump(event))
+
+
+@routes.patch("/api/v1/events/{id}")
+@endpoint(
+    "Change an event",
+    roles=ORGANIZER,
+    body=EventChangesSchema(),
+    response=EVENT,
+    problems={
+        403: ["not_event_owner"],
+        404: ["event_not_found"],
+        409: ["capacity_below_sold", "event_cancelled"],
+    },
+    tag="events",
+    description=(
+        "Partial: only the fields sent change; null clears `description`, `venue` or "
+        "`ends_at`. `version` goes up by one. Capacity never goes below the tickets sold "
+        "(409 `capacity_below_sold`, with `sold`); the tickets left follow it. A change of "
+        "title, venue, `starts_at` or `ends_at` notifies every attendee."
+    ),
+)
+async def update_event(request: web.Request, body: dict[str, Any]) -> web.Response:
+    event = await _owned_event(request)
+    row = await request.app[POOL].fetchrow(
+        "SELECT outcome, sold, event FROM update_event($1, $2, $3)",
+        event, _as_json(body), request[REQUEST_ID],
+    )
+    assert row is not None
+    outcome = row["outcome"]
+    if outcome == "event_not_found":
+        raise event_not_found()
+    if outcome == "event_cancelled":
+        raise event_cancelled()
+    if outcome == "capacity_below_sold":
+        raise Problem(
+            409, "capacity_below_sold",
+            f"{row['sold']} tickets are sold; capacity cannot go below that.",
+            sold=row["sold"],
+        )
+    if outcome == "ends_before_start":
+        raise validation_problem({"ends_at": ["Must be after starts_at."]})
+    assert outcome == "updated", outcome
+    log.info("event_updated", event_id=str(event), fields=sorted(body))
+    return json_response(EVENT.dump(row["event"]))
+
+
+@routes.post("/api/v1/events/{id}/cancel")
+@endpoint(
+    "Cancel an event",
+    roles=ORGANIZER,
+    response=EVENT,
+    problems={403: ["not_event_owner"], 404: ["event_not_found"], 409: ["event_cancelled"]},
+    tag="events",
+    description="Cancels every booking of the event and notifies every attendee.",
+)
+async def cancel_event(request: web.Request) -> web.Response:
+    event = await _owned_event(request)
+    row = await request.app[POOL].fetchrow(
+        "SELECT outcome, event FROM cancel_event($1, $2)", event, request[REQUEST_ID]
+    )
+    assert row is not None
+    if row["outcome"] == "event_not_found":
+        raise event_not_found()
+    if row["outcome"] == "event_cancelled":
+        raise Problem(409, "event_cancelled", "The event is already cancelled.")
+    assert row["outcome"] == "cancelled", row["outcome"]
+    log.info("event_cancelled", event_id=str(event))
+    return json_response(EVENT.dump(row["event"]))
+
+
+@routes.get("/api/v1/events/{id}/attendees")
+@endpoint(
+    "Who booked an event",
+    roles=ORGANIZER,
+    query=PageQuery(),
+    response=ATTENDEE_PAGE,
+    problems={403: ["not_event_owner"], 404: ["event_not_found"]},
+    tag="events",
+    description="Confirmed bookings only, oldest first, one item per booking.",
+)
+async def list_attendees(request: web.Request, query: dict[str, Any]) -> web.Response:
+    event = await _owned_event(request)
+    args: list[Any] = [event]
+    after = ""
+    if query["cursor"] is not None:
+        args.extend(decode_cursor(query["cursor"], dt.datetime, uuid.UUID))
+        after = "AND (b.created_at, b.id) > ($2, $3)"
+    limit = query["limit"]
+    rows = await request.app[POOL].fetch(
+        f"SELECT b.id AS booking_id, b.user_id, u.name, u.email, b.quantity,"
+        f" b.created_at AS booked_at"
+        f" FROM bookings b JOIN users u ON u.id = b.user_id"
+        f" WHERE b.event_id = $1 AND b.status = 'confirmed' {after}"
+        f" ORDER BY b.created_at, b.id LIMIT {limit + 1:d}",
+        *args,
+    )
+    page, next_cursor = split_page(
+        rows, limit, lambda row: (row["booked_at"], row["booking_id"])
+    )
+    return json_response(page_response(ATTENDEE.dump(page, many=True), next_cursor))

@@ -1,0 +1,171 @@
+"""Concurrency through real HTTP: tickets are never oversold, never lost, never doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+
+import pytest
+
+from tests.client import Api, expect
+
+
+async def ledger(pool, event: dict) -> tuple[int, int, int]:
+    """(capacity, available_tickets, tickets held by confirmed bookings) in the database."""
+    row = await pool.fetchrow(
+        "SELECT e.capacity, e.available_tickets,"
+        " (SELECT coalesce(sum(quantity), 0) FROM bookings b"
+        "   WHERE b.event_id = e.id AND b.status = 'confirmed') AS held"
+        " FROM events e WHERE e.id = $1",
+        uuid.UUID(event["id"]),
+    )
+    return row["capacity"], row["available_tickets"], row["held"]
+
+
+async def test_500_simultaneous_bookings_sell_exactly_the_capacity(
+    api: Api, organizer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=100)
+    customers = await api.seed_users(pool, 500)
+    quantities = random.Random(500).choices(range(1, 5), k=len(customers))
+    answers = await asyncio.gather(
+        *(api.book(customer, event, quantity=q)
+          for customer, q in zip(customers, quantities, strict=True))
+    )
+    sold = 0
+    refused = 0
+    for answer, quantity in zip(answers, quantities, strict=True):
+        body = await answer.json()
+        if answer.status == 201:
+            assert body["quantity"] == quantity
+            sold += quantity
+        else:
+            assert (answer.status, body["code"]) == (409, "sold_out"), body
+            # Tickets only ever go down here, so the count it saw was too small.
+            assert body["available_tickets"] < quantity
+            refused += 1
+    assert sold == 100
+    assert refused == 500 - sum(answer.status == 201 for answer in answers)
+    assert await ledger(pool, event) == (100, 0, 100)
+    confirmations = await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE kind = 'booking_confirmed'"
+    )
+    assert confirmations == sum(answer.status == 201 for answer in answers)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_tickets_add_up_after_a_random_mix_of_changes(
+    api: Api, organizer, pool, seed: int
+) -> None:
+    rng = random.Random(seed)
+    event = await api.create_event(organizer, capacity=60)
+    customers = await api.seed_users(pool, 40)
+    earlier = []
+    owner = {}
+    for customer in customers[:20]:
+        booking = await expect(await api.book(customer, event, quantity=rng.randint(1, 2)), 201)
+        earlier.append(booking)
+        owner[booking["id"]] = customer
+
+    operations = []
+    for _ in range(300):
+        roll = rng.random()
+        if roll < 0.6:
+            customer = rng.choice(customers)
+            operations.append(("book", api.book(customer, event, quantity=rng.randint(1, 4))))
+        elif roll < 0.85:
+            booking = rng.choice(earlier)
+            path = f"/api/v1/bookings/{booking['id']}/cancel"
+            operations.append(("cancel", api.post(path, owner[booking["id"]])))
+        else:
+            change = {"capacity": rng.randint(20, 120)}
+            path = f"/api/v1/events/{event['id']}"
+            operations.append(("resize", api.patch(path, organizer, json=change)))
+    answers = await asyncio.gather(*(call for _, call in operations))
+
+    outcomes: Counter[tuple[str, int, str | None]] = Counter()
+    for (kind, _), answer in zip(operations, answers, strict=True):
+        body = await answer.json()
+        outcomes[(kind, answer.status, body.get("code"))] += 1
+    allowed = {
+        ("book", 201, None), ("book", 409, "sold_out"),
+        ("cancel", 200, None), ("cancel", 409, "booking_already_cancelled"),
+        ("resize", 200, None), ("resize", 409, "capacity_below_sold"),
+    }
+    assert set(outcomes) <= allowed, outcomes
+
+    capacity, available, held = await ledger(pool, event)
+    assert available == capacity - held
+    assert 0 <= available <= capacity
+    resized = outcomes[("resize", 200, None)]
+    assert (await api.get_event(event))["version"] == 1 + resized
+    counts = await pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE kind = 'booking_confirmed') AS confirmed,"
+        " count(*) FILTER (WHERE kind = 'booking_cancelled') AS cancelled FROM outbox"
+    )
+    assert counts["confirmed"] == len(earlier) + outcomes[("book", 201, None)]
+    assert counts["cancelled"] == outcomes[("cancel", 200, None)]
+
+
+async def test_ten_concurrent_retries_with_one_key_make_one_booking(
+    api: Api, organizer, customer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=10)
+    answers = await asyncio.gather(
+        *(api.book(customer, event, quantity=3, key="checkout-1") for _ in range(10))
+    )
+    assert sorted(answer.status for answer in answers) == [200] * 9 + [201]
+    assert len({(await answer.json())["id"] for answer in answers}) == 1
+    assert await pool.fetchval("SELECT count(*) FROM bookings") == 1
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 1
+    assert (await api.get_event(event))["available_tickets"] == 7
+
+
+async def test_concurrent_requests_with_one_key_and_two_bodies_make_one_booking(
+    api: Api, organizer, customer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=10)
+    quantities = [1, 2] * 5
+    answers = await asyncio.gather(
+        *(api.book(customer, event, quantity=q, key="checkout-1") for q in quantities)
+    )
+    [booking] = await pool.fetch("SELECT quantity FROM bookings")
+    for answer, quantity in zip(answers, quantities, strict=True):
+        if quantity == booking["quantity"]:
+            assert answer.status in (200, 201)
+        else:
+            assert answer.status == 422
+            assert (await answer.json())["code"] == "idempotency_key_reused"
+    assert sum(answer.status == 201 for answer in answers) == 1
+    assert (await api.get_event(event))["available_tickets"] == 10 - booking["quantity"]
+
+
+async def test_concurrent_cancels_of_one_booking_give_its_tickets_back_once(
+    api: Api, organizer, customer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=10)
+    booking = await expect(await api.book(customer, event, quantity=4), 201)
+    answers = await asyncio.gather(
+        *(api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer) for _ in range(10))
+    )
+    assert sorted(answer.status for answer in answers) == [200] + [409] * 9
+    assert await ledger(pool, event) == (10, 10, 0)
+
+
+async def test_bookings_racing_an_event_cancel_all_end_cancelled(
+    api: Api, organizer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=100)
+    customers = await api.seed_users(pool, 50)
+    cancel = api.post(f"/api/v1/events/{event['id']}/cancel", organizer)
+    answers = await asyncio.gather(
+        *(api.book(customer, event) for customer in customers[:25]),
+        cancel,
+        *(api.book(customer, event) for customer in customers[25:]),
+    )
+    statuses = Counter(answer.status for answer in answers)
+    assert set(statuses) <= {200, 201, 409}
+    assert await ledger(pool, event) == (100, 100, 0)
+    assert (await api.get_event(event))["status"] == "cancelled"
