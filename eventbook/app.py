@@ -8,7 +8,7 @@ import redis.asyncio
 import structlog
 from aiohttp import web
 
-from eventbook import accounts, bookings, db, events, health
+from eventbook import accounts, bookings, db, events, health, notifications
 from eventbook.actors import Supervisor, build_actors
 from eventbook.auth import PASSWORDS, TOKENS, Passwords, Tokens, authenticate
 from eventbook.config import Config
@@ -74,6 +74,6 @@ def create_app(config: Config, *, actors: bool = True) -> web.Application:
     app.cleanup_ctx.extend([pool_ctx, redis_ctx])
     if actors:
         app.cleanup_ctx.append(actors_ctx)
-    for module in (health, accounts, events, bookings):
+    for module in (health, accounts, events, bookings, notifications):
         app.add_routes(module.routes)
     return app

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
+import inspect
 import itertools
+import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 from aiohttp import ClientResponse, web
@@ -15,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from eventbook.auth import TOKENS
 
 _serial = itertools.count()
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -32,6 +37,23 @@ class User:
 
 def future(days: float = 7) -> str:
     return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).isoformat()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T] | T], timeout: float = 15.0, interval: float = 0.05
+) -> T:
+    """Poll `check` (plain or async) until it gives something truthy, which is returned;
+    fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {value!r} after {timeout}s")
+        await asyncio.sleep(interval)
 
 
 async def expect(answer: ClientResponse, status: int) -> Any:

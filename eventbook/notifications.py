@@ -1,0 +1,60 @@
+"""Notifications: the mails sent to the signed-in user, read back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from aiohttp import web
+from marshmallow import Schema, fields, validate
+
+from eventbook.api import SIGNED_IN, endpoint, json_response
+from eventbook.auth import principal
+from eventbook.keys import POOL
+from eventbook.pages import PageQuery, decode_cursor, page_of, page_response, split_page
+
+routes = web.RouteTableDef()
+
+KINDS = ("booking_confirmed", "booking_cancelled", "event_updated", "event_cancelled")
+
+
+class NotificationSchema(Schema):
+    id = fields.UUID(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(KINDS))
+    event_id = fields.UUID(required=True)
+    booking_id = fields.UUID(required=True, allow_none=True)
+    subject = fields.String(required=True)
+    body = fields.String(required=True)
+    created_at = fields.AwareDateTime(required=True)
+    sent_at = fields.AwareDateTime(required=True)
+
+
+NOTIFICATION = NotificationSchema()
+NOTIFICATION_PAGE = page_of(NotificationSchema)
+
+
+@routes.get("/api/v1/me/notifications")
+@endpoint(
+    "My mails, newest first",
+    roles=SIGNED_IN,
+    query=PageQuery(),
+    response=NOTIFICATION_PAGE,
+    tag="notifications",
+    description="Only mails actually sent; one still being sent appears once it is.",
+)
+async def list_notifications(request: web.Request, query: dict[str, Any]) -> web.Response:
+    args: list[Any] = [principal(request).id]
+    before = ""
+    if query["cursor"] is not None:
+        args.extend(decode_cursor(query["cursor"], dt.datetime, uuid.UUID))
+        before = "AND (created_at, id) < ($2, $3)"
+    limit = query["limit"]
+    rows = await request.app[POOL].fetch(
+        "SELECT id, kind, event_id, booking_id, subject, body, created_at, sent_at"
+        f" FROM notifications WHERE user_id = $1 AND sent_at IS NOT NULL {before}"
+        f" ORDER BY created_at DESC, id DESC LIMIT {limit + 1:d}",
+        *args,
+    )
+    page, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["id"]))
+    return json_response(page_response(NOTIFICATION.dump(page, many=True), next_cursor))
