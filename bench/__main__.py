@@ -1,0 +1,174 @@
+"""python -m bench: the ceilings and the scenarios of issue 7 in one run, one table, one
+JSON file in bench/results/.
+
+Everything runs on this machine: private PostgreSQL and Redis in a temporary directory,
+`eventbook serve --no-actors` (the Procfile's web process, default settings) as a real
+child process, `eventbook worker` beside it where actors are needed, wrk (installed with
+apt-get when missing) and pgbench as the load. Figures from a shared machine are noisy,
+so each one is printed as a ratio to a ceiling measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import ceilings, processes, report, scenarios
+from bench.world import World
+from bench.wrk import ensure_wrk
+
+SCENARIOS = ("flash", "spread", "lag", "fanout")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated subset of {','.join(SCENARIOS)} (default all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="short runs (about 2 minutes in all): --duration 4 "
+                             "--lag-duration 4 --capacity 10000 --attendees 20000")
+    parser.add_argument("--duration", type=float, default=10,
+                        help="seconds of each fixed-length load run (default 10)")
+    parser.add_argument("--connections", type=int, default=64, help="default 64")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="wrk threads (default 1: leave the cores to the server)")
+    parser.add_argument("--capacity", type=int, default=20_000,
+                        help="flash-sale tickets (default 20000)")
+    parser.add_argument("--events", type=int, default=100, help="spread's events (default 100)")
+    parser.add_argument("--lag-rate", type=float, default=500,
+                        help="bookings/s of the confirmation-lag run (default 500)")
+    parser.add_argument("--lag-duration", type=float, default=10, help="default 10 s")
+    parser.add_argument("--attendees", type=int, default=100_000, help="fan-out (default 100000)")
+    parser.add_argument("--results", type=Path, default=report.ROOT / "bench" / "results",
+                        help="where the JSON file goes (default bench/results)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (servers' data, logs)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.lag_duration = 4, 4
+        args.capacity, args.attendees = 10_000, 20_000
+    args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    return args
+
+
+def say(text: str) -> None:
+    print(f"bench: {text}", flush=True)
+
+
+async def measure(args: argparse.Namespace, world: World, results: dict[str, Any]) -> None:
+    ceil: dict[str, Any] = results["ceilings"]
+    scen: dict[str, Any] = results["scenarios"]
+    load = {"connections": args.connections, "threads": args.threads}
+    say("seeding customers")
+    customers = await world.customers_file(max(args.capacity + 5_000, 25_000))
+    wanted = set(args.scenarios)
+
+    if wanted & {"flash", "spread"}:
+        say(f"HTTP ceiling: bare aiohttp JSON handler, {args.duration:g} s")
+        ceil["http"] = await ceilings.http_ceiling(world, customers, duration=args.duration,
+                                                   **load)
+        say(f"naive ceiling: bare aiohttp handler + book_tickets, {args.duration:g} s")
+        ceil["naive"] = await ceilings.naive_ceiling(world, customers, duration=args.duration,
+                                                     **load)
+        say(f"pgbench: book_tickets on one event, {args.connections} clients")
+        ceil["pgbench"] = await ceilings.pgbench_ceiling(
+            world, connections=args.connections, duration=args.duration
+        )
+
+    env = processes.clean_environment(**world.server_env())
+    server = processes.eventbook("serve", ["serve", "--no-actors"], env, world.logs)
+    try:
+        if "flash" in wanted:
+            say(f"flash sale: 1 event, {args.capacity} tickets")
+            scen["flash_sale"] = await scenarios.flash_sale(
+                world, server.url, customers, capacity=args.capacity, limit=300, **load
+            )
+        if "spread" in wanted:
+            say(f"spread: {args.events} events, {args.duration:g} s")
+            scen["spread"] = await scenarios.spread(
+                world, server.url, customers, events=args.events, duration=args.duration, **load
+            )
+            scen["spread"]["events"] = args.events
+        if "lag" in wanted:
+            say(f"confirmation lag: {args.lag_rate:g} bookings/s for {args.lag_duration:g} s")
+            scen["confirmation_lag"] = await scenarios.confirmation_lag(
+                world, server.url, customers, rate=args.lag_rate, duration=args.lag_duration
+            )
+        if "fanout" in wanted:
+            say(f"fan-out: seeding an event with {args.attendees} attendees")
+            event = await scenarios.attendee_event(world, args.attendees)
+            say("fan-out floor: one INSERT ... SELECT")
+            ceil["fanout_floor"] = await ceilings.fanout_floor(world, event)
+            say("fan-out: one PATCH, mail latency 0 and 50 ms")
+            scen["fan_out"] = await scenarios.fan_out(
+                world, server.url, event, args.attendees, latencies_ms=(0, 50), limit=300
+            )
+    finally:
+        results["server_peak_rss_mb"] = server.peak_rss_mb()
+        server.stop()
+    for name, figures in scen.items():
+        if "skipped" in figures:
+            say(f"{name}: skipped, {figures['skipped']}")
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    ensure_wrk()
+    results: dict[str, Any] = {
+        "machine": report.machine(),
+        "git": report.git_commit(),
+        "settings": {key: str(value) for key, value in vars(args).items()},
+        "web": "eventbook serve --no-actors, default settings",
+        "ceilings": {},
+        "scenarios": {},
+    }
+    started = time.monotonic()
+    directory = Path(tempfile.mkdtemp(prefix="eventbook-bench-"))
+    world = World(directory)
+    status = 0
+
+    async def run() -> None:
+        await world.prepare()
+        try:
+            await measure(args, world, results)
+        finally:
+            await world.close_pool()
+
+    try:
+        world.start_servers()
+        asyncio.run(run())
+    except scenarios.Failed as failure:
+        results["failed"] = str(failure)
+        say(f"FAILED: {failure}")
+        status = 1
+    except Exception:
+        results["failed"] = traceback.format_exc()
+        traceback.print_exc()
+        status = 1
+    finally:
+        world.stop_servers()
+    results["seconds"] = round(time.monotonic() - started, 1)
+    print()
+    print(report.table(report.rows(results)))
+    path = report.write(results, args.results)
+    print(f"\nbench: {results['seconds']:.0f} s; figures in {path}")
+    if args.keep or status:
+        print(f"bench: servers' data and logs in {directory}")
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,169 @@
+"""The run's table (every figure with its ratio to its ceiling) and its JSON file."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": memory_gb,
+        "system": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def git_commit() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return result.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+@dataclasses.dataclass
+class Row:
+    figure: str
+    value: float | None
+    unit: str
+    ceiling: str = ""
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+
+
+def ratio(value: float | None, ceiling: float | None) -> float | None:
+    if value is None or not ceiling:
+        return None
+    return value / ceiling
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    ceil = results.get("ceilings", {})
+    scen = results.get("scenarios", {})
+    out: list[Row] = []
+    http = ceil.get("http", {}).get("requests_per_s")
+    naive = ceil.get("naive", {}).get("bookings_per_s")
+    pgbench = ceil.get("pgbench", {}).get("bookings_per_s")
+    if http:
+        out.append(Row("ceiling: bare aiohttp JSON handler", http, "req/s"))
+    if naive:
+        out.append(Row("ceiling: bare handler + book_tickets, 1 event", naive, "bookings/s",
+                       "HTTP ceiling", ratio(naive, http)))
+        out.append(Row("  its p99", ceil["naive"]["p99_ms"], "ms"))
+    if pgbench:
+        out.append(Row("ceiling: pgbench book_tickets, 1 event", pgbench, "bookings/s",
+                       "naive ceiling", ratio(pgbench, naive)))
+    floor = ceil.get("fanout_floor")
+    if floor:
+        out.append(Row("floor: INSERT..SELECT of the fan-out rows", floor["seconds"], "s"))
+
+    flash = scen.get("flash_sale")
+    spread = scen.get("spread", {}).get("bookings_per_s")
+    if flash:
+        rate = flash["bookings_per_s"]
+        r = ratio(rate, naive)
+        out.append(Row("flash sale, 1 event", rate, "bookings/s", "naive ceiling", r,
+                       ">= 2x", None if r is None else r >= 2))
+        if spread:
+            r = ratio(rate, spread)
+            out.append(Row("  flash sale vs spread", rate, "bookings/s", "spread", r,
+                           ">= 0.8x", r >= 0.8 if r is not None else None))
+        out.append(Row("  flash sale vs pgbench", rate, "bookings/s", "pgbench ceiling",
+                       ratio(rate, pgbench)))
+        out.append(Row("  flash sale vs HTTP", rate, "bookings/s", "HTTP ceiling",
+                       ratio(rate, http)))
+        out.append(Row("  flash sale p50", flash["p50_ms"], "ms"))
+        out.append(Row("  flash sale p99", flash["p99_ms"], "ms", "naive p99",
+                       ratio(flash["p99_ms"], ceil.get("naive", {}).get("p99_ms")),
+                       "< 100 ms", flash["p99_ms"] < 100))
+    if spread:
+        data = scen["spread"]
+        r = ratio(spread, naive)
+        out.append(Row(f"spread, {data.get('events', 100)} events", spread, "bookings/s",
+                       "naive ceiling", r, ">= 0.6x", None if r is None else r >= 0.6))
+        out.append(Row("  spread vs HTTP", spread, "bookings/s", "HTTP ceiling",
+                       ratio(spread, http)))
+        out.append(Row("  spread p50", data["p50_ms"], "ms"))
+        out.append(Row("  spread p99", data["p99_ms"], "ms", "naive p99",
+                       ratio(data["p99_ms"], ceil.get("naive", {}).get("p99_ms")),
+                       "< 100 ms", data["p99_ms"] < 100))
+
+    lag = scen.get("confirmation_lag")
+    if lag and "skipped" not in lag:
+        out.append(Row(f"confirmation lag at {lag['rate']:.0f}/s, p50", lag["p50_ms"], "ms"))
+        out.append(Row("  confirmation lag p99", lag["p99_ms"], "ms", "", None, "< 500 ms",
+                       lag["p99_ms"] < 500 and lag["unconfirmed"] == 0))
+    fan = scen.get("fan_out")
+    if fan and "skipped" not in fan:
+        for latency, run in fan["runs"].items():
+            seconds = run["sent_s"]
+            if latency == "0":
+                out.append(Row(f"fan-out of {fan['attendees']}, mail 0 ms", seconds, "s",
+                               "INSERT..SELECT floor",
+                               ratio(seconds, floor and floor["seconds"]), "< 10 s",
+                               seconds is not None and seconds < 10))
+            else:
+                out.append(Row(f"fan-out, mail {latency} ms", run["mails_per_s"], "mails/s",
+                               "floor rows/s", ratio(run["mails_per_s"],
+                                                     floor and floor["rows_per_s"]),
+                               "> 5000/s", run["mails_per_s"] > 5000))
+            rss = run["worker_peak_rss_mb"]
+            out.append(Row(f"  worker peak RSS (mail {latency} ms)", rss, "MB", "", None,
+                           "< 200 MB", rss is not None and rss < 200))
+    return out
+
+
+def table(rows: list[Row]) -> str:
+    def number(value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+    header = ("figure", "value", "unit", "ratio", "to", "target", "met")
+    lines = [(r.figure, number(r.value), r.unit,
+              "-" if r.ratio is None else f"{r.ratio:.2f}x", r.ceiling, r.target,
+              "" if r.met is None else ("yes" if r.met else "NO")) for r in rows]
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *lines, strict=True)]
+    out = []
+    for n, line in enumerate([header, *lines]):
+        out.append("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def write(results: dict[str, Any], directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = directory / f"{stamp}.json"
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return path

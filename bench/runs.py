@@ -1,0 +1,70 @@
+"""One measured run of booking load: wrk against a server, the rate read from the database."""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.world import World
+from bench.wrk import run_wrk
+
+BODY = '{"quantity":1}'
+
+
+def latency_ms(result: dict[str, Any]) -> dict[str, float]:
+    return {
+        "p50_ms": result["p50_us"] / 1000,
+        "p90_ms": result["p90_us"] / 1000,
+        "p99_ms": result["p99_us"] / 1000,
+        "max_ms": result["max_us"] / 1000,
+    }
+
+
+async def booking_run(
+    world: World,
+    url: str,
+    name: str,
+    events: list[uuid.UUID],
+    customers: Path,
+    *,
+    connections: int,
+    duration: float,
+    threads: int,
+    until_sold_out: bool = False,
+) -> dict[str, Any]:
+    """Book 1 ticket a request on `events` (round robin) for `duration` seconds, or until
+    the one event in `events` is sold out. bookings_per_s is the bookings the database
+    holds divided by the time from the first to the last one, so wrk's start-up and the
+    tail after the sell-out do not count."""
+    paths = world.paths_file(name, events)
+
+    async def sold_out() -> bool:
+        return await world.available(events[0]) == 0
+
+    result = await run_wrk(
+        url, paths, connections=connections, duration=duration, threads=threads,
+        tokens_file=customers, body=BODY,
+        stop_status=409 if until_sold_out else None,
+        until=sold_out if until_sold_out else None,
+    )
+    sold = await world.sold(events)
+    return {
+        "bookings_per_s": sold["bookings"] / sold["span"] if sold["span"] else 0.0,
+        "bookings": sold["bookings"],
+        "seconds": sold["span"],
+        **latency_ms(result),
+        "statuses": result["statuses"],
+        "socket_errors": result["errors"],
+        "requests": result["requests"],
+    }
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (0..100) by linear interpolation; 0.0 for no values."""
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(p * 10) - 1]

@@ -1,0 +1,194 @@
+"""The four scenarios of issue 7, each against real `eventbook` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import processes
+from bench.ceilings import UNBOUNDED
+from bench.runs import booking_run, percentile
+from bench.world import TOKEN_TTL_SECONDS, World
+from eventbook.actors import ACTOR_NAMES
+from eventbook.auth import Tokens
+from eventbook.config import Config
+
+
+class Failed(Exception):
+    """The run broke an invariant (oversold, a booking lost): a failed run, not a figure."""
+
+
+async def flash_sale(world: World, url: str, customers: Path, *, capacity: int,
+                     connections: int, threads: int, limit: float) -> dict[str, Any]:
+    """One event, `capacity` tickets, every connection booking 1 ticket a request for a
+    new customer until the event is sold out."""
+    [event] = await world.insert_events(1, capacity)
+    result = await booking_run(world, url, "flash", [event], customers, connections=connections,
+                               duration=limit, threads=threads, until_sold_out=True)
+    ledger = await world.ledger(event)
+    result["ledger"] = ledger
+    created = result["statuses"].get("201", 0)
+    if ledger["available_tickets"] != 0:
+        raise Failed(f"flash sale not sold out within {limit:.0f} s: {ledger}")
+    if not ledger["held"] == ledger["bookings"] == capacity == created:
+        raise Failed(
+            f"flash sale sold {ledger['held']} tickets in {ledger['bookings']} bookings and "
+            f"answered {created} x 201 for a capacity of {capacity}"
+        )
+    return result
+
+
+async def spread(world: World, url: str, customers: Path, *, events: int, connections: int,
+                 duration: float, threads: int) -> dict[str, Any]:
+    """The same load over `events` events (round robin), none of which sells out."""
+    ids = await world.insert_events(events, UNBOUNDED)
+    return await booking_run(world, url, "spread", ids, customers, connections=connections,
+                             duration=duration, threads=threads)
+
+
+async def forget_backlog(world: World) -> int:
+    """Drop the outbox rows the load runs left, so a worker started now measures only
+    its own scenario's work (those bookings stay pending; they are bench data)."""
+    status = await world.db.execute("DELETE FROM outbox")
+    return int(status.split()[-1])
+
+
+def worker(world: World, name: str, **settings: str) -> processes.Child:
+    env = processes.clean_environment(**world.server_env(), **settings)
+    child = processes.eventbook(name, ["worker"], env, world.logs)
+    child.wait_for_output("worker_running")
+    return child
+
+
+async def confirmation_lag(world: World, url: str, customers: Path, *, rate: float,
+                           duration: float) -> dict[str, Any]:
+    """Bookings at a steady `rate` from a paced client in its own process, with an
+    `eventbook worker` running every actor (mail latency 0): the time from each 201 to
+    its booking's confirmed_at (the confirmation recorded as sent)."""
+    if "confirmations" not in ACTOR_NAMES:
+        return {"skipped": "the confirmations actor is not available yet"}
+    await forget_backlog(world)
+    [event] = await world.insert_events(1, UNBOUNDED)
+    actors = worker(world, "worker-lag", EVENTBOOK_MAIL_LATENCY_MS="0")
+    try:
+        out = world.directory / "paced.json"
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.paced", url,
+            f"/api/v1/events/{event}/bookings", str(customers), str(rate), str(duration),
+            str(out), cwd=processes.ROOT,
+        )
+        if await client.wait() != 0:
+            raise RuntimeError("the paced client failed")
+        paced = json.loads(out.read_text())
+        ids = [uuid.UUID(key) for key in paced["answered"]]
+        answered_at = list(paced["answered"].values())
+        deadline = time.monotonic() + 120
+        while True:
+            pending = await world.db.fetchval(
+                "SELECT count(*) FROM bookings WHERE id = ANY($1)"
+                " AND confirmation_status <> 'sent'",
+                ids,
+            )
+            if pending == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        rows = await world.db.fetch(
+            "SELECT extract(epoch FROM b.confirmed_at)::float8 - t.answered AS lag"
+            "  FROM unnest($1::uuid[], $2::float8[]) AS t(id, answered)"
+            "  JOIN bookings b ON b.id = t.id WHERE b.confirmation_status = 'sent'",
+            ids, answered_at,
+        )
+    finally:
+        actors.stop()
+    # confirmed_at is read from PostgreSQL's clock and the 201 from the client's: the same
+    # machine's clock, so a confirmation recorded before the 201 arrived counts as 0.
+    lags = sorted(max(row["lag"], 0.0) * 1000 for row in rows)
+    return {
+        "rate": rate,
+        "achieved_rate": paced["sent"] / paced["seconds"],
+        "bookings": len(ids),
+        "confirmed": len(lags),
+        "unconfirmed": pending,
+        "p50_ms": percentile(lags, 50),
+        "p99_ms": percentile(lags, 99),
+        "max_ms": lags[-1] if lags else 0.0,
+        "statuses": paced["statuses"],
+        "client_worst_lag_ms": paced["client_worst_lag_ms"],
+    }
+
+
+async def attendee_event(world: World, attendees: int) -> uuid.UUID:
+    """An event with `attendees` customers holding one confirmed ticket each."""
+    [event] = await world.insert_events(1, attendees)
+    users = await world.insert_users(attendees)
+    await world.db.execute(
+        """
+        INSERT INTO bookings (event_id, user_id, quantity, confirmation_status, confirmed_at)
+        SELECT $1, u, 1, 'sent', now() FROM unnest($2::uuid[]) AS u
+        """,
+        event, users,
+    )
+    await world.db.execute("UPDATE events SET available_tickets = 0 WHERE id = $1", event)
+    return event
+
+
+async def fan_out(world: World, url: str, event: uuid.UUID, attendees: int, *,
+                  latencies_ms: tuple[int, ...], limit: float) -> dict[str, Any]:
+    """One PATCH of the title of an event with `attendees` attendees: seconds until every
+    event_updated mail is recorded and sent, for each simulated mail latency, with the
+    actors in an `eventbook worker` process (its peak RSS)."""
+    if "notifications" not in ACTOR_NAMES:
+        return {"skipped": "the notifications fan-out actor (issue 6) is not available yet"}
+    await forget_backlog(world)
+    defaults = Config()
+    tokens = Tokens(world.jwt_secret, defaults.jwt_issuer, defaults.jwt_audience,
+                    TOKEN_TTL_SECONDS)
+    assert world.organizer is not None
+    headers = {"Authorization": f"Bearer {tokens.issue(world.organizer, 'organizer')}"}
+    runs: dict[str, Any] = {}
+    for latency in latencies_ms:
+        actors = worker(world, f"worker-fanout-{latency}", EVENTBOOK_MAIL_LATENCY_MS=str(latency))
+        try:
+            async with aiohttp.ClientSession(url) as session:
+                started = time.monotonic()
+                async with session.patch(
+                    f"/api/v1/events/{event}", json={"title": f"Changed for {latency} ms"},
+                    headers=headers,
+                ) as answer:
+                    if answer.status != 200:
+                        raise RuntimeError(f"PATCH answered {answer.status}: {await answer.text()}")
+                    version = (await answer.json())["version"]
+            recorded_s = sent_s = None
+            deadline = started + limit
+            while time.monotonic() < deadline:
+                row = await world.db.fetchrow(
+                    "SELECT count(*) AS recorded, count(sent_at) AS sent FROM notifications"
+                    " WHERE event_id = $1 AND event_version = $2 AND kind = 'event_updated'",
+                    event, version,
+                )
+                assert row is not None
+                now = time.monotonic() - started
+                if recorded_s is None and row["recorded"] >= attendees:
+                    recorded_s = now
+                if row["sent"] >= attendees:
+                    sent_s = now
+                    break
+                await asyncio.sleep(0.25)
+            runs[str(latency)] = {
+                "mail_latency_ms": latency,
+                "recorded_s": recorded_s,
+                "sent_s": sent_s,
+                "sent": row["sent"],
+                "mails_per_s": attendees / sent_s if sent_s else row["sent"] / limit,
+                "worker_peak_rss_mb": actors.peak_rss_mb(),
+            }
+        finally:
+            actors.stop()
+    return {"attendees": attendees, "runs": runs}

@@ -1,0 +1,149 @@
+"""The bench's own world: private PostgreSQL and Redis in a temporary directory, a fresh
+migrated database, and data written straight in SQL (customers with tokens, events)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from eventbook import db
+from eventbook.auth import Tokens
+from eventbook.config import Config
+from eventbook.embedded import EmbeddedServices
+
+# Long enough for the slowest scenario; the bench mints tokens once.
+TOKEN_TTL_SECONDS = 6 * 3600
+
+
+class World:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.logs = directory / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.services = EmbeddedServices(directory / "data")
+        self.jwt_secret = secrets.token_urlsafe(48)
+        self.database_url = ""
+        self.redis_url = ""
+        self.pool: asyncpg.Pool | None = None
+        self.organizer: uuid.UUID | None = None
+
+    def start_servers(self) -> None:
+        """Start PostgreSQL and Redis (outside any event loop: the embedded start uses one)."""
+        database_url, redis_url = self.services.start()
+        assert database_url and redis_url
+        self.database_url, self.redis_url = database_url, redis_url
+
+    async def prepare(self) -> None:
+        """Migrate the fresh database; open the bench's own pool; make the organizer."""
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            await db.migrate(conn)
+        finally:
+            await conn.close()
+        self.pool = await db.create_pool(self.database_url, 1, 4)
+        self.organizer = (await self.insert_users(1, "organizer"))[0]
+
+    async def close_pool(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    def stop_servers(self) -> None:
+        self.services.release()
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        assert self.pool is not None
+        return self.pool
+
+    def server_env(self) -> dict[str, str]:
+        """What eventbook needs to find the bench's servers; everything else is default."""
+        return {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "JWT_SECRET": self.jwt_secret,
+            "EVENTBOOK_LOG_FORMAT": "json",
+        }
+
+    # -- data ----------------------------------------------------------------------
+
+    async def insert_users(self, count: int, role: str = "customer") -> list[uuid.UUID]:
+        """`count` users with an unusable password hash: they never log in, they get tokens."""
+        rows = await self.db.fetch(
+            "INSERT INTO users (email, name, role, password_hash)"
+            " SELECT 'bench-' || gen_random_uuid() || '@example.com', 'Bench ' || n, $2, '!'"
+            "   FROM generate_series(1, $1) AS n RETURNING id",
+            count, role,
+        )
+        return [row["id"] for row in rows]
+
+    async def customers_file(self, count: int, name: str = "customers") -> Path:
+        """`count` new customers, written as "token<TAB>user_id" lines for load.lua; also
+        numbered in bench_customers for pgbench's script."""
+        ids = await self.insert_users(count)
+        defaults = Config()
+        tokens = Tokens(self.jwt_secret, defaults.jwt_issuer, defaults.jwt_audience,
+                        TOKEN_TTL_SECONDS)
+        path = self.directory / f"{name}.tsv"
+        path.write_text("".join(f"{tokens.issue(id_, 'customer')}\t{id_}\n" for id_ in ids))
+        await self.db.execute(
+            "CREATE TABLE IF NOT EXISTS bench_customers (n integer PRIMARY KEY, id uuid NOT NULL)"
+        )
+        await self.db.execute(
+            "INSERT INTO bench_customers (n, id)"
+            " SELECT coalesce((SELECT max(n) FROM bench_customers), 0) + o, u"
+            "   FROM unnest($1::uuid[]) WITH ORDINALITY AS t(u, o)",
+            ids,
+        )
+        return path
+
+    async def insert_events(self, count: int, capacity: int, **columns: Any) -> list[uuid.UUID]:
+        rows = await self.db.fetch(
+            "INSERT INTO events (organizer_id, title, starts_at, capacity, available_tickets,"
+            " max_tickets_per_booking)"
+            " SELECT $1, 'Bench event ' || n, now() + interval '30 days', $2, $2, $3"
+            "   FROM generate_series(1, $4) AS n RETURNING id",
+            self.organizer, capacity, columns.get("max_tickets_per_booking", 10), count,
+        )
+        return [row["id"] for row in rows]
+
+    def paths_file(self, name: str, events: list[uuid.UUID]) -> Path:
+        path = self.directory / f"{name}.paths"
+        path.write_text("".join(f"/api/v1/events/{event}/bookings\n" for event in events))
+        return path
+
+    async def sold(self, events: list[uuid.UUID]) -> dict[str, Any]:
+        """What the database says was sold on `events`, and over which span of time
+        (bookings' created_at is their transaction's start)."""
+        row = await self.db.fetchrow(
+            "SELECT count(*) AS bookings, coalesce(sum(quantity), 0) AS tickets,"
+            " extract(epoch FROM max(created_at) - min(created_at)) AS span"
+            " FROM bookings WHERE event_id = ANY($1) AND status = 'confirmed'",
+            events,
+        )
+        assert row is not None
+        return {"bookings": row["bookings"], "tickets": int(row["tickets"]),
+                "span": float(row["span"] or 0.0)}
+
+    async def ledger(self, event: uuid.UUID) -> dict[str, int]:
+        """capacity, available_tickets and the tickets confirmed bookings hold."""
+        row = await self.db.fetchrow(
+            "SELECT e.capacity, e.available_tickets,"
+            " (SELECT coalesce(sum(quantity), 0) FROM bookings b"
+            "   WHERE b.event_id = e.id AND b.status = 'confirmed') AS held,"
+            " (SELECT count(*) FROM bookings b WHERE b.event_id = e.id) AS bookings"
+            " FROM events e WHERE e.id = $1",
+            event,
+        )
+        assert row is not None
+        return {key: int(row[key]) for key in ("capacity", "available_tickets", "held",
+                                               "bookings")}
+
+    async def available(self, event: uuid.UUID) -> int:
+        value: int = await self.db.fetchval(
+            "SELECT available_tickets FROM events WHERE id = $1", event
+        )
+        return value
