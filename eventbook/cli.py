@@ -100,20 +100,22 @@ async def run_worker(config: Config, names: tuple[str, ...]) -> None:
     from eventbook.actors import Supervisor, build_actors
     from eventbook.app import redis_client
 
-    await migrate_database(config)
-    assert config.database_url is not None
-    pool = await db.create_pool(config.database_url, config.db_pool_min, config.db_pool_max)
-    client = redis_client(config)
+    # Signals first: a SIGTERM during start-up still ends in a clean stop.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await migrate_database(config)
+    assert config.database_url is not None
+    pool = await db.create_pool(config.database_url, config.db_pool_min, config.db_pool_max)
+    client = redis_client(config)
     try:
         supervisor = Supervisor(build_actors(config, pool, client, names))
         supervisor.start()
         log.info("worker_running", actors=[actor.name for actor in supervisor.actors])
         await stop.wait()
         log.info("worker_stopping")
+        # Each actor finishes and acknowledges the messages in hand.
         await supervisor.stop()
     finally:
         await client.aclose()
@@ -121,7 +123,14 @@ async def run_worker(config: Config, names: tuple[str, ...]) -> None:
 
 
 def cmd_worker(config: Config, args: argparse.Namespace) -> int:
+    from eventbook.actors import ACTOR_NAMES
+
     names = tuple(n.strip() for n in args.actors.split(",") if n.strip()) if args.actors else ()
+    unknown = sorted(set(names or config.actors) - set(ACTOR_NAMES))
+    if unknown:
+        print(f"eventbook: unknown actors: {', '.join(unknown)}"
+              f" (known: {', '.join(ACTOR_NAMES)})", file=sys.stderr)
+        return 2
     with running_services(config) as config:
         log.info("starting", command="worker", config=config.redacted())
         asyncio.run(run_worker(config, names or config.actors))
@@ -249,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", cmd_worker,
         "Run the background actors without HTTP. Applies pending migrations first.",
     )
-    worker.add_argument("--actors", help="comma-separated actor names (default: all)")
+    worker.add_argument(
+        "--actors", help="comma-separated actor names: relay, confirmations, ... (default: all)"
+    )
 
     add("migrate", cmd_migrate, "Apply pending database migrations, then exit (release phase).")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -13,9 +14,12 @@ import aiohttp
 import asyncpg
 import pytest
 
+from eventbook.actors import ACTOR_NAMES
+from eventbook.actors.stream import stream_key
 from eventbook.config import Config
-from tests.client import eventually, future
-from tests.processes import Process, Server, environment
+from eventbook.keys import REDIS
+from tests.client import Api, User, eventually, expect, future
+from tests.processes import Process, Server, environment, run
 
 BOOKINGS = 1000
 CUSTOMERS = 20
@@ -112,3 +116,42 @@ async def test_two_workers_beside_a_web_process_confirm_1000_bookings_exactly_on
     traced = {line["request_id"]: line["booking_id"] for lines in sent_lines for line in lines}
     assert traced["load-7"] == bookings[7]["id"]
     print(f"\n{BOOKINGS} bookings answered in {booked_in:.1f}s, confirmed in {confirmed_in:.1f}s")
+
+
+async def test_a_worker_stopped_mid_mail_finishes_it_acknowledges_it_and_exits_0(
+    api: Api, organizer: User, customer: User, config: Config, pool: asyncpg.Pool,
+    tmp_path: Path,
+) -> None:
+    event = await api.create_event(organizer)
+    booking = await expect(await api.book(customer, event), 201)
+    worker = Process(["worker"], environment(config, EVENTBOOK_MAIL_LATENCY_MS="2500"),
+                     tmp_path / "worker.log")
+    try:
+        # The mail is recorded just before it is sent: from then on it is in hand.
+        await eventually(lambda: pool.fetchval(
+            "SELECT count(*) FROM notifications WHERE booking_id = $1", booking["id"]
+        ), timeout=30)
+        assert worker.stop(signal.SIGTERM) == 0
+    finally:
+        worker.stop(signal.SIGKILL)
+
+    status = await pool.fetchval(
+        "SELECT confirmation_status FROM bookings WHERE id = $1", booking["id"]
+    )
+    assert status == "sent"
+    events = [json.loads(line)["event"] for line in worker.output.splitlines()
+              if line.startswith("{")]
+    assert events.index("worker_stopping") < events.index("message_handled")
+    assert events.index("message_handled") < events.index("consumer_stopped")
+    pending = await api.app[REDIS].xpending(
+        stream_key(config.redis_prefix, "confirmations"), "confirmations"
+    )
+    assert pending["pending"] == 0
+
+
+def test_a_worker_refuses_an_unknown_actor_name(config: Config) -> None:
+    result = run(["worker", "--actors", "relay,mailman"], environment(config))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"eventbook: unknown actors: mailman (known: {', '.join(ACTOR_NAMES)})"
+    )
