@@ -1,0 +1,209 @@
+"""The booking batcher against real PostgreSQL: bookings of one event coalesced into
+book_tickets_batch calls, each request still decided on its own and in arrival order."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from eventbook.booking_batcher import Booked, BookingBatcher, BookingRequest
+from tests.seed import insert_event, insert_users
+
+
+def request(user: uuid.UUID, event: uuid.UUID, quantity: int = 1, key: str | None = None,
+            request_id: str | None = None) -> BookingRequest:
+    # The handler's fingerprint: event and quantity.
+    fingerprint = hashlib.sha256(f"{event}:{quantity}".encode()).hexdigest()
+    return BookingRequest(user, quantity, key, fingerprint, request_id or uuid.uuid4().hex)
+
+
+@pytest.fixture
+async def batcher(pool: asyncpg.Pool) -> AsyncIterator[BookingBatcher]:
+    batcher = BookingBatcher(pool)
+    yield batcher
+    await batcher.close()
+
+
+@pytest.fixture
+async def organizer(pool: asyncpg.Pool) -> uuid.UUID:
+    [organizer] = await insert_users(pool, 1, "organizer")
+    return organizer
+
+
+async def book_together(batcher: BookingBatcher, event: uuid.UUID,
+                        requests: list[BookingRequest]) -> list[Booked | BaseException]:
+    return await asyncio.gather(
+        *(batcher.book(event, r) for r in requests), return_exceptions=True
+    )
+
+
+async def ledger(pool: asyncpg.Pool, event: uuid.UUID) -> tuple[int, int, int]:
+    """(capacity, available_tickets, tickets held by confirmed bookings)."""
+    row = await pool.fetchrow(
+        "SELECT e.capacity, e.available_tickets,"
+        " (SELECT coalesce(sum(quantity), 0) FROM bookings b"
+        "   WHERE b.event_id = e.id AND b.status = 'confirmed') AS held"
+        " FROM events e WHERE e.id = $1",
+        event,
+    )
+    return row["capacity"], row["available_tickets"], row["held"]
+
+
+async def test_requests_arriving_together_are_decided_in_one_call_in_arrival_order(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    event = await insert_event(pool, organizer, capacity=3)
+    users = await insert_users(pool, 4)
+    answers = await book_together(
+        batcher, event, [request(u, event, q) for u, q in zip(users, [2, 2, 1, 1], strict=True)]
+    )
+    assert batcher.calls == 1
+    assert [(a.outcome, a.available) for a in answers] == [
+        ("created", 1), ("sold_out", 1), ("created", 0), ("sold_out", 0)
+    ]
+    assert answers[0].booking["user_id"] == users[0]
+    assert answers[0].booking["quantity"] == 2
+    assert answers[0].booking["status"] == "confirmed"
+    assert answers[0].booking["confirmation_status"] == "pending"
+    assert answers[1].booking is None
+    assert await ledger(pool, event) == (3, 0, 3)
+
+
+async def test_300_simultaneous_bookings_sell_exactly_the_capacity(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    event = await insert_event(pool, organizer, capacity=250)
+    users = await insert_users(pool, 300)
+    quantities = random.Random(7).choices(range(1, 4), k=len(users))
+    requests = [request(u, event, q) for u, q in zip(users, quantities, strict=True)]
+    # Three waves a little apart: later requests queue behind a call in flight.
+    answers: list[Booked] = []
+    waves = [asyncio.create_task(book_together(batcher, event, requests[i::3]))
+             for i in range(3)]
+    for wave in waves:
+        answers.extend(await wave)
+    sold = sum(a.booking["quantity"] for a in answers if a.outcome == "created")
+    assert {a.outcome for a in answers} == {"created", "sold_out"}
+    for answer in answers:
+        if answer.outcome == "sold_out":
+            assert answer.booking is None
+    assert sold == 250
+    assert await ledger(pool, event) == (250, 0, 250)
+    assert batcher.calls < len(requests)
+    made = sum(a.outcome == "created" for a in answers)
+    assert await pool.fetchval("SELECT count(*) FROM bookings") == made
+
+
+async def test_each_booking_gets_its_own_outbox_row_with_its_request_id(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    event = await insert_event(pool, organizer, capacity=10)
+    users = await insert_users(pool, 5)
+    requests = [request(u, event, request_id=f"req-{n}") for n, u in enumerate(users)]
+    answers = await book_together(batcher, event, requests)
+    rows = await pool.fetch("SELECT kind, payload, request_id FROM outbox ORDER BY id")
+    assert [(r["kind"], r["request_id"], r["payload"]["booking_id"]) for r in rows] == [
+        ("booking_confirmed", f"req-{n}", str(a.booking["id"])) for n, a in enumerate(answers)
+    ]
+
+
+async def test_one_key_twice_in_one_batch_makes_one_booking_and_a_replay(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    event = await insert_event(pool, organizer, capacity=10)
+    [user] = await insert_users(pool, 1)
+    first, again, other_body = await book_together(batcher, event, [
+        request(user, event, 2, key="k1"), request(user, event, 2, key="k1"),
+        request(user, event, 3, key="k1"),
+    ])
+    assert batcher.calls == 1
+    assert (first.outcome, again.outcome, other_body.outcome) == (
+        "created", "replayed", "key_reused"
+    )
+    assert again.booking["id"] == first.booking["id"] == other_body.booking["id"]
+    assert await ledger(pool, event) == (10, 8, 2)
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def test_a_key_used_in_an_earlier_batch_is_replayed(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    event = await insert_event(pool, organizer, capacity=10)
+    [user, neighbour] = await insert_users(pool, 2)
+    [first] = await book_together(batcher, event, [request(user, event, 1, key="k")])
+    replay, fresh, reused = await book_together(batcher, event, [
+        request(user, event, 1, key="k"), request(neighbour, event, 1, key="k"),
+        request(user, event, 4, key="k"),
+    ])
+    assert (replay.outcome, replay.booking["id"]) == ("replayed", first.booking["id"])
+    # Keys belong to one customer: the same key from another customer is a new booking.
+    assert fresh.outcome == "created"
+    assert (reused.outcome, reused.booking["id"]) == ("key_reused", first.booking["id"])
+    assert await ledger(pool, event) == (10, 8, 2)
+
+
+async def test_a_key_whose_first_request_was_refused_can_book_later_in_the_batch(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    event = await insert_event(pool, organizer, capacity=2)
+    [user] = await insert_users(pool, 1)
+    refused, smaller = await book_together(batcher, event, [
+        request(user, event, 3, key="k"), request(user, event, 2, key="k"),
+    ])
+    assert (refused.outcome, refused.available) == ("sold_out", 2)
+    assert (smaller.outcome, smaller.available) == ("created", 0)
+
+
+async def test_refusals_carry_the_codes_of_book_tickets(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    event = await insert_event(pool, organizer, capacity=5, max_tickets_per_booking=2)
+    cancelled = await insert_event(pool, organizer, capacity=5, status="cancelled")
+    [user] = await insert_users(pool, 1)
+    [too_many] = await book_together(batcher, event, [request(user, event, 3)])
+    assert (too_many.outcome, too_many.available) == ("too_many_tickets", 2)
+    [not_bookable] = await book_together(batcher, cancelled, [request(user, cancelled)])
+    assert not_bookable.outcome == "event_not_bookable"
+    missing = uuid.uuid4()
+    [not_found] = await book_together(batcher, missing, [request(user, missing)])
+    assert (not_found.outcome, not_found.booking) == ("event_not_found", None)
+    assert await pool.fetchval("SELECT count(*) FROM bookings") == 0
+
+
+async def test_a_failing_batch_falls_back_so_one_bad_request_fails_alone(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    event = await insert_event(pool, organizer, capacity=10)
+    users = await insert_users(pool, 4)
+    gone = uuid.uuid4()  # no such customer: its insert breaks the batch's foreign key
+    answers = await book_together(batcher, event, [
+        request(users[0], event), request(users[1], event), request(gone, event),
+        request(users[2], event), request(users[3], event),
+    ])
+    assert isinstance(answers[2], asyncpg.ForeignKeyViolationError)
+    assert [a.outcome for n, a in enumerate(answers) if n != 2] == ["created"] * 4
+    assert await ledger(pool, event) == (10, 6, 4)
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 4
+
+
+async def test_a_cancelled_waiter_does_not_stop_the_others(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    event = await insert_event(pool, organizer, capacity=10)
+    users = await insert_users(pool, 3)
+    tasks = [asyncio.create_task(batcher.book(event, request(u, event))) for u in users]
+    await asyncio.sleep(0)
+    tasks[1].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[1], asyncio.CancelledError)
+    assert done[0].outcome == done[2].outcome == "created"
+    # Decided all the same, like a booking whose client hung up.
+    capacity, available, held = await ledger(pool, event)
+    assert available == capacity - held
+    assert held == 3
