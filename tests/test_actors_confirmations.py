@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -133,13 +132,17 @@ async def test_every_actor_log_line_for_a_booking_carries_its_request_id(
             headers={"X-Request-ID": "trace-me-1234"},
         )
         booking = await expect(answer, 201)
-        await eventually(lambda: confirmed(pool, booking["id"]))
-        await asyncio.sleep(0.1)  # the message_handled line follows the database write
+        await eventually(lambda: any(
+            line["event"] == "message_handled" and line.get("request_id") == "trace-me-1234"
+            for line in logs
+        ))
 
     traced = [line for line in logs if line.get("request_id") == "trace-me-1234"]
     events = {line["event"] for line in traced}
     assert {"booking_created", "outbox_relayed", "confirmation_sent",
             "message_handled"} <= events
+    sent = [line for line in traced if line["event"] == "confirmation_sent"]
+    assert [line["booking_id"] for line in sent] == [booking["id"]]
     actor_lines = [line for line in logs if line.get("actor") == "confirmations"
                    and line.get("message_id")]
     assert actor_lines and all(line["request_id"] == "trace-me-1234" for line in actor_lines)

@@ -200,3 +200,28 @@ async def test_build_actors_runs_every_kind_or_the_ones_named(
     ]
     with pytest.raises(ValueError, match="unknown actors: mailman"):
         build_actors(config, pool, client, ("mailman",))
+
+
+async def test_handled_messages_are_trimmed_so_the_stream_does_not_grow_forever(
+    api: Api, config: Config, pool: asyncpg.Pool
+) -> None:
+    config = config.replace(claim_idle_ms=100)
+    client = api.app[REDIS]
+    stream = stream_key(config.redis_prefix, "confirmations")
+    async with client.pipeline(transaction=False) as pipe:
+        for n in range(250):
+            pipe.xadd(stream, {"kind": "not_ours", "payload": json.dumps({"n": n})})
+        await pipe.execute()
+    actor = Confirmations(config, pool, client, SimulatedMailer())
+
+    async def trimmed() -> bool:
+        return bool(await client.xlen(stream) <= 100)
+
+    stopping = asyncio.Event()
+    task = asyncio.create_task(actor.run(stopping))
+    try:
+        await eventually(trimmed)
+    finally:
+        stopping.set()
+        await task
+    assert await pending_count(client, config, "confirmations") == 0
