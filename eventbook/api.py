@@ -42,6 +42,8 @@ class Endpoint:
     headers: tuple[str, ...] = ()
     tag: str = ""
     description: str = ""
+    # what the success response is, for the document; JSON unless it says otherwise
+    media_type: str = "application/json"
 
 
 def endpoint(
@@ -56,10 +58,12 @@ def endpoint(
     headers: tuple[str, ...] = (),
     tag: str = "",
     description: str = "",
+    media_type: str = "application/json",
 ) -> Callable[[Handler], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
     """Declare a route; the handler receives validated `body` and `query` keyword args."""
     spec = Endpoint(
-        summary, roles, body, query, response, status, problems or {}, headers, tag, description
+        summary, roles, body, query, response, status, problems or {}, headers, tag, description,
+        media_type,
     )
 
     def decorate(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -8,12 +8,13 @@ import redis.asyncio
 import structlog
 from aiohttp import web
 
-from eventbook import accounts, bookings, db, events, health, notifications
+from eventbook import accounts, bookings, db, events, health, notifications, openapi
 from eventbook.actors import Supervisor, build_actors
 from eventbook.auth import PASSWORDS, TOKENS, Passwords, Tokens, authenticate
 from eventbook.config import Config
 from eventbook.errors import problems
-from eventbook.keys import CONFIG, POOL, REDIS
+from eventbook.keys import CONFIG, METRICS, POOL, REDIS
+from eventbook.metrics import Metrics
 from eventbook.middlewares import request_id
 from eventbook.ratelimit import RATE_LIMITER, RateLimiter
 
@@ -67,13 +68,14 @@ def create_app(config: Config, *, actors: bool = True) -> web.Application:
         client_max_size=config.max_body_bytes,
     )
     app[CONFIG] = config
+    app[METRICS] = Metrics()
     app[PASSWORDS] = Passwords(config)
     app[TOKENS] = Tokens(
         config.jwt_secret, config.jwt_issuer, config.jwt_audience, config.jwt_ttl_seconds
     )
-    app.cleanup_ctx.extend([pool_ctx, redis_ctx])
+    app.cleanup_ctx.extend([pool_ctx, redis_ctx, openapi.document_ctx])
     if actors:
         app.cleanup_ctx.append(actors_ctx)
-    for module in (health, accounts, events, bookings, notifications):
+    for module in (health, accounts, events, bookings, notifications, openapi):
         app.add_routes(module.routes)
     return app

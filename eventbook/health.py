@@ -9,7 +9,8 @@ from aiohttp import web
 
 from eventbook.api import PUBLIC, endpoint, json_response
 from eventbook.errors import UNAVAILABLE, Problem
-from eventbook.keys import POOL, REDIS
+from eventbook.keys import METRICS, POOL, REDIS
+from eventbook.metrics import CONTENT_TYPE_LATEST
 
 routes = web.RouteTableDef()
 CHECK_TIMEOUT = 2.0
@@ -46,3 +47,20 @@ async def readyz(request: web.Request) -> web.Response:
         down = ", ".join(name for name, state in checks.items() if state == "down")
         raise Problem(503, "not_ready", f"Not ready: {down} unavailable.", checks=checks)
     return json_response({"status": "ready", "checks": checks})
+
+
+@routes.get("/metrics")
+@endpoint(
+    "Prometheus metrics",
+    roles=PUBLIC,
+    tag="operations",
+    media_type="text/plain",
+    description=(
+        "The text exposition format: requests by route and status, bookings by outcome, "
+        "outbox backlog, stream length, pending, lag and dead letters, actor restarts, mails."
+    ),
+)
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[METRICS]
+    await registry.refresh(request.app[POOL], request.app[REDIS])
+    return web.Response(body=registry.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

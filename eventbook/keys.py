@@ -1,7 +1,8 @@
 """Typed keys for the state the app factory shares with handlers.
 
 Keys for a class defined in a module of ours sit next to that class (auth.TOKENS,
-ratelimit.RATE_LIMITER) to keep imports one-way.
+ratelimit.RATE_LIMITER) to keep imports one-way. METRICS sits here because
+eventbook.metrics is shared with the actors, which never import aiohttp.web.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import redis.asyncio
 from aiohttp import web
 
 from eventbook.config import Config
+from eventbook.metrics import Metrics
 
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", redis.asyncio.Redis)
+METRICS = web.AppKey("metrics", Metrics)
 
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,4 +1,4 @@
-"""Request id and access log: the outermost middleware."""
+"""Request id, access log and request metrics: the outermost middleware."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from eventbook.keys import REQUEST_ID
+from eventbook.keys import METRICS, REQUEST_ID
 
 log = structlog.get_logger("eventbook.access")
 
@@ -38,14 +38,19 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
         response.headers["X-Request-ID"] = rid
         return response
     finally:
+        elapsed = time.perf_counter() - started
         route = request.match_info.route.resource
+        canonical = route.canonical if route is not None else None
         log.info(
             "request",
             method=request.method,
             path=request.path,
-            route=route.canonical if route is not None else None,
+            route=canonical,
             status=status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            duration_ms=round(elapsed * 1000, 2),
             remote=request.remote,
         )
+        metrics = request.app.get(METRICS)
+        if metrics is not None:
+            metrics.observe_request(request.method, canonical, status, elapsed)
         structlog.contextvars.clear_contextvars()

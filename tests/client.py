@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import inspect
 import itertools
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from eventbook.auth import TOKENS
 
@@ -141,3 +143,62 @@ class Api:
         return await self.post(
             f"/api/v1/events/{event['id']}/bookings", customer, json=body, headers=headers
         )
+
+
+async def metric(api: Api, name: str, **labels: str) -> float | None:
+    """One sample's value at GET /metrics (a counter by its full name, `..._total`);
+    None when no such sample is exposed."""
+    answer = await api.get("/metrics")
+    assert answer.status == 200, await answer.text()
+    for family in text_string_to_metric_families(await answer.text()):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
+
+
+class LiveServer:
+    """The app on a real port, run by a thread with its own event loop, for clients that
+    block (requests, schemathesis). `with LiveServer(app) as server: server.url`."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="live-server", daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        self._started.wait(60)
+        if self._error is not None:
+            raise self._error
+        assert self.url, "the live server did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(60)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        runner = web.AppRunner(self.app)
+        try:
+            self._loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            self._loop.run_until_complete(site.start())
+            host, port = runner.addresses[0][:2]
+            self.url = f"http://{host}:{port}"
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            self._loop.run_until_complete(runner.cleanup())
+            self._loop.close()
+            return
+        self._started.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.run_until_complete(runner.cleanup())
+            self._loop.close()

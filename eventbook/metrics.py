@@ -1,0 +1,301 @@
+"""Prometheus metrics: one registry per app or worker process, and the calls that feed it.
+
+Every metric lives in the `Metrics` object the process creates (`create_app`, or the
+worker), never in prometheus-client's global registry, so each test's app starts at
+zero. Code that counts something calls one method on it:
+
+    request.app[METRICS].booking_outcome("sold_out")     # in a handler
+    self.metrics.mail_sent("booking_confirmed")          # in an actor given `metrics`
+
+Gauges about shared state (the outbox backlog, stream lengths and lag) are not pushed:
+`refresh` reads them from PostgreSQL and Redis when Prometheus scrapes.
+
+This module does not import aiohttp, so actors may use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import asyncpg
+import redis.asyncio
+import redis.exceptions
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WatchedStream"]
+
+BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "replayed")
+OUTBOX_TOPICS = ("confirmations", "notifications")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The route label of a request no route matched (404, 405): never the raw path, whose
+# values are unbounded.
+UNMATCHED = "unmatched"
+# A scrape waits at most this long for PostgreSQL and for Redis; a source that does not
+# answer in time reports eventbook_metrics_source_up 0 instead of stalling the scrape.
+SCRAPE_TIMEOUT = 2.0
+# Redis before 7 does not report a group's lag; it is then counted, up to this many.
+LAG_COUNT_LIMIT = 10_000
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchedStream:
+    """A stream, the consumer group reading it, and where that group dead-letters."""
+
+    stream: str
+    group: str
+    dead_letter: str | None = None
+
+
+@dataclasses.dataclass
+class _StreamState:
+    length: int = 0
+    pending: int = 0
+    lag: int = 0
+    dead_letters: int = 0
+
+
+@dataclasses.dataclass
+class _Snapshot:
+    """What the last scrape read from PostgreSQL and Redis."""
+
+    outbox_backlog: dict[str, int] = dataclasses.field(default_factory=dict)
+    outbox_oldest_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    streams: dict[WatchedStream, _StreamState] = dataclasses.field(default_factory=dict)
+    up: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+class _SnapshotCollector(Collector):
+    """Yields the gauges of the last snapshot; `Metrics.refresh` fills it before a scrape."""
+
+    def __init__(self) -> None:
+        self.snapshot = _Snapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        backlog = GaugeMetricFamily(
+            "eventbook_outbox_backlog",
+            "Outbox rows written but not yet relayed to Redis, by topic.",
+            labels=["topic"],
+        )
+        oldest = GaugeMetricFamily(
+            "eventbook_outbox_oldest_age_seconds",
+            "Age of the oldest outbox row not yet relayed, by topic (0 when empty).",
+            labels=["topic"],
+        )
+        for topic in sorted(snap.outbox_backlog):
+            backlog.add_metric([topic], snap.outbox_backlog[topic])
+            oldest.add_metric([topic], snap.outbox_oldest_seconds.get(topic, 0.0))
+        length = GaugeMetricFamily(
+            "eventbook_stream_length", "Entries in the stream (XLEN).", labels=["stream", "group"]
+        )
+        pending = GaugeMetricFamily(
+            "eventbook_stream_pending",
+            "Entries delivered to the group's consumers and not yet acknowledged.",
+            labels=["stream", "group"],
+        )
+        lag = GaugeMetricFamily(
+            "eventbook_stream_lag",
+            "Entries in the stream not yet delivered to the group.",
+            labels=["stream", "group"],
+        )
+        dead = GaugeMetricFamily(
+            "eventbook_dead_letters",
+            "Entries in the group's dead-letter stream: given up on, waiting for an operator.",
+            labels=["stream", "group"],
+        )
+        for watched, state in snap.streams.items():
+            labels = [watched.stream, watched.group]
+            length.add_metric(labels, state.length)
+            pending.add_metric(labels, state.pending)
+            lag.add_metric(labels, state.lag)
+            dead.add_metric(labels, state.dead_letters)
+        up = GaugeMetricFamily(
+            "eventbook_metrics_source_up",
+            "1 when the last scrape could read this source (postgres, redis), else 0.",
+            labels=["source"],
+        )
+        for source, value in sorted(snap.up.items()):
+            up.add_metric([source], value)
+        yield from (backlog, oldest, length, pending, lag, dead, up)
+
+
+class Metrics:
+    """Every metric one process exposes, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.http_requests = Counter(
+            "eventbook_http_requests",
+            "HTTP requests answered, by method, route (its pattern, not the raw path) and status.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "eventbook_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method, route and status.",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.bookings = Counter(
+            "eventbook_bookings",
+            "Booking requests by outcome: created, sold_out, not_bookable (cancelled or past"
+            " event), replayed (a retry with a known Idempotency-Key answered the same booking).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.actor_restarts = Counter(
+            "eventbook_actor_restarts",
+            "Times the supervisor restarted an actor after it crashed or returned.",
+            ["actor"],
+            registry=registry,
+        )
+        self.mails = Counter(
+            "eventbook_mails",
+            "Mails handed to the mail server, by notification kind and result (sent, failed).",
+            ["kind", "result"],
+            registry=registry,
+        )
+        self.fanout_recipients = Counter(
+            "eventbook_fanout_recipients",
+            "Attendees the notifications fan-out has handled, by notification kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.fanout_active = Gauge(
+            "eventbook_fanout_in_progress",
+            "Event changes whose attendees are being notified right now.",
+            registry=registry,
+        )
+        for outcome in BOOKING_OUTCOMES:
+            self.bookings.labels(outcome)
+        self.watched: set[WatchedStream] = set()
+        self._snapshot = _SnapshotCollector()
+        registry.register(self._snapshot)
+
+    # -- what other modules call -------------------------------------------------------
+
+    def observe_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        """One answered HTTP request; `route` is the matched route's pattern or None."""
+        labels = (
+            method if method in HTTP_METHODS else "other",
+            route or UNMATCHED,
+            str(status),
+        )
+        self.http_requests.labels(*labels).inc()
+        self.http_duration.labels(*labels).observe(seconds)
+
+    def booking_outcome(self, outcome: str) -> None:
+        """One booking request's outcome: created, sold_out, not_bookable or replayed."""
+        if outcome not in BOOKING_OUTCOMES:
+            raise ValueError(f"unknown booking outcome {outcome!r}")
+        self.bookings.labels(outcome).inc()
+
+    def actor_restarted(self, actor: str) -> None:
+        self.actor_restarts.labels(actor).inc()
+
+    def mail_sent(self, kind: str) -> None:
+        self.mails.labels(kind, "sent").inc()
+
+    def mail_failed(self, kind: str) -> None:
+        self.mails.labels(kind, "failed").inc()
+
+    def fanout_progress(self, kind: str, recipients: int) -> None:
+        """`recipients` more attendees of a `kind` change handled (one page or batch)."""
+        self.fanout_recipients.labels(kind).inc(recipients)
+
+    def fanout_running(self) -> AbstractContextManager[Any]:
+        """`with metrics.fanout_running(): ...` around the expansion of one event change."""
+        return self.fanout_active.track_inprogress()
+
+    def watch_stream(self, stream: str, group: str, dead_letter: str | None = None) -> None:
+        """Report this stream's length, the group's pending and lag, and its dead letters."""
+        self.watched.add(WatchedStream(stream, group, dead_letter))
+
+    # -- scraping ----------------------------------------------------------------------
+
+    async def refresh(self, pool: asyncpg.Pool | None, client: redis.asyncio.Redis | None) -> None:
+        """Read the outbox and stream gauges now (each source within SCRAPE_TIMEOUT)."""
+        snapshot = _Snapshot()
+        jobs = []
+        if pool is not None:
+            jobs.append(self._read_outbox(pool, snapshot))
+        if client is not None:
+            jobs.append(self._read_streams(client, snapshot))
+        await asyncio.gather(*jobs)
+        self._snapshot.snapshot = snapshot
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus' text format (serve with CONTENT_TYPE_LATEST)."""
+        return generate_latest(self.registry)
+
+    async def _read_outbox(self, pool: asyncpg.Pool, snapshot: _Snapshot) -> None:
+        snapshot.outbox_backlog = dict.fromkeys(OUTBOX_TOPICS, 0)
+        snapshot.outbox_oldest_seconds = dict.fromkeys(OUTBOX_TOPICS, 0.0)
+        try:
+            rows = await asyncio.wait_for(
+                pool.fetch(
+                    "SELECT topic, count(*) AS backlog,"
+                    " extract(epoch FROM now() - min(created_at))::float8 AS oldest"
+                    " FROM outbox GROUP BY topic",
+                    timeout=SCRAPE_TIMEOUT,
+                ),
+                SCRAPE_TIMEOUT,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("metrics_source_unavailable", source="postgres", error=repr(exc))
+            snapshot.up["postgres"] = 0
+            return
+        for row in rows:
+            snapshot.outbox_backlog[row["topic"]] = row["backlog"]
+            snapshot.outbox_oldest_seconds[row["topic"]] = max(0.0, row["oldest"] or 0.0)
+        snapshot.up["postgres"] = 1
+
+    async def _read_streams(self, client: redis.asyncio.Redis, snapshot: _Snapshot) -> None:
+        watched = sorted(self.watched, key=lambda w: (w.stream, w.group))
+        try:
+            states = await asyncio.wait_for(
+                asyncio.gather(*(_stream_state(client, w) for w in watched)),
+                SCRAPE_TIMEOUT,
+            )
+        except (OSError, TimeoutError, redis.exceptions.RedisError) as exc:
+            log.warning("metrics_source_unavailable", source="redis", error=repr(exc))
+            snapshot.up["redis"] = 0
+            return
+        snapshot.streams = dict(zip(watched, states, strict=True))
+        snapshot.up["redis"] = 1
+
+
+async def _stream_state(client: redis.asyncio.Redis, watched: WatchedStream) -> _StreamState:
+    state = _StreamState()
+    state.length = await client.xlen(watched.stream)
+    if watched.dead_letter is not None:
+        state.dead_letters = await client.xlen(watched.dead_letter)
+    if state.length == 0 and not await client.exists(watched.stream):
+        return state
+    groups = await client.xinfo_groups(watched.stream)
+    group = next((g for g in groups if g["name"] == watched.group), None)
+    if group is None:
+        # No consumer has created the group yet: everything in the stream waits for it.
+        state.lag = state.length
+        return state
+    state.pending = int(group["pending"])
+    if group.get("lag") is not None:
+        state.lag = int(group["lag"])
+    else:
+        last = group["last-delivered-id"]
+        entries = await client.xrange(watched.stream, f"({last}", "+", count=LAG_COUNT_LIMIT)
+        state.lag = len(entries or [])
+    return state

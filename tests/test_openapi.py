@@ -1,0 +1,109 @@
+"""The OpenAPI document is generated from the routes, validates, and /docs works offline."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from openapi_spec_validator import validate
+
+from eventbook.openapi import documented_routes
+from tests.client import Api
+
+
+async def document(api: Api) -> dict[str, Any]:
+    answer = await api.get("/openapi.json")
+    assert answer.status == 200
+    assert answer.content_type == "application/json"
+    body: dict[str, Any] = await answer.json()
+    return body
+
+
+async def test_the_document_validates_as_openapi_3(api: Api) -> None:
+    doc = await document(api)
+    assert doc["openapi"].startswith("3.")
+    validate(doc)
+
+
+async def test_every_route_the_app_serves_is_declared_and_documented(api: Api) -> None:
+    doc = await document(api)
+    routes = documented_routes(api.app)
+    assert len(routes) >= 20
+    for route in routes:
+        assert route.resource is not None
+        where = f"{route.method} {route.resource.canonical}"
+        assert hasattr(route.handler, "endpoint"), f"{where} has no @endpoint declaration"
+        assert route.method.lower() in doc["paths"].get(route.resource.canonical, {}), where
+
+
+async def test_a_route_needing_a_role_names_it_and_needs_the_bearer_token(api: Api) -> None:
+    doc = await document(api)
+    create = doc["paths"]["/api/v1/events"]["post"]
+    assert create["x-roles"] == ["organizer"]
+    assert create["security"] == [{"bearerAuth": []}]
+    assert "organizer role" in create["description"]
+    assert {"401", "403"} <= create["responses"].keys()
+    scheme = doc["components"]["securitySchemes"]["bearerAuth"]
+    assert scheme == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+
+
+async def test_a_public_route_needs_no_token(api: Api) -> None:
+    listing = (await document(api))["paths"]["/api/v1/events"]["get"]
+    assert "security" not in listing
+    assert listing["x-roles"] == []
+    assert "401" not in listing["responses"]
+
+
+async def test_every_error_answer_is_a_problem(api: Api) -> None:
+    doc = await document(api)
+    problem = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            errors = {s: r for s, r in operation["responses"].items() if int(s) >= 400}
+            assert {"500", "503"} <= errors.keys(), f"{method} {path}"
+            for status, response in errors.items():
+                assert response["content"] == {"application/problem+json": {"schema": problem}}, (
+                    f"{method} {path} {status}"
+                )
+    assert {"type", "title", "status", "detail", "code", "request_id", "errors"} <= (
+        doc["components"]["schemas"]["Problem"]["properties"].keys()
+    )
+
+
+async def test_a_route_with_a_body_documents_the_body_problems(api: Api) -> None:
+    book = (await document(api))["paths"]["/api/v1/events/{id}/bookings"]["post"]
+    assert {"400", "404", "409", "413", "415", "422"} <= book["responses"].keys()
+    assert "sold_out" in book["responses"]["409"]["description"]
+    assert book["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/NewBooking"
+    }
+
+
+async def test_path_query_and_header_parameters_are_documented(api: Api) -> None:
+    doc = await document(api)
+    book = doc["paths"]["/api/v1/events/{id}/bookings"]["post"]
+    by_name = {(p["in"], p["name"]): p for p in book["parameters"]}
+    assert by_name[("path", "id")]["schema"] == {"type": "string", "format": "uuid"}
+    assert by_name[("header", "Idempotency-Key")]["required"] is False
+    assert {"200", "201"} <= book["responses"].keys()  # 200: a replay
+    listing = doc["paths"]["/api/v1/events"]["get"]
+    assert {"limit", "cursor", "q", "available"} <= {p["name"] for p in listing["parameters"]}
+    page = doc["components"]["schemas"]["EventPage"]
+    assert page["properties"]["items"]["items"] == {"$ref": "#/components/schemas/Event"}
+
+
+async def test_docs_is_a_page_whose_assets_all_come_from_this_server(api: Api) -> None:
+    answer = await api.get("/docs")
+    assert answer.status == 200
+    assert answer.content_type == "text/html"
+    html = await answer.text()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert "/docs/swagger-ui-bundle.js" in assets
+    for asset in assets:
+        assert asset.startswith("/") and not asset.startswith("//"), asset
+        fetched = await api.get(asset)
+        assert fetched.status == 200, asset
+        assert len(await fetched.read()) > 0
+    script = await (await api.get("/docs/docs.js")).text()
+    assert '"/openapi.json"' in script
+    assert "http" not in script.replace("validatorUrl: null", "")
