@@ -19,12 +19,12 @@ from eventbook.keys import REDIS
 from tests.client import Api, eventually, expect
 
 
-async def add_outbox_rows(pool: asyncpg.Pool, count: int, topic: str = "confirmations") -> None:
+async def add_outbox_rows(pool: asyncpg.Pool, count: int) -> None:
     await pool.execute(
         "INSERT INTO outbox (topic, kind, payload, request_id)"
-        " SELECT $1, 'test', jsonb_build_object('n', n), 'req-' || n"
-        " FROM generate_series(1, $2) AS n",
-        topic, count,
+        " SELECT 'confirmations', 'test', jsonb_build_object('n', n), 'req-' || n"
+        " FROM generate_series(1, $1) AS n",
+        count,
     )
 
 
@@ -68,8 +68,8 @@ async def test_the_relay_wakes_on_notify_without_waiting_for_its_poll(
     try:
         await asyncio.sleep(0.3)  # listening, and past its first (empty) pass
         started = time.monotonic()
-        await add_outbox_rows(pool, 1, topic="notifications")
-        await eventually(lambda: client.xlen(stream_key(config.redis_prefix, "notifications")))
+        await add_outbox_rows(pool, 1)
+        await eventually(lambda: client.xlen(stream_key(config.redis_prefix, "confirmations")))
         assert time.monotonic() - started < 2
     finally:
         stopping.set()

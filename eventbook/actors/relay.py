@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import asyncpg
 import redis.asyncio
 import structlog
+from redis.typing import EncodableT, FieldT
 
 from eventbook.actors.stream import pause, stream_key
 from eventbook.config import Config
@@ -25,7 +25,7 @@ RETURNING id, topic, kind, payload, request_id, created_at
 """
 
 
-def message_fields(row: asyncpg.Record) -> dict[str, Any]:
+def message_fields(row: asyncpg.Record) -> dict[FieldT, EncodableT]:
     return {
         "kind": row["kind"],
         "payload": json.dumps(row["payload"], separators=(",", ":")),

@@ -21,11 +21,12 @@ import random
 import secrets
 import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio
 import redis.exceptions
 import structlog
+from redis.typing import EncodableT, FieldT
 
 from eventbook.config import Config
 
@@ -179,7 +180,7 @@ class StreamActor:
                 return claimed
             await self.trim()
         block_ms = min(self.block_ms, max(50, int(self.claim_interval * 1000)))
-        reply = await self.redis.xreadgroup(
+        reply: Any = await self.redis.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
         )
         # RESP2 reply (the client's protocol): [[stream, [(id, fields), ...]]]
@@ -282,7 +283,7 @@ class StreamActor:
             return
 
     def backoff(self, attempts: int) -> float:
-        delay = min(self.max_retry_delay, self.retry_delay * 2 ** (attempts - 1))
+        delay = min(self.max_retry_delay, self.retry_delay * 2.0 ** (attempts - 1))
         return delay * random.uniform(0.5, 1.5)
 
     async def reclaim(self, message: Message, waited: float) -> Message | None:
@@ -291,7 +292,7 @@ class StreamActor:
         A consumer that took it over while we waited has reset its idle time below
         `waited`, so then nothing is claimed and the message is left to that consumer.
         """
-        entries = await self.redis.xclaim(
+        entries: Any = await self.redis.xclaim(
             self.stream, self.group, self.consumer, int(waited * 1000 * 0.9), [message.id]
         )
         live = [(entry_id, fields) for entry_id, fields in entries if entry_id and fields]
@@ -310,8 +311,8 @@ class StreamActor:
         except Exception:
             log.exception("dead_letter_hook_failed", kind=message.kind)
             return
-        fields = {
-            **message.fields,
+        fields = cast(dict[FieldT, EncodableT], dict(message.fields))
+        fields |= {
             "error": error[:2000],
             "attempts": str(message.attempts),
             "stream": self.stream,
