@@ -8,7 +8,16 @@ import redis.asyncio
 import structlog
 from aiohttp import web
 
-from eventbook import accounts, bookings, db, events, health, notifications, openapi
+from eventbook import (
+    accounts,
+    announcements,
+    bookings,
+    db,
+    events,
+    health,
+    notifications,
+    openapi,
+)
 from eventbook.actors import Supervisor, build_actors
 from eventbook.auth import PASSWORDS, TOKENS, Passwords, Tokens, authenticate
 from eventbook.config import Config
@@ -76,6 +85,6 @@ def create_app(config: Config, *, actors: bool = True) -> web.Application:
     app.cleanup_ctx.extend([pool_ctx, redis_ctx, openapi.document_ctx])
     if actors:
         app.cleanup_ctx.append(actors_ctx)
-    for module in (health, accounts, events, bookings, notifications, openapi):
+    for module in (health, accounts, events, announcements, bookings, notifications, openapi):
         app.add_routes(module.routes)
     return app

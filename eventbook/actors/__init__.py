@@ -8,6 +8,7 @@ import asyncpg
 import redis.asyncio
 
 from eventbook.actors.confirmations import Confirmations
+from eventbook.actors.fanout import Fanout
 from eventbook.actors.mailer import build_mailer
 from eventbook.actors.relay import OutboxRelay
 from eventbook.actors.supervisor import Actor, Supervisor
@@ -17,11 +18,13 @@ __all__ = ["ACTOR_NAMES", "Actor", "Supervisor", "build_actors"]
 
 ActorFactory = Callable[[Config, asyncpg.Pool, redis.asyncio.Redis], Actor]
 
-# Every actor kind by name, in start order. The notifications fan-out actor (issue 6)
-# joins here as "notifications".
+# Every actor kind by name, in start order.
 FACTORIES: dict[str, ActorFactory] = {
     "relay": OutboxRelay,
     "confirmations": lambda config, pool, client: Confirmations(
+        config, pool, client, build_mailer(config)
+    ),
+    "notifications": lambda config, pool, client: Fanout(
         config, pool, client, build_mailer(config)
     ),
 }
