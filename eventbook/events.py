@@ -148,7 +148,7 @@ def search_query(text: str) -> str:
     return " & ".join(f"{word}:*" for word in words)
 
 
-async def _owned_event(request: web.Request) -> uuid.UUID:
+async def owned_event(request: web.Request) -> uuid.UUID:
     """The path's event id, after checking the caller organizes it (404, 403)."""
     event = event_id(request)
     organizer = await request.app[POOL].fetchval(
@@ -304,7 +304,7 @@ async def get_event(request: web.Request) -> web.Response:
     ),
 )
 async def update_event(request: web.Request, body: dict[str, Any]) -> web.Response:
-    event = await _owned_event(request)
+    event = await owned_event(request)
     row = await request.app[POOL].fetchrow(
         "SELECT outcome, sold, event FROM update_event($1, $2, $3)",
         event, _as_json(body), request[REQUEST_ID],
@@ -338,7 +338,7 @@ async def update_event(request: web.Request, body: dict[str, Any]) -> web.Respon
     description="Cancels every booking of the event and notifies every attendee.",
 )
 async def cancel_event(request: web.Request) -> web.Response:
-    event = await _owned_event(request)
+    event = await owned_event(request)
     row = await request.app[POOL].fetchrow(
         "SELECT outcome, event FROM cancel_event($1, $2)", event, request[REQUEST_ID]
     )
@@ -363,19 +363,19 @@ async def cancel_event(request: web.Request) -> web.Response:
     description="Confirmed bookings only, oldest first, one item per booking.",
 )
 async def list_attendees(request: web.Request, query: dict[str, Any]) -> web.Response:
-    event = await _owned_event(request)
-    args: list[Any] = [event]
+    event = await owned_event(request)
+    limit = query["limit"]
+    args: list[Any] = [event, limit + 1]
     after = ""
     if query["cursor"] is not None:
         args.extend(decode_cursor(query["cursor"], dt.datetime, uuid.UUID))
-        after = "AND (b.created_at, b.id) > ($2, $3)"
-    limit = query["limit"]
+        after = "AND (b.created_at, b.id) > ($3, $4)"
     rows = await request.app[POOL].fetch(
         f"SELECT b.id AS booking_id, b.user_id, u.name, u.email, b.quantity,"
         f" b.created_at AS booked_at"
         f" FROM bookings b JOIN users u ON u.id = b.user_id"
         f" WHERE b.event_id = $1 AND b.status = 'confirmed' {after}"
-        f" ORDER BY b.created_at, b.id LIMIT {limit + 1:d}",
+        f" ORDER BY b.created_at, b.id LIMIT $2",
         *args,
     )
     page, next_cursor = split_page(
