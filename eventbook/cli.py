@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import marshmallow
@@ -219,6 +220,103 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     return 0 if findings == 0 else 1
 
 
+def _table(rows: list[dict[str, object]], columns: list[str]) -> str:
+    widths = [max([len(c), *(len(str(r.get(c, ""))) for r in rows)]) for c in columns]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    for row in rows:
+        cells = [str("-" if row.get(c) is None else row.get(c)) for c in columns]
+        lines.append("  ".join(v.ljust(w) for v, w in zip(cells, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def with_redis(config: Config, work: Callable[..., Any]) -> Any:
+    """Run `work(redis_client, pool)` against the configured (or embedded) servers."""
+    from eventbook.app import redis_client
+
+    async def main() -> Any:
+        assert config.database_url is not None
+        client = redis_client(config)
+        pool = await db.create_pool(config.database_url, 1, 2)
+        try:
+            return await work(client, pool)
+        finally:
+            await client.aclose()
+            await pool.close()
+
+    with running_services(config) as config:
+        return asyncio.run(main())
+
+
+def cmd_queues(config: Config, args: argparse.Namespace) -> int:
+    from eventbook import queues
+
+    async def work(client: Any, pool: Any) -> dict[str, Any]:
+        return {
+            "streams": await queues.stream_stats(client, config.redis_prefix),
+            "outbox": await queues.outbox_stats(pool),
+        }
+
+    report = with_redis(config, work)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(_table(report["streams"],
+                 ["stream", "group", "length", "consumers", "pending", "lag", "dead_letters"]))
+    outbox = report["outbox"]
+    print(f"\noutbox: {outbox['backlog']} row(s) waiting, oldest {outbox['oldest_age_s']} s")
+    return 0
+
+
+def cmd_dlq(config: Config, args: argparse.Namespace) -> int:
+    from eventbook import queues
+
+    prefix = config.redis_prefix
+    if args.dlq_command == "purge" and not args.yes:
+        async def count(client: Any, pool: Any) -> int:
+            return len(await queues.dead_letters(client, prefix, args.topic, limit=100_000))
+
+        total = with_redis(config, count)
+        where = args.topic or "every stream"
+        if not sys.stdin.isatty():
+            print(f"eventbook: refusing to purge {total} dead letter(s) of {where} without "
+                  "--yes (standard input is not a terminal)", file=sys.stderr)
+            return 2
+        if input(f"Delete {total} dead letter(s) of {where}? [y/N] ").strip().lower() != "y":
+            print("nothing deleted")
+            return 1
+
+    async def work(client: Any, pool: Any) -> Any:
+        if args.dlq_command == "list":
+            return await queues.dead_letters(client, prefix, args.topic, args.limit)
+        if args.dlq_command == "show":
+            return await queues.dead_letter(client, prefix, args.id)
+        if args.dlq_command == "replay":
+            ids = None if args.all else args.ids
+            return await queues.replay(client, prefix, ids, args.topic)
+        return {"purged": await queues.purge(client, prefix, args.topic)}
+
+    if args.dlq_command == "replay" and not args.all and not args.ids:
+        print("eventbook: name the dead letters to replay, or pass --all", file=sys.stderr)
+        return 2
+    result = with_redis(config, work)
+    if args.dlq_command == "show" and result is None:
+        print(f"eventbook: no dead letter {args.id}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif args.dlq_command == "list":
+        print(_table(result, ["id", "topic", "kind", "attempts", "failed_at", "error"]))
+    elif args.dlq_command == "show":
+        print("\n".join(f"{key}: {value}" for key, value in result.items()))
+    elif args.dlq_command == "replay":
+        print(f"replayed {len(result)} dead letter(s)")
+        for item in result:
+            print(f"  {item['topic']} {item['id']} -> {item['new_id']}")
+    else:
+        print(f"purged {result['purged']} dead letter(s)")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------
 
 
@@ -274,6 +372,35 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--confirmation-window", type=float, default=600.0,
                        help="report bookings pending confirmation longer (default 600 s)")
     check.add_argument("--json", action="store_true", help="print JSON")
+
+    queues_cmd = add(
+        "queues", cmd_queues,
+        "Show each stream and consumer group: length, consumers, pending, lag, dead "
+        "letters; and the outbox backlog.",
+    )
+    queues_cmd.add_argument("--json", action="store_true", help="print JSON")
+
+    dlq = add("dlq", lambda c, a: 2, "Inspect and handle dead letters.")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    topics = ["confirmations", "notifications"]
+    dlq_list = add("list", cmd_dlq, "List dead letters.", parent=dlq_sub)
+    dlq_list.add_argument("--topic", choices=topics)
+    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_show = add("show", cmd_dlq, "Show one dead letter in full.", parent=dlq_sub)
+    dlq_show.add_argument("id")
+    dlq_replay = add(
+        "replay", cmd_dlq,
+        "Put dead letters back on their stream (after fixing what made them fail).",
+        parent=dlq_sub,
+    )
+    dlq_replay.add_argument("ids", nargs="*", metavar="ID")
+    dlq_replay.add_argument("--all", action="store_true", help="every dead letter")
+    dlq_replay.add_argument("--topic", choices=topics)
+    dlq_purge = add("purge", cmd_dlq, "Delete dead letters (asks first).", parent=dlq_sub)
+    dlq_purge.add_argument("--topic", choices=topics)
+    dlq_purge.add_argument("--yes", action="store_true", help="do not ask")
+    for command in (dlq_list, dlq_show, dlq_replay, dlq_purge):
+        command.add_argument("--json", action="store_true", help="print JSON")
 
     user = add("user", lambda c, a: 2, "Manage accounts.")
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")

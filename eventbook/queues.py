@@ -1,0 +1,115 @@
+"""What operators see of the streams: lengths, groups, pending, lag, dead letters, outbox;
+and the dead-letter operations (list, show, replay, purge)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import redis.asyncio
+
+from eventbook.actors.stream import dead_letter_key, stream_key
+
+TOPICS = ("confirmations", "notifications")
+# Fields the runtime adds when it dead-letters a message; replay strips them.
+DEAD_LETTER_FIELDS = ("error", "attempts", "stream", "message_id", "consumer", "failed_at")
+LAG_SCAN_LIMIT = 100_000
+
+
+async def _lag(client: redis.asyncio.Redis, stream: str, last_delivered: str) -> int:
+    """Entries after the group's last delivered one (Redis 6.2 has no `lag` field)."""
+    entries = await client.xrange(stream, min=f"({last_delivered}", count=LAG_SCAN_LIMIT)
+    return len(entries)
+
+
+async def stream_stats(client: redis.asyncio.Redis, prefix: str) -> list[dict[str, Any]]:
+    """One row per stream and consumer group."""
+    rows: list[dict[str, Any]] = []
+    for topic in TOPICS:
+        stream = stream_key(prefix, topic)
+        length = await client.xlen(stream)
+        dead = await client.xlen(dead_letter_key(prefix, topic))
+        groups = await client.xinfo_groups(stream) if await client.exists(stream) else []
+        if not groups:
+            rows.append({"stream": topic, "group": None, "length": length, "consumers": 0,
+                         "pending": 0, "lag": length, "dead_letters": dead})
+        for group in groups:
+            rows.append({
+                "stream": topic,
+                "group": group["name"],
+                "length": length,
+                "consumers": group["consumers"],
+                "pending": group["pending"],
+                "lag": await _lag(client, stream, group["last-delivered-id"]),
+                "dead_letters": dead,
+            })
+    return rows
+
+
+async def outbox_stats(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        "SELECT count(*) AS backlog,"
+        " coalesce(extract(epoch FROM now() - min(created_at)), 0)::float AS oldest_age_s"
+        " FROM outbox"
+    )
+    assert row is not None
+    return {"backlog": row["backlog"], "oldest_age_s": round(row["oldest_age_s"], 3)}
+
+
+def _topics(topic: str | None) -> tuple[str, ...]:
+    return TOPICS if topic is None else (topic,)
+
+
+async def dead_letters(
+    client: redis.asyncio.Redis, prefix: str, topic: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    found = []
+    for name in _topics(topic):
+        for entry_id, fields in await client.xrange(dead_letter_key(prefix, name), count=limit):
+            found.append({"id": entry_id, "topic": name, **fields})
+    return found
+
+
+async def dead_letter(
+    client: redis.asyncio.Redis, prefix: str, entry_id: str
+) -> dict[str, Any] | None:
+    for name in TOPICS:
+        entries = await client.xrange(dead_letter_key(prefix, name), min=entry_id, max=entry_id)
+        if entries:
+            return {"id": entries[0][0], "topic": name, **entries[0][1]}
+    return None
+
+
+async def replay(
+    client: redis.asyncio.Redis, prefix: str, entry_ids: list[str] | None,
+    topic: str | None = None,
+) -> list[dict[str, str]]:
+    """Put dead letters back on their stream (all of them when `entry_ids` is None).
+
+    The copy and the delete happen in one MULTI/EXEC, so a letter is never both
+    replayed and kept, nor lost.
+    """
+    replayed = []
+    for letter in await dead_letters(client, prefix, topic, limit=LAG_SCAN_LIMIT):
+        if entry_ids is not None and letter["id"] not in entry_ids:
+            continue
+        original = {key: value for key, value in letter.items()
+                    if key not in (*DEAD_LETTER_FIELDS, "id", "topic")}
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.xadd(stream_key(prefix, letter["topic"]), original)
+            pipe.xdel(dead_letter_key(prefix, letter["topic"]), letter["id"])
+            new_id, _ = await pipe.execute()
+        replayed.append({"id": letter["id"], "topic": letter["topic"], "new_id": new_id})
+    return replayed
+
+
+async def purge(client: redis.asyncio.Redis, prefix: str, topic: str | None = None) -> int:
+    removed = 0
+    for name in _topics(topic):
+        key = dead_letter_key(prefix, name)
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.xlen(key)
+            pipe.delete(key)
+            count, _ = await pipe.execute()
+        removed += count
+    return removed
