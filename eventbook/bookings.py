@@ -175,15 +175,15 @@ async def book(request: web.Request, body: dict[str, Any]) -> web.Response:
     description="Cancelled bookings included.",
 )
 async def list_bookings(request: web.Request, query: dict[str, Any]) -> web.Response:
-    args: list[Any] = [principal(request).id]
+    limit = query["limit"]
+    args: list[Any] = [principal(request).id, limit + 1]
     before = ""
     if query["cursor"] is not None:
         args.extend(decode_cursor(query["cursor"], dt.datetime, uuid.UUID))
-        before = "AND (created_at, id) < ($2, $3)"
-    limit = query["limit"]
+        before = "AND (created_at, id) < ($3, $4)"
     rows = await request.app[POOL].fetch(
         f"SELECT {BOOKING_COLUMNS} FROM bookings WHERE user_id = $1 {before}"
-        f" ORDER BY created_at DESC, id DESC LIMIT {limit + 1:d}",
+        f" ORDER BY created_at DESC, id DESC LIMIT $2",
         *args,
     )
     page, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["id"]))
