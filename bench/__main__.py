@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import ceilings, processes, report, scenarios
+from bench.profile import profiled
+from bench.profile import report as profile_report
 from bench.world import World
 from bench.wrk import ensure_wrk
 
@@ -49,6 +52,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--attendees", type=int, default=100_000, help="fan-out (default 100000)")
     parser.add_argument("--results", type=Path, default=report.ROOT / "bench" / "results",
                         help="where the JSON file goes (default bench/results)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the server with py-spy during flash and spread "
+                             "(pip install py-spy first)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (servers' data, logs)")
     args = parser.parse_args(argv)
@@ -64,6 +70,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def say(text: str) -> None:
     print(f"bench: {text}", flush=True)
+
+
+def sampled(args: argparse.Namespace, server: processes.Child, world: World,
+            results: dict[str, Any], name: str) -> contextlib.AbstractContextManager[None]:
+    if not args.profile:
+        return contextlib.nullcontext()
+    summary = results.setdefault("profiles", {}).setdefault(name, {})
+    return profiled(server.proc.pid, world.logs / f"profile-{name}.txt", summary)
 
 
 async def measure(args: argparse.Namespace, world: World, results: dict[str, Any]) -> None:
@@ -91,14 +105,17 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
     try:
         if "flash" in wanted:
             say(f"flash sale: 1 event, {args.capacity} tickets")
-            scen["flash_sale"] = await scenarios.flash_sale(
-                world, server.url, customers, capacity=args.capacity, limit=300, **load
-            )
+            with sampled(args, server, world, results, "flash"):
+                scen["flash_sale"] = await scenarios.flash_sale(
+                    world, server, customers, capacity=args.capacity, limit=300, **load
+                )
         if "spread" in wanted:
             say(f"spread: {args.events} events, {args.duration:g} s")
-            scen["spread"] = await scenarios.spread(
-                world, server.url, customers, events=args.events, duration=args.duration, **load
-            )
+            with sampled(args, server, world, results, "spread"):
+                scen["spread"] = await scenarios.spread(
+                    world, server, customers, events=args.events, duration=args.duration,
+                    **load
+                )
             scen["spread"]["events"] = args.events
         if "lag" in wanted:
             say(f"confirmation lag: {args.lag_rate:g} bookings/s for {args.lag_duration:g} s")
@@ -159,6 +176,9 @@ def main(argv: list[str]) -> int:
     finally:
         world.stop_servers()
     results["seconds"] = round(time.monotonic() - started, 1)
+    for name, summary in results.get("profiles", {}).items():
+        print()
+        print(profile_report(name, summary))
     print()
     print(report.table(report.rows(results)))
     path = report.write(results, args.results)

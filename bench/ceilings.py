@@ -41,7 +41,8 @@ async def naive_ceiling(world: World, customers: Path, *, connections: int, dura
     server = processes.bare("book", world.logs, world.database_url)
     try:
         return await booking_run(world, server.url, "naive", [event], customers,
-                                 connections=connections, duration=duration, threads=threads)
+                                 connections=connections, duration=duration, threads=threads,
+                                 server_pid=server.proc.pid)
     finally:
         server.stop()
 

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.processes import cpu_seconds, cpu_used, postgres_pids
 from bench.world import World
 from bench.wrk import run_wrk
 
@@ -33,6 +34,7 @@ async def booking_run(
     duration: float,
     threads: int,
     until_sold_out: bool = False,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     """Book 1 ticket a request on `events` (round robin) for `duration` seconds, or until
     the one event in `events` is sold out. bookings_per_s is the bookings the database
@@ -43,14 +45,22 @@ async def booking_run(
     async def sold_out() -> bool:
         return await world.available(events[0]) == 0
 
+    server = [server_pid] if server_pid else []
+    before = cpu_seconds(server), cpu_seconds(postgres_pids())
     result = await run_wrk(
         url, paths, connections=connections, duration=duration, threads=threads,
         tokens_file=customers, body=BODY,
         stop_status=409 if until_sold_out else None,
         until=sold_out if until_sold_out else None,
     )
+    used = (cpu_used(before[0], cpu_seconds(server)),
+            cpu_used(before[1], cpu_seconds(postgres_pids())))
     sold = await world.sold(events)
+    per_booking = 1000 / sold["bookings"] if sold["bookings"] else 0.0
     return {
+        # CPU per booking is what the shared machine's noise disturbs least.
+        "server_cpu_ms_per_booking": used[0] * per_booking if server else None,
+        "postgres_cpu_ms_per_booking": used[1] * per_booking,
         "bookings_per_s": sold["bookings"] / sold["span"] if sold["span"] else 0.0,
         "bookings": sold["bookings"],
         "seconds": sold["span"],

@@ -25,13 +25,15 @@ class Failed(Exception):
     """The run broke an invariant (oversold, a booking lost): a failed run, not a figure."""
 
 
-async def flash_sale(world: World, url: str, customers: Path, *, capacity: int,
-                     connections: int, threads: int, limit: float) -> dict[str, Any]:
+async def flash_sale(world: World, server: processes.Child, customers: Path, *,
+                     capacity: int, connections: int, threads: int, limit: float
+                     ) -> dict[str, Any]:
     """One event, `capacity` tickets, every connection booking 1 ticket a request for a
     new customer until the event is sold out."""
     [event] = await world.insert_events(1, capacity)
-    result = await booking_run(world, url, "flash", [event], customers, connections=connections,
-                               duration=limit, threads=threads, until_sold_out=True)
+    result = await booking_run(world, server.url, "flash", [event], customers,
+                               connections=connections, duration=limit, threads=threads,
+                               until_sold_out=True, server_pid=server.proc.pid)
     ledger = await world.ledger(event)
     result["ledger"] = ledger
     created = result["statuses"].get("201", 0)
@@ -45,12 +47,13 @@ async def flash_sale(world: World, url: str, customers: Path, *, capacity: int,
     return result
 
 
-async def spread(world: World, url: str, customers: Path, *, events: int, connections: int,
-                 duration: float, threads: int) -> dict[str, Any]:
+async def spread(world: World, server: processes.Child, customers: Path, *, events: int,
+                 connections: int, duration: float, threads: int) -> dict[str, Any]:
     """The same load over `events` events (round robin), none of which sells out."""
     ids = await world.insert_events(events, UNBOUNDED)
-    return await booking_run(world, url, "spread", ids, customers, connections=connections,
-                             duration=duration, threads=threads)
+    return await booking_run(world, server.url, "spread", ids, customers,
+                             connections=connections, duration=duration, threads=threads,
+                             server_pid=server.proc.pid)
 
 
 async def forget_backlog(world: World) -> int:
