@@ -68,12 +68,20 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond asyncpg's own (an open transaction is
+    rolled back, listeners dropped). Pooled connections never SET, LISTEN, hold advisory
+    locks or cursors (the relay listens on a connection of its own), so asyncpg's default
+    reset query would be a second round trip per request for nothing (issue 7's profile)."""
+
+
 async def create_pool(dsn: str, min_size: int, max_size: int, **kwargs: Any) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
+        reset=keep_session,
         # Give up on a dead server quickly so callers answer 503 instead of hanging.
         timeout=5,
         command_timeout=30,
