@@ -8,6 +8,7 @@ import time
 
 from eventbook.auth import PASSWORDS
 from tests.client import Api
+from tests.processes import environment, run
 from tests.test_problems import assert_problem
 
 
@@ -173,3 +174,38 @@ async def test_the_event_loop_keeps_serving_while_hashes_are_computed(make_api) 
     # On the loop, every probe would wait out at least one whole hash.
     assert len(latencies) >= 3
     assert statistics.median(latencies) < one_hash / 2, (one_hash, latencies)
+
+
+async def test_an_operator_creates_an_organizer_from_the_command_line(
+    make_api, config
+) -> None:
+    api = await make_api(organizer_signup=False)
+    result = run(
+        ["user", "create", "--role", "organizer", "--email", "boss@example.com",
+         "--name", "Boss"],
+        environment(config), input="a long password\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "created organizer boss@example.com" in result.stdout
+    answer = await api.login("boss@example.com", "a long password")
+    assert answer.status == 200
+    assert (await answer.json())["user"]["role"] == "organizer"
+
+
+def test_user_create_refuses_a_short_password(config) -> None:
+    result = run(
+        ["user", "create", "--role", "organizer", "--email", "x@example.com", "--name", "X"],
+        environment(config), input="short\n",
+    )
+    assert result.returncode == 2
+    assert "password" in result.stderr
+
+
+def test_user_create_takes_no_password_on_the_command_line(config) -> None:
+    result = run(
+        ["user", "create", "--role", "customer", "--email", "x@example.com", "--name", "X",
+         "--password", "in argv"],
+        environment(config), input="",
+    )
+    assert result.returncode == 2
+    assert "unrecognized arguments: --password" in result.stderr
