@@ -20,6 +20,7 @@ from eventbook import (
 )
 from eventbook.actors import Supervisor, build_actors
 from eventbook.auth import PASSWORDS, TOKENS, Passwords, Tokens, authenticate
+from eventbook.booking_batcher import batcher_ctx
 from eventbook.config import Config
 from eventbook.errors import problems
 from eventbook.keys import CONFIG, METRICS, POOL, REDIS
@@ -82,7 +83,7 @@ def create_app(config: Config, *, actors: bool = True) -> web.Application:
     app[TOKENS] = Tokens(
         config.jwt_secret, config.jwt_issuer, config.jwt_audience, config.jwt_ttl_seconds
     )
-    app.cleanup_ctx.extend([pool_ctx, redis_ctx, openapi.document_ctx])
+    app.cleanup_ctx.extend([pool_ctx, batcher_ctx, redis_ctx, openapi.document_ctx])
     if actors:
         app.cleanup_ctx.append(actors_ctx)
     for module in (health, accounts, events, announcements, bookings, notifications, openapi):

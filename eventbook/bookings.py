@@ -15,6 +15,7 @@ from marshmallow import Schema, fields, validate
 
 from eventbook.api import CUSTOMER, SIGNED_IN, endpoint, json_response, path_uuid
 from eventbook.auth import can_read_booking, principal
+from eventbook.booking_batcher import BOOKING_BATCHER, BookingRequest
 from eventbook.errors import Problem, validation_problem
 from eventbook.events import event_id, event_not_found
 from eventbook.keys import CONFIG, POOL, REQUEST_ID
@@ -125,24 +126,27 @@ async def book(request: web.Request, body: dict[str, Any]) -> web.Response:
             "Too many bookings; wait a second and try again.",
         )
     quantity = body["quantity"]
+    # Bookings of one event that arrive together are decided in one call (see
+    # eventbook.booking_batcher); this request still gets its own decision.
     try:
-        row = await request.app[POOL].fetchrow(
-            "SELECT outcome, available, booking FROM book_tickets($1, $2, $3, $4, $5, $6)",
-            event, user.id, quantity, key, fingerprint(event, quantity), request[REQUEST_ID],
+        decided = await request.app[BOOKING_BATCHER].book(
+            event,
+            BookingRequest(user.id, quantity, key, fingerprint(event, quantity),
+                           request[REQUEST_ID]),
         )
     except asyncpg.ForeignKeyViolationError:
         raise account_gone() from None
-    assert row is not None
-    outcome = row["outcome"]
+    outcome = decided.outcome
     if outcome == "created":
-        booking = row["booking"]
+        booking = decided.booking
+        assert booking is not None
         log.info(
             "booking_created", booking_id=str(booking["id"]), event_id=str(event),
-            quantity=quantity, available=row["available"],
+            quantity=quantity, available=decided.available,
         )
         return json_response(BOOKING.dump(booking), status=201)
     if outcome == "replayed":
-        return json_response(BOOKING.dump(row["booking"]), status=200)
+        return json_response(BOOKING.dump(decided.booking), status=200)
     if outcome == "key_reused":
         raise Problem(
             422, "idempotency_key_reused",
@@ -156,12 +160,12 @@ async def book(request: web.Request, body: dict[str, Any]) -> web.Response:
         )
     if outcome == "too_many_tickets":
         raise validation_problem(
-            {"quantity": [f"At most {row['available']} tickets per booking for this event."]}
+            {"quantity": [f"At most {decided.available} tickets per booking for this event."]}
         )
     assert outcome == "sold_out", outcome
     raise Problem(
-        409, "sold_out", f"Only {row['available']} tickets are left.",
-        available_tickets=row["available"],
+        409, "sold_out", f"Only {decided.available} tickets are left.",
+        available_tickets=decided.available,
     )
 
 
