@@ -209,3 +209,16 @@ def test_user_create_takes_no_password_on_the_command_line(config) -> None:
     )
     assert result.returncode == 2
     assert "unrecognized arguments: --password" in result.stderr
+
+
+async def test_text_the_database_cannot_store_is_a_422_not_a_500(api: Api) -> None:
+    for body in (
+        {"email": "a@example.com", "password": "correct horse", "name": "x\u0000y",
+         "role": "customer"},
+        {"email": "a@example.com", "password": "correct\ud800horse", "name": "X",
+         "role": "customer"},
+    ):
+        await assert_problem(await api.post("/api/v1/auth/register", json=body), 422,
+                             "validation_failed")
+    for email, password in (("a\u0000", "correct horse"), ("a\ud800", "x"), ("a", "x\ud800")):
+        await assert_problem(await api.login(email, password), 422, "validation_failed")
