@@ -1,11 +1,13 @@
-"""Bookings of one event coalesced into one stored-procedure call: the hot-event path.
+"""Concurrent bookings coalesced into one stored-procedure call: the hot-event path.
 
 Every booking locks its event's row until commit, so bookings of one event one at a
-time are capped near 1 / commit latency, whatever the server. The batcher keeps at
-most one call in flight per event; the requests for that event that arrive meanwhile
-wait and go together in the next call to book_tickets_batch, which decides each in
-arrival order under one lock and commits once. Like group commit, this adds no delay
-at low load (a lone request is sent at once) and makes batches as large as the load.
+time are capped near 1 / commit latency, whatever the server. The batcher keeps one
+call in flight; the requests that arrive meanwhile wait and go together in the next
+call to book_tickets_batch, which locks each event of the batch once, decides each
+request in arrival order against its own event's count, and commits once. Like group
+commit, this adds no delay at low load (a lone request is sent at once) and makes
+batches as large as the load. Requests for different events share the call too: a
+commit per booking was also most of the cost of bookings spread over many events.
 Each request still gets its own outcome; the decision stays in SQL.
 """
 
@@ -28,7 +30,7 @@ log = structlog.get_logger(__name__)
 BATCH = """
 SELECT outcome, available, id, event_id, user_id, quantity, status, confirmation_status,
        confirmed_at, created_at
-  FROM book_tickets_batch($1, $2, $3, $4, $5, $6)
+  FROM book_tickets_batch($1::uuid[], $2, $3, $4, $5, $6)
 """
 ALONE = "SELECT outcome, available, booking FROM book_tickets($1, $2, $3, $4, $5, $6)"
 
@@ -58,79 +60,74 @@ class Booked:
     booking: Mapping[str, Any] | None
 
 
-Waiting = tuple[BookingRequest, "asyncio.Future[Booked]"]
+Waiting = tuple[uuid.UUID, BookingRequest, "asyncio.Future[Booked]"]
 
 
 class BookingBatcher:
     def __init__(self, pool: asyncpg.Pool, max_batch: int = MAX_BATCH) -> None:
         self.pool = pool
         self.max_batch = max_batch
-        self._queues: dict[uuid.UUID, list[Waiting]] = {}
-        self._drains: set[asyncio.Task[None]] = set()
+        self._queue: list[Waiting] = []
+        self._drain_task: asyncio.Task[None] | None = None
         # Calls made, for tests and the curious: requests / calls is the mean batch size.
         self.calls = 0
 
     async def book(self, event: uuid.UUID, request: BookingRequest) -> Booked:
-        """Decide `request` on `event`, together with whatever else is waiting for it.
+        """Decide `request` on `event`, together with whatever else is waiting.
 
         Raises what deciding it alone would raise (e.g. asyncpg's ForeignKeyViolationError
         for a customer who no longer exists); a neighbour's failure is never ours.
         """
         future: asyncio.Future[Booked] = asyncio.get_running_loop().create_future()
-        queue = self._queues.get(event)
-        if queue is not None:
-            queue.append((request, future))
-        else:
-            self._queues[event] = [(request, future)]
-            task = asyncio.create_task(self._drain(event))
-            self._drains.add(task)
-            task.add_done_callback(self._drains.discard)
+        self._queue.append((event, request, future))
+        if self._drain_task is None:
+            self._drain_task = asyncio.create_task(self._drain())
         # The call goes on if this request is cancelled: like a lone booking whose client
         # hung up, it is decided (and answered to no one).
         return await future
 
     async def close(self) -> None:
-        """Wait for the calls in flight and the requests queued behind them."""
-        while self._drains:
-            await asyncio.gather(*self._drains, return_exceptions=True)
+        """Wait for the call in flight and the requests queued behind it."""
+        while self._drain_task is not None:
+            await asyncio.gather(self._drain_task, return_exceptions=True)
 
-    async def _drain(self, event: uuid.UUID) -> None:
-        queue = self._queues[event]
+    async def _drain(self) -> None:
+        queue = self._queue
         try:
             while queue:
                 batch = queue[: self.max_batch]
                 del queue[: self.max_batch]
-                await self._decide(event, batch)
+                await self._decide(batch)
         except BaseException as exc:
             _fail(queue, exc)
+            del queue[:]
             raise
         finally:
             # No await between the empty check and this: a request arriving later
-            # finds no queue and starts a new drain.
-            del self._queues[event]
+            # finds no drain and starts one.
+            self._drain_task = None
 
-    async def _decide(self, event: uuid.UUID, batch: list[Waiting]) -> None:
+    async def _decide(self, batch: list[Waiting]) -> None:
         self.calls += 1
-        requests = [request for request, _ in batch]
         try:
             try:
                 rows = await self.pool.fetch(
-                    BATCH, event, [r.user for r in requests], [r.quantity for r in requests],
-                    [r.key for r in requests], [r.fingerprint for r in requests],
-                    [r.request_id for r in requests],
+                    BATCH, [event for event, _, _ in batch],
+                    [r.user for _, r, _ in batch], [r.quantity for _, r, _ in batch],
+                    [r.key for _, r, _ in batch], [r.fingerprint for _, r, _ in batch],
+                    [r.request_id for _, r, _ in batch],
                 )
             except Exception as exc:
-                # One bad request (a deleted customer, say) must not fail its neighbours:
-                # decide each alone, in arrival order, and let each get its own answer.
-                log.warning("booking_batch_failed", event_id=str(event), size=len(batch),
-                            error=repr(exc))
-                for request, future in batch:
-                    await self._decide_alone(event, request, future)
+                # One bad request (a deleted customer, say) or one event locked long by
+                # someone else must not fail or stall its neighbours: decide each alone;
+                # each waits only for its own event's lock and gets its own answer.
+                log.warning("booking_batch_failed", size=len(batch), error=repr(exc))
+                await asyncio.gather(*(self._decide_alone(*waiting) for waiting in batch))
                 return
         except asyncio.CancelledError as exc:
             _fail(batch, exc)
             raise
-        for (_, future), row in zip(batch, rows, strict=True):
+        for (_, _, future), row in zip(batch, rows, strict=True):
             if not future.done():
                 booking = row if row["id"] is not None else None
                 future.set_result(Booked(row["outcome"], row["available"], booking))
@@ -153,7 +150,7 @@ class BookingBatcher:
 
 
 def _fail(waiting: list[Waiting], exc: BaseException) -> None:
-    for _, future in waiting:
+    for _, _, future in waiting:
         if not future.done():
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()

@@ -207,3 +207,48 @@ async def test_a_cancelled_waiter_does_not_stop_the_others(
     capacity, available, held = await ledger(pool, event)
     assert available == capacity - held
     assert held == 3
+
+
+async def test_requests_for_several_events_share_a_call_each_against_its_own_event(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    small = await insert_event(pool, organizer, capacity=1)
+    large = await insert_event(pool, organizer, capacity=5)
+    users = await insert_users(pool, 4)
+    answers = await asyncio.gather(
+        batcher.book(small, request(users[0], small)),
+        batcher.book(large, request(users[1], large, 3)),
+        batcher.book(small, request(users[2], small)),
+        batcher.book(large, request(users[3], large, 2)),
+    )
+    assert batcher.calls == 1
+    assert [(a.outcome, a.available) for a in answers] == [
+        ("created", 0), ("created", 2), ("sold_out", 0), ("created", 0)
+    ]
+    assert [a.booking["event_id"] for a in answers if a.booking] == [small, large, large]
+    assert await ledger(pool, small) == (1, 0, 1)
+    assert await ledger(pool, large) == (5, 0, 5)
+
+
+async def test_an_event_locked_long_elsewhere_does_not_stall_the_other_events(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    busy = await insert_event(pool, organizer, capacity=5)
+    quiet = await insert_event(pool, organizer, capacity=5)
+    users = await insert_users(pool, 4)
+    async with pool.acquire() as conn, conn.transaction():
+        # Someone else holds the busy event's row (a cancel of a large event, say).
+        await conn.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", busy)
+        waiting = asyncio.ensure_future(batcher.book(busy, request(users[0], busy)))
+        started = asyncio.get_running_loop().time()
+        quiet_answers = await asyncio.gather(
+            *(batcher.book(quiet, request(u, quiet)) for u in users[1:])
+        )
+        waited = asyncio.get_running_loop().time() - started
+        assert not waiting.done()
+    assert [a.outcome for a in quiet_answers] == ["created"] * 3
+    # About one lock_timeout (100 ms), not as long as the other transaction.
+    assert waited < 2
+    assert (await waiting).outcome == "created"
+    assert await ledger(pool, busy) == (5, 4, 1)
+    assert await ledger(pool, quiet) == (5, 2, 3)

@@ -1,0 +1,169 @@
+-- book_tickets_batch for requests of any events, not only one.
+--
+-- The bench showed that a quiet event pays the same per-booking commit as a hot one did:
+-- with bookings spread over 100 events, every booking was its own call and its own
+-- commit, and PostgreSQL spent ~10x the CPU per booking that a batch of one hot event
+-- costs. So the server now coalesces every booking that arrives while a call is in
+-- flight, whatever its event, and this function decides them all in one transaction:
+-- each event's row is locked once, in id order (so two calls never wait on each other
+-- in a cycle), each request is decided in arrival order against its own event's count.
+--
+-- A lock held long by someone else (a cancel of a large event) must not stall the
+-- bookings of other events: after lock_timeout the call fails and the server decides
+-- each request of the batch alone with book_tickets, which waits for its own event only.
+
+DROP FUNCTION book_tickets_batch(uuid, uuid[], integer[], text[], text[], text[]);
+
+CREATE FUNCTION book_tickets_batch(
+    p_events       uuid[],
+    p_users        uuid[],
+    p_quantities   integer[],
+    p_keys         text[],
+    p_fingerprints text[],
+    p_request_ids  text[]
+) RETURNS TABLE (
+    outcome             text,
+    available           integer,
+    id                  uuid,
+    event_id            uuid,
+    user_id             uuid,
+    quantity            integer,
+    status              text,
+    confirmation_status text,
+    confirmed_at        timestamptz,
+    created_at          timestamptz
+)
+LANGUAGE plpgsql
+SET lock_timeout = '100ms'
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_count    integer := coalesce(cardinality(p_events), 0);
+    -- per event, in id order: id, open for booking, per-booking maximum, count left
+    v_ids      uuid[];
+    v_open     boolean[];
+    v_max      integer[];
+    v_left     integer[];
+    v_before   integer[];
+    -- per request: its event's position in v_ids (NULL: no such event), and the decision
+    v_at       integer[];
+    k          integer;
+    v_quantity integer;
+    v_booking  bookings;
+    v_id       uuid;
+    v_outcomes   text[]    := array_fill(NULL::text, ARRAY[v_count]);
+    v_availables integer[] := array_fill(NULL::integer, ARRAY[v_count]);
+    v_bookings   uuid[]    := array_fill(NULL::uuid, ARRAY[v_count]);
+    v_later      boolean[] := array_fill(false, ARRAY[v_count]);
+BEGIN
+    IF coalesce(cardinality(p_users), 0) <> v_count
+       OR coalesce(cardinality(p_quantities), 0) <> v_count
+       OR coalesce(cardinality(p_keys), 0) <> v_count
+       OR coalesce(cardinality(p_fingerprints), 0) <> v_count
+       OR coalesce(cardinality(p_request_ids), 0) <> v_count THEN
+        RAISE EXCEPTION 'book_tickets_batch: the request arrays differ in length';
+    END IF;
+
+    -- The batch's locks, each held until the commit.
+    SELECT coalesce(array_agg(e.id ORDER BY e.id), '{}'),
+           array_agg(e.status = 'scheduled' AND e.starts_at > now() ORDER BY e.id),
+           array_agg(e.max_tickets_per_booking ORDER BY e.id),
+           array_agg(e.available_tickets ORDER BY e.id)
+      INTO v_ids, v_open, v_max, v_left
+      FROM (SELECT * FROM events e WHERE e.id = ANY (p_events) ORDER BY e.id FOR UPDATE) e;
+    v_before := v_left;
+
+    SELECT array_agg(d.k ORDER BY r.n) INTO v_at
+      FROM unnest(p_events) WITH ORDINALITY AS r(event_id, n)
+      LEFT JOIN unnest(v_ids) WITH ORDINALITY AS d(event_id, k) ON d.event_id = r.event_id;
+
+    FOR i IN 1 .. v_count LOOP
+        v_quantity := p_quantities[i];
+        k := v_at[i];
+        IF p_keys[i] IS NOT NULL THEN
+            SELECT * INTO v_booking FROM bookings b
+             WHERE b.user_id = p_users[i] AND b.idempotency_key = p_keys[i];
+            IF FOUND THEN
+                v_outcomes[i] := CASE WHEN v_booking.request_fingerprint = p_fingerprints[i]
+                                      THEN 'replayed' ELSE 'key_reused' END;
+                v_bookings[i] := v_booking.id;
+                CONTINUE;
+            END IF;
+        END IF;
+
+        IF k IS NULL THEN
+            v_outcomes[i] := 'event_not_found';
+        ELSIF NOT v_open[k] THEN
+            v_outcomes[i] := 'event_not_bookable';
+            v_availables[i] := v_left[k];
+        ELSIF v_quantity > v_max[k] THEN
+            v_outcomes[i] := 'too_many_tickets';
+            v_availables[i] := v_max[k];
+        ELSIF v_quantity > v_left[k] THEN
+            v_outcomes[i] := 'sold_out';
+            v_availables[i] := v_left[k];
+        ELSIF p_keys[i] IS NULL THEN
+            v_left[k] := v_left[k] - v_quantity;
+            v_outcomes[i] := 'created';
+            v_availables[i] := v_left[k];
+            v_bookings[i] := gen_random_uuid();
+            v_later[i] := true;
+        ELSE
+            -- Inserted now, so a later request in this batch with the same key finds it,
+            -- and ON CONFLICT meets a twin committed by a concurrent call.
+            INSERT INTO bookings (event_id, user_id, quantity, idempotency_key,
+                                  request_fingerprint)
+            VALUES (p_events[i], p_users[i], v_quantity, p_keys[i], p_fingerprints[i])
+            ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING bookings.id INTO v_id;
+            IF FOUND THEN
+                v_left[k] := v_left[k] - v_quantity;
+                v_outcomes[i] := 'created';
+                v_availables[i] := v_left[k];
+                v_bookings[i] := v_id;
+            ELSE
+                SELECT * INTO v_booking FROM bookings b
+                 WHERE b.user_id = p_users[i] AND b.idempotency_key = p_keys[i];
+                v_outcomes[i] := CASE WHEN v_booking.request_fingerprint = p_fingerprints[i]
+                                      THEN 'replayed' ELSE 'key_reused' END;
+                v_bookings[i] := v_booking.id;
+            END IF;
+        END IF;
+    END LOOP;
+
+    -- The constraint events_tickets_in_range would refuse a negative count here.
+    UPDATE events e SET available_tickets = c.left_now
+      FROM unnest(v_ids, v_left, v_before) AS c(id, left_now, left_before)
+     WHERE e.id = c.id AND c.left_now <> c.left_before;
+
+    RETURN QUERY
+    WITH request AS (
+        SELECT *
+          FROM unnest(p_events, p_users, p_quantities, p_fingerprints, p_request_ids,
+                      v_outcomes, v_availables, v_bookings, v_later)
+               WITH ORDINALITY AS r(event_id, user_id, quantity, fingerprint, request_id,
+                                    outcome, available, booking_id, later, n)
+    ), made AS (
+        INSERT INTO bookings (id, event_id, user_id, quantity, request_fingerprint)
+        SELECT r.booking_id, r.event_id, r.user_id, r.quantity, r.fingerprint
+          FROM request r WHERE r.later
+        RETURNING bookings.*
+    ), queued AS (
+        -- One statement, so the outbox trigger's NOTIFY fires once for the batch.
+        INSERT INTO outbox (topic, kind, payload, request_id)
+        SELECT 'confirmations', 'booking_confirmed',
+               jsonb_build_object('booking_id', r.booking_id), r.request_id
+          FROM request r WHERE r.outcome = 'created'
+         ORDER BY r.n
+    )
+    -- made's rows are not visible in bookings within this statement, the others are.
+    SELECT r.outcome, r.available,
+           coalesce(m.id, b.id), coalesce(m.event_id, b.event_id),
+           coalesce(m.user_id, b.user_id), coalesce(m.quantity, b.quantity),
+           coalesce(m.status, b.status), coalesce(m.confirmation_status, b.confirmation_status),
+           coalesce(m.confirmed_at, b.confirmed_at), coalesce(m.created_at, b.created_at)
+      FROM request r
+      LEFT JOIN made m ON m.id = r.booking_id
+      LEFT JOIN bookings b ON b.id = r.booking_id AND NOT r.later
+     ORDER BY r.n;
+END $$;
