@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 import redis.asyncio
 import structlog
 from aiohttp import web
@@ -18,7 +19,7 @@ from eventbook import (
     notifications,
     openapi,
 )
-from eventbook.actors import Supervisor, build_actors
+from eventbook.actors import Supervisor, build_actors, watch_streams
 from eventbook.auth import PASSWORDS, TOKENS, Passwords, Tokens, authenticate
 from eventbook.booking_batcher import batcher_ctx
 from eventbook.config import Config
@@ -63,7 +64,10 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    supervisor = Supervisor(build_actors(config, app[POOL], app[REDIS], config.actors))
+    metrics = app[METRICS]
+    supervisor = Supervisor(
+        build_actors(config, app[POOL], app[REDIS], config.actors, metrics), metrics=metrics
+    )
     app[SUPERVISOR] = supervisor
     supervisor.start()
     yield
@@ -79,6 +83,7 @@ def create_app(config: Config, *, actors: bool = True) -> web.Application:
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()
+    watch_streams(app[METRICS], config.redis_prefix)
     app[PASSWORDS] = Passwords(config)
     app[TOKENS] = Tokens(
         config.jwt_secret, config.jwt_issuer, config.jwt_audience, config.jwt_ttl_seconds
@@ -88,4 +93,17 @@ def create_app(config: Config, *, actors: bool = True) -> web.Application:
         app.cleanup_ctx.append(actors_ctx)
     for module in (health, accounts, events, announcements, bookings, notifications, openapi):
         app.add_routes(module.routes)
+    return app
+
+
+def create_probe_app(
+    config: Config, metrics: Metrics, pool: asyncpg.Pool, client: redis.asyncio.Redis
+) -> web.Application:
+    """The worker's small HTTP face: /metrics, /healthz and /readyz on resources it owns."""
+    app = web.Application(middlewares=[request_id, problems])
+    app[CONFIG] = config
+    app[METRICS] = metrics
+    app[POOL] = pool
+    app[REDIS] = client
+    app.add_routes(health.routes)
     return app

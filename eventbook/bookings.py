@@ -18,7 +18,7 @@ from eventbook.auth import can_read_booking, principal
 from eventbook.booking_batcher import BOOKING_BATCHER, BookingRequest
 from eventbook.errors import Problem, validation_problem
 from eventbook.events import event_id, event_not_found
-from eventbook.keys import CONFIG, POOL, REQUEST_ID
+from eventbook.keys import CONFIG, METRICS, POOL, REQUEST_ID
 from eventbook.pages import PageQuery, decode_cursor, page_of, page_response, split_page
 from eventbook.ratelimit import RATE_LIMITER
 
@@ -58,6 +58,15 @@ class NewBookingSchema(Schema):
 
 BOOKING = BookingSchema()
 BOOKING_PAGE = page_of(BookingSchema)
+
+
+# Booking outcomes as the bookings counter labels them.
+METRIC_OUTCOMES = {
+    "created": "created",
+    "sold_out": "sold_out",
+    "event_not_bookable": "not_bookable",
+    "replayed": "replayed",
+}
 
 
 def booking_not_found() -> Problem:
@@ -137,6 +146,8 @@ async def book(request: web.Request, body: dict[str, Any]) -> web.Response:
     except asyncpg.ForeignKeyViolationError:
         raise account_gone() from None
     outcome = decided.outcome
+    if outcome in METRIC_OUTCOMES:
+        request.app[METRICS].booking_outcome(METRIC_OUTCOMES[outcome])
     if outcome == "created":
         booking = decided.booking
         assert booking is not None

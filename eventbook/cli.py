@@ -97,9 +97,12 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def run_worker(config: Config, names: tuple[str, ...]) -> None:
-    from eventbook.actors import Supervisor, build_actors
-    from eventbook.app import redis_client
+async def run_worker(
+    config: Config, names: tuple[str, ...], metrics_port: int | None = None
+) -> None:
+    from eventbook.actors import Supervisor, build_actors, watch_streams
+    from eventbook.app import create_probe_app, redis_client
+    from eventbook.metrics import Metrics
 
     # Signals first: a SIGTERM during start-up still ends in a clean stop.
     stop = asyncio.Event()
@@ -110,8 +113,19 @@ async def run_worker(config: Config, names: tuple[str, ...]) -> None:
     assert config.database_url is not None
     pool = await db.create_pool(config.database_url, config.db_pool_min, config.db_pool_max)
     client = redis_client(config)
+    metrics = Metrics()
+    watch_streams(metrics, config.redis_prefix)
+    probe: web.AppRunner | None = None
     try:
-        supervisor = Supervisor(build_actors(config, pool, client, names))
+        if metrics_port is not None:
+            probe = web.AppRunner(create_probe_app(config, metrics, pool, client),
+                                  access_log=None)
+            await probe.setup()
+            await web.TCPSite(probe, config.host, metrics_port).start()
+            log.info("metrics_listening", host=config.host, port=metrics_port)
+        supervisor = Supervisor(
+            build_actors(config, pool, client, names, metrics), metrics=metrics
+        )
         supervisor.start()
         log.info("worker_running", actors=[actor.name for actor in supervisor.actors])
         await stop.wait()
@@ -119,6 +133,8 @@ async def run_worker(config: Config, names: tuple[str, ...]) -> None:
         # Each actor finishes and acknowledges the messages in hand.
         await supervisor.stop()
     finally:
+        if probe is not None:
+            await probe.cleanup()
         await client.aclose()
         await pool.close()
 
@@ -134,7 +150,7 @@ def cmd_worker(config: Config, args: argparse.Namespace) -> int:
         return 2
     with running_services(config) as config:
         log.info("starting", command="worker", config=config.redacted())
-        asyncio.run(run_worker(config, names or config.actors))
+        asyncio.run(run_worker(config, names or config.actors, args.metrics_port))
     log.info("stopped", command="worker")
     return 0
 
@@ -358,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--actors", help="comma-separated actor names: relay, confirmations, ... (default: all)"
+    )
+    worker.add_argument(
+        "--metrics-port", type=int,
+        help="serve /metrics, /healthz and /readyz on this port (bound to EVENTBOOK_HOST)",
     )
 
     add("migrate", cmd_migrate, "Apply pending database migrations, then exit (release phase).")

@@ -8,9 +8,10 @@ from typing import Any
 import asyncpg
 import redis.asyncio
 
+from eventbook.actors import STREAM_ACTORS
 from eventbook.actors.stream import dead_letter_key, stream_key
 
-TOPICS = ("confirmations", "notifications")
+TOPICS = tuple(actor.topic for actor in STREAM_ACTORS)
 # Fields the runtime adds when it dead-letters a message; replay strips them.
 DEAD_LETTER_FIELDS = ("error", "attempts", "stream", "message_id", "consumer", "failed_at")
 LAG_SCAN_LIMIT = 100_000

@@ -11,33 +11,49 @@ from eventbook.actors.confirmations import Confirmations
 from eventbook.actors.fanout import Fanout
 from eventbook.actors.mailer import build_mailer
 from eventbook.actors.relay import OutboxRelay
+from eventbook.actors.stream import dead_letter_key, stream_key
 from eventbook.actors.supervisor import Actor, Supervisor
 from eventbook.config import Config
+from eventbook.metrics import Metrics
 
-__all__ = ["ACTOR_NAMES", "Actor", "Supervisor", "build_actors"]
+__all__ = ["ACTOR_NAMES", "STREAM_ACTORS", "Actor", "Supervisor", "build_actors", "watch_streams"]
 
-ActorFactory = Callable[[Config, asyncpg.Pool, redis.asyncio.Redis], Actor]
+ActorFactory = Callable[[Config, asyncpg.Pool, redis.asyncio.Redis, Metrics], Actor]
 
 # Every actor kind by name, in start order.
 FACTORIES: dict[str, ActorFactory] = {
-    "relay": OutboxRelay,
-    "confirmations": lambda config, pool, client: Confirmations(
-        config, pool, client, build_mailer(config)
+    "relay": lambda config, pool, client, metrics: OutboxRelay(config, pool, client),
+    "confirmations": lambda config, pool, client, metrics: Confirmations(
+        config, pool, client, build_mailer(config), metrics=metrics
     ),
-    "notifications": lambda config, pool, client: Fanout(
-        config, pool, client, build_mailer(config)
+    "notifications": lambda config, pool, client, metrics: Fanout(
+        config, pool, client, build_mailer(config), metrics=metrics
     ),
 }
 
 ACTOR_NAMES: tuple[str, ...] = tuple(FACTORIES)
 
 
+# The actors fed by a stream: each reads stream:{topic} in the consumer group {name}.
+STREAM_ACTORS = (Confirmations, Fanout)
+
+
 def build_actors(
-    config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, names: tuple[str, ...] = ()
+    config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, names: tuple[str, ...] = (),
+    metrics: Metrics | None = None,
 ) -> list[Actor]:
     """The actors this process runs: `names`, or every kind when empty."""
     unknown = set(names) - set(ACTOR_NAMES)
     if unknown:
         raise ValueError(f"unknown actors: {', '.join(sorted(unknown))}")
-    return [FACTORIES[name](config, pool, client) for name in ACTOR_NAMES
+    metrics = metrics or Metrics()
+    return [FACTORIES[name](config, pool, client, metrics) for name in ACTOR_NAMES
             if not names or name in names]
+
+
+def watch_streams(metrics: Metrics, prefix: str) -> None:
+    """Report every stream's gauges, whichever actors this process runs."""
+    for actor in STREAM_ACTORS:
+        metrics.watch_stream(
+            stream_key(prefix, actor.topic), actor.name, dead_letter_key(prefix, actor.topic)
+        )

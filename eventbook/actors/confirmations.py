@@ -96,7 +96,12 @@ class Confirmations(StreamActor):
         if note["sent_at"] is not None:
             log.info("confirmation_already_sent", kind=kind, booking_id=str(booking_id))
             return
-        await self.mailer.send(note["recipient"], note["subject"], note["body"])
+        try:
+            await self.mailer.send(note["recipient"], note["subject"], note["body"])
+        except Exception:
+            self.metrics.mail_failed(kind)
+            raise
+        self.metrics.mail_sent(kind)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE notifications SET sent_at = now() WHERE id = $1 AND sent_at IS NULL",

@@ -89,7 +89,8 @@ class Fanout(StreamActor):
         event_id = uuid.UUID(payload["event_id"])
         version = int(payload["version"])
         if message.kind in CHANGE_KINDS:
-            await self.expand(event_id, version, message)
+            with self.metrics.fanout_running():
+                await self.expand(event_id, version, message)
         elif message.kind == "deliver":
             await self.deliver(event_id, version, payload)
         else:
@@ -183,7 +184,7 @@ class Fanout(StreamActor):
                 break
             batch = recipients[start:start + self.batch_size]
             mails = [(user, *render(kind, event, user["name"])) for user in batch]
-            results = await asyncio.gather(*(self.send(user["email"], subject, body)
+            results = await asyncio.gather(*(self.send(kind, user["email"], subject, body)
                                              for user, subject, body in mails))
             await self.pool.execute(
                 db.query("fanout_record"), event_id, kind, version,
@@ -193,6 +194,7 @@ class Fanout(StreamActor):
             )
             sent += sum(results)
             failed += len(results) - sum(results)
+            self.metrics.fanout_progress(kind, len(results))
         await self.pool.execute(
             "UPDATE announcement_pages SET done_at = now()"
             " WHERE event_id = $1 AND version = $2 AND page = $3 AND done_at IS NULL",
@@ -202,16 +204,18 @@ class Fanout(StreamActor):
                  page=task["page"], sent=sent, failed=failed)
         await self.finish_if_done(event_id, version)
 
-    async def send(self, to: str, subject: str, body: str) -> bool:
+    async def send(self, kind: str, to: str, subject: str, body: str) -> bool:
         """One mail, a few tries; False when the mail server keeps refusing it."""
         async with self.sending:
             for attempt in range(1, MAIL_ATTEMPTS + 1):
                 try:
                     await self.mailer.send(to, subject, body)
+                    self.metrics.mail_sent(kind)
                     return True
                 except MailError as exc:
                     if attempt == MAIL_ATTEMPTS:
-                        log.warning("mail_failed", kind="announcement", error=str(exc))
+                        self.metrics.mail_failed(kind)
+                        log.warning("mail_failed", kind=kind, error=str(exc))
                         return False
                     await asyncio.sleep(0.05 * 2**attempt)
         return False

@@ -29,6 +29,7 @@ import structlog
 from redis.typing import EncodableT, FieldT
 
 from eventbook.config import Config
+from eventbook.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +101,7 @@ class StreamActor:
         concurrency: int | None = None,
         retry_delay: float = 0.5,
         max_retry_delay: float = 30.0,
+        metrics: Metrics | None = None,
     ) -> None:
         if not self.topic:
             raise TypeError(f"{type(self).__name__} must set a topic")
@@ -115,6 +117,7 @@ class StreamActor:
             self.concurrency = concurrency
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
+        self.metrics = metrics or Metrics()
         self._stopping = asyncio.Event()
         self._claim_cursor = "0-0"
         self._next_claim = 0.0

@@ -12,6 +12,8 @@ import asyncpg
 import redis.exceptions
 import structlog
 
+from eventbook.metrics import Metrics
+
 log = structlog.get_logger(__name__)
 
 # A server that is down is the whole story: logged without a traceback, since during an
@@ -39,9 +41,10 @@ class Actor(Protocol):
 class Supervisor:
     def __init__(
         self, actors: list[Actor], *, base_delay: float = 0.2, max_delay: float = 30.0,
-        healthy_after: float = 60.0,
+        healthy_after: float = 60.0, metrics: Metrics | None = None,
     ) -> None:
         self.actors = actors
+        self.metrics = metrics or Metrics()
         self.base_delay = base_delay
         self.max_delay = max_delay
         # An actor that ran this long before crashing starts its backoff afresh, so an
@@ -78,6 +81,7 @@ class Supervisor:
                     log.exception("actor_crashed", actor=actor.name, failures=failures,
                                   error=repr(exc))
             self.restarts[actor.name] += 1
+            self.metrics.actor_restarted(actor.name)
             delay = min(self.max_delay, self.base_delay * 2 ** min(failures, 16))
             delay *= random.uniform(0.5, 1.5)
             log.info("actor_restarting", actor=actor.name, delay_s=round(delay, 3))
