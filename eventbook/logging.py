@@ -24,22 +24,28 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    tracebacks = (
+        structlog.processors.dict_tracebacks
+        if log_format == "json"
+        else structlog.processors.format_exc_info
+    )
+    # Our own log lines are rendered and written by structlog directly: through the
+    # standard library's logging they cost twice as much, and the booking path writes
+    # two per request (issue 7's profile). Other libraries' lines still go through
+    # logging, rendered the same way by the handler below.
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*shared, tracebacks, renderer],
+        logger_factory=_NamedLoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.dict_tracebacks
-            if log_format == "json"
-            else structlog.processors.format_exc_info,
+            tracebacks,
             renderer,
         ],
     )
@@ -50,3 +56,16 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp's own access log would duplicate ours.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class _NamedLogger(structlog.WriteLogger):
+    """structlog's file logger with the name add_logger_name reports."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(sys.stdout)
+        self.name = name
+
+
+class _NamedLoggerFactory:
+    def __call__(self, *args: object) -> _NamedLogger:
+        return _NamedLogger(str(args[0]) if args else "")
