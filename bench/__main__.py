@@ -53,8 +53,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=report.ROOT / "bench" / "results",
                         help="where the JSON file goes (default bench/results)")
     parser.add_argument("--profile", action="store_true",
-                        help="sample the server with py-spy during flash and spread "
-                             "(pip install py-spy first)")
+                        help="sample the server with py-spy during flash and spread, and "
+                             "the worker during lag (pip install py-spy first)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (servers' data, logs)")
     args = parser.parse_args(argv)
@@ -77,7 +77,7 @@ def sampled(args: argparse.Namespace, server: processes.Child, world: World,
     if not args.profile:
         return contextlib.nullcontext()
     summary = results.setdefault("profiles", {}).setdefault(name, {})
-    return profiled(server.proc.pid, world.logs / f"profile-{name}.txt", summary)
+    return profiled(server.proc.pid, world.logs / f"profile-{name.split()[0]}.txt", summary)
 
 
 async def measure(args: argparse.Namespace, world: World, results: dict[str, Any]) -> None:
@@ -105,13 +105,13 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
     try:
         if "flash" in wanted:
             say(f"flash sale: 1 event, {args.capacity} tickets")
-            with sampled(args, server, world, results, "flash"):
+            with sampled(args, server, world, results, "flash (server)"):
                 scen["flash_sale"] = await scenarios.flash_sale(
                     world, server, customers, capacity=args.capacity, limit=300, **load
                 )
         if "spread" in wanted:
             say(f"spread: {args.events} events, {args.duration:g} s")
-            with sampled(args, server, world, results, "spread"):
+            with sampled(args, server, world, results, "spread (server)"):
                 scen["spread"] = await scenarios.spread(
                     world, server, customers, events=args.events, duration=args.duration,
                     **load
@@ -120,7 +120,9 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
         if "lag" in wanted:
             say(f"confirmation lag: {args.lag_rate:g} bookings/s for {args.lag_duration:g} s")
             scen["confirmation_lag"] = await scenarios.confirmation_lag(
-                world, server.url, customers, rate=args.lag_rate, duration=args.lag_duration
+                world, server.url, customers, rate=args.lag_rate, duration=args.lag_duration,
+                profile=results.setdefault("profiles", {}).setdefault("lag (worker)", {})
+                if args.profile else None,
             )
         if "fanout" in wanted:
             say(f"fan-out: seeding an event with {args.attendees} attendees")

@@ -85,7 +85,7 @@ def _where(frame: str) -> str:
 def report(name: str, summary: dict[str, Any], lines: int = 25) -> str:
     if "inclusive" not in summary:
         return f"profile of {name}: {summary.get('skipped', 'no samples')}"
-    out = [f"profile of the server during {name} ({summary['samples']} samples): "
+    out = [f"profile during {name} ({summary['samples']} samples): "
            "% of samples with the function on the stack / at the top"]
     tops = dict(summary["self"])
     for frame, share in summary["inclusive"][:lines]:

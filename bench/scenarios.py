@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -14,6 +15,7 @@ import aiohttp
 
 from bench import processes
 from bench.ceilings import UNBOUNDED
+from bench.profile import profiled
 from bench.runs import booking_run, percentile
 from bench.world import TOKEN_TTL_SECONDS, World
 from eventbook.actors import ACTOR_NAMES
@@ -71,7 +73,8 @@ def worker(world: World, name: str, **settings: str) -> processes.Child:
 
 
 async def confirmation_lag(world: World, url: str, customers: Path, *, rate: float,
-                           duration: float) -> dict[str, Any]:
+                           duration: float, profile: dict[str, Any] | None = None
+                           ) -> dict[str, Any]:
     """Bookings at a steady `rate` from a paced client in its own process, with an
     `eventbook worker` running every actor (mail latency 0): the time from each 201 to
     its booking's confirmed_at (the confirmation recorded as sent)."""
@@ -82,13 +85,18 @@ async def confirmation_lag(world: World, url: str, customers: Path, *, rate: flo
     actors = worker(world, "worker-lag", EVENTBOOK_MAIL_LATENCY_MS="0")
     try:
         out = world.directory / "paced.json"
-        client = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.paced", url,
-            f"/api/v1/events/{event}/bookings", str(customers), str(rate), str(duration),
-            str(out), cwd=processes.ROOT,
+        sampling = (
+            profiled(actors.proc.pid, world.logs / "profile-lag-worker.txt", profile)
+            if profile is not None else contextlib.nullcontext()
         )
-        if await client.wait() != 0:
-            raise RuntimeError("the paced client failed")
+        with sampling:
+            client = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.paced", url,
+                f"/api/v1/events/{event}/bookings", str(customers), str(rate), str(duration),
+                str(out), cwd=processes.ROOT,
+            )
+            if await client.wait() != 0:
+                raise RuntimeError("the paced client failed")
         paced = json.loads(out.read_text())
         ids = [uuid.UUID(key) for key in paced["answered"]]
         answered_at = list(paced["answered"].values())
