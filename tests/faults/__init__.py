@@ -1,0 +1,1 @@
+"""The fault suite: real `eventbook` processes and real servers, broken on purpose."""
