@@ -6,8 +6,11 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import redis.asyncio
+import redis.exceptions
 import structlog
 from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from eventbook import (
     accounts,
@@ -43,6 +46,11 @@ def redis_client(config: Config) -> redis.asyncio.Redis:
         socket_timeout=5,
         socket_connect_timeout=2,
         decode_responses=True,
+        # After Redis restarts, every pooled connection is dead and would fail its next
+        # command once: retry that once, at once, on a fresh connection. Only connection
+        # errors: a timeout is not retried (a command may have run; a blackholed server
+        # would double every wait).
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
     )
     return redis.asyncio.Redis(connection_pool=pool)
 
