@@ -7,6 +7,7 @@ OpenAPI document is generated from the same declaration, so they cannot drift ap
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import functools
@@ -20,6 +21,7 @@ from aiohttp import web
 from marshmallow import fields
 
 from eventbook.errors import Problem, validation_problem
+from eventbook.keys import CONFIG
 
 PUBLIC: tuple[str, ...] | None = None
 SIGNED_IN: tuple[str, ...] = ("organizer", "customer")
@@ -97,8 +99,18 @@ def load_query(request: web.Request, schema: marshmallow.Schema) -> Any:
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object; an empty body reads as {}."""
-    data = await request.read()
+    """The body as a JSON object; an empty body reads as {}. A body that does not arrive
+    in full within the configured time is 408: a client trickling it in would otherwise
+    hold the connection and the handler for as long as it likes."""
+    try:
+        async with asyncio.timeout(request.app[CONFIG].body_timeout_seconds):
+            data = await request.read()
+    except TimeoutError:
+        # The rest of the body may never come: the connection is not reused.
+        raise Problem(
+            408, "request_timeout", "The request body did not arrive in time.",
+            headers={"Connection": "close"},
+        ) from None
     if not data.strip():
         return {}
     ctype = request.content_type

@@ -89,9 +89,13 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
             log.info("listening", host=host, port=port)
             return create_app(config, actors=not args.no_actors)
 
+        # aiohttp (3.14) starts the keep-alive timer when a connection opens and closes the
+        # connection if no complete request has arrived when it fires: this one setting
+        # frees connections that stay idle and ones that trickle their headers in.
         web.run_app(
             build(), host=host, port=port, print=None, access_log=None,
             shutdown_timeout=args.shutdown_timeout, handle_signals=True,
+            keepalive_timeout=config.keepalive_timeout_seconds,
         )
     log.info("stopped", command="serve")
     return 0

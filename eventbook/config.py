@@ -45,6 +45,10 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_LOGIN_WINDOW_SECONDS", "login rate-limit window (default 300)"),
     Setting("EVENTBOOK_BOOKING_RATE", "bookings per customer per second, 0 = off (default 10)"),
     Setting("EVENTBOOK_MAX_BODY_BYTES", "largest request body (default 1048576)"),
+    Setting("EVENTBOOK_KEEPALIVE_TIMEOUT_SECONDS",
+            "close a connection that sends no complete request this long (default 75)"),
+    Setting("EVENTBOOK_BODY_TIMEOUT_SECONDS",
+            "a request body not read in full this long is 408 (default 30)"),
     Setting("EVENTBOOK_MAIL_LATENCY_MS", "simulated mail server latency (default 0)"),
     Setting("EVENTBOOK_MAIL_FAILURE_RATE", "simulated mail failure probability 0..1 (default 0)"),
     Setting("EVENTBOOK_SMTP_URL", "smtp[s]://user:pass@host:port: send real mail instead"),
@@ -80,6 +84,8 @@ class Config:
     login_window_seconds: int = 300
     booking_rate: int = 10
     max_body_bytes: int = 1024 * 1024
+    keepalive_timeout_seconds: int = 75
+    body_timeout_seconds: int = 30
     mail_latency_ms: int = 0
     mail_failure_rate: float = 0.0
     smtp_url: str | None = None
@@ -119,6 +125,10 @@ class Config:
             login_window_seconds=reader.integer("EVENTBOOK_LOGIN_WINDOW_SECONDS", 300, 1, 86400),
             booking_rate=reader.integer("EVENTBOOK_BOOKING_RATE", 10, 0, 1_000_000),
             max_body_bytes=reader.integer("EVENTBOOK_MAX_BODY_BYTES", 1 << 20, 1024, 1 << 30),
+            keepalive_timeout_seconds=reader.integer(
+                "EVENTBOOK_KEEPALIVE_TIMEOUT_SECONDS", 75, 1, 3600
+            ),
+            body_timeout_seconds=reader.integer("EVENTBOOK_BODY_TIMEOUT_SECONDS", 30, 1, 3600),
             mail_latency_ms=reader.integer("EVENTBOOK_MAIL_LATENCY_MS", 0, 0, 600_000),
             mail_failure_rate=reader.fraction("EVENTBOOK_MAIL_FAILURE_RATE", 0.0),
             smtp_url=reader.url("EVENTBOOK_SMTP_URL", ("smtp", "smtps")),

@@ -97,6 +97,7 @@ def problems_of(spec: Endpoint, has_path_params: bool) -> dict[int, list[str]]:
 
     if spec.body is not None:
         add(400, "malformed_json")
+        add(408, "request_timeout")
         add(413, "body_too_large")
         add(415, "unsupported_media_type")
         add(422, "validation_failed")
