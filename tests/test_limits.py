@@ -1,0 +1,162 @@
+"""Abuse limits: oversized pages, parameters and bodies are refused with the contract's
+problem, and what aiohttp refuses before any of our code runs is at least never a 500;
+the rate limits never turn a Redis fault into a 500.
+
+Rate limits have their tests next to what they guard: bookings per customer per second
+in tests/test_bookings.py, login attempts per e-mail and per address in
+tests/test_accounts.py. Slow clients are cut off in tests/faults/test_slow_clients.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio
+from aiohttp import web
+
+from eventbook.api import CUSTOMER, ORGANIZER, PUBLIC, SIGNED_IN
+from eventbook.embedded import EmbeddedServices
+from eventbook.keys import CONFIG
+from eventbook.pages import MAX_LIMIT, PageQuery
+from tests.client import Api, User
+from tests.test_problems import assert_problem
+
+
+def list_routes(app: web.Application) -> list[tuple[str, tuple[str, ...] | None]]:
+    """(path template, roles) of every route that answers a page of items."""
+    found = []
+    for route in app.router.routes():
+        spec = getattr(route.handler, "endpoint", None)
+        if route.method == "GET" and spec is not None and isinstance(spec.query, PageQuery):
+            assert route.resource is not None
+            found.append((route.resource.canonical, spec.roles))
+    return found
+
+
+async def each_list(api: Api) -> AsyncIterator[tuple[str, User | None]]:
+    """Every list route, as a path with its ids filled in and a user allowed to read it."""
+    organizer = await api.register(role="organizer")
+    customer = await api.register()
+    event = await api.create_event(organizer)
+    callers: dict[tuple[str, ...] | None, User | None] = {
+        PUBLIC: None, ORGANIZER: organizer, CUSTOMER: customer, SIGNED_IN: customer,
+    }
+    routes = list_routes(api.app)
+    assert len(routes) >= 5, routes
+    for template, roles in routes:
+        yield template.format(id=event["id"]), callers[roles]
+
+
+async def refusals(api: Api, params: dict[str, str], field: str) -> list[str]:
+    """The lists that do not answer `params` with a 422 naming `field`."""
+    wrong = []
+    async for path, user in each_list(api):
+        answer = await api.get(path, user, params=params)
+        body: dict[str, Any] = await answer.json()
+        if answer.status != 422 or field not in body.get("errors", {}):
+            wrong.append(f"{path}: {answer.status} {body}")
+    return wrong
+
+
+async def test_every_list_serves_the_largest_page(api: Api) -> None:
+    async for path, user in each_list(api):
+        answer = await api.get(path, user, params={"limit": str(MAX_LIMIT)})
+        assert answer.status == 200, (path, await answer.text())
+
+
+async def test_every_list_refuses_a_page_larger_than_100(api: Api) -> None:
+    assert await refusals(api, {"limit": str(MAX_LIMIT + 1)}, "limit") == []
+
+
+async def test_every_list_refuses_a_page_size_of_absurd_length(api: Api) -> None:
+    # Past the 4300 digits Python's int() accepts: still a plain 422.
+    assert await refusals(api, {"limit": "9" * 5000}, "limit") == []
+
+
+async def test_every_list_refuses_an_empty_or_negative_page(api: Api) -> None:
+    assert await refusals(api, {"limit": "0"}, "limit") == []
+    assert await refusals(api, {"limit": "-1"}, "limit") == []
+
+
+async def test_every_list_refuses_an_over_long_cursor(api: Api) -> None:
+    assert await refusals(api, {"cursor": "A" * 513}, "cursor") == []
+
+
+async def test_every_list_refuses_unknown_and_repeated_parameters(api: Api) -> None:
+    assert await refusals(api, {"limitt": "5"}, "limitt") == []
+    async for path, user in each_list(api):
+        answer = await api.get(f"{path}?limit=5&limit=6", user)
+        await assert_problem(answer, 422, "validation_failed")
+
+
+async def test_the_event_search_refuses_an_over_long_query(api: Api) -> None:
+    answer = await api.get("/api/v1/events", params={"q": "x" * 201})
+    body = await assert_problem(answer, 422, "validation_failed")
+    assert "q" in body["errors"]
+    # Long enough to be most of aiohttp's 8190-byte request line, and still ours to refuse.
+    answer = await api.get("/api/v1/events", params={"q": "x" * 8000})
+    await assert_problem(answer, 422, "validation_failed")
+
+
+async def test_a_body_over_the_default_1_mib_is_a_413_problem(api: Api) -> None:
+    assert api.app[CONFIG].max_body_bytes == 1024 * 1024
+    declared = await api.post(
+        "/api/v1/auth/login", data=b"x" * (1024 * 1024 + 1),
+        headers={"Content-Type": "application/json"},
+    )
+    await assert_problem(declared, 413, "body_too_large")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b"x" * 65536  # 1.25 MiB in all, with no Content-Length to go by
+
+    streamed = await api.post(
+        "/api/v1/auth/login", data=chunks(), headers={"Content-Type": "application/json"},
+    )
+    await assert_problem(streamed, 413, "body_too_large")
+
+
+async def test_a_request_line_too_long_for_aiohttp_is_a_400_never_a_500(api: Api) -> None:
+    """aiohttp's HTTP parser refuses it before any middleware runs, so the answer is
+    aiohttp's own text/plain 400, not problem+json: a documented limitation (README,
+    Guarantees), pinned here so a change in aiohttp shows."""
+    answer = await api.get("/api/v1/events", params={"q": "x" * 9000})
+    assert answer.status == 400
+    assert answer.content_type == "text/plain"
+    assert "X-Request-ID" not in answer.headers
+
+
+async def test_headers_too_large_for_aiohttp_are_a_400_never_a_500(api: Api) -> None:
+    answer = await api.get("/healthz", headers={"X-Padding": "x" * 9000})
+    assert answer.status == 400
+    assert answer.content_type == "text/plain"
+
+
+
+async def test_rate_limits_step_aside_when_redis_refuses_writes(
+    make_api: Callable[..., Awaitable[Api]], tmp_path: Path
+) -> None:
+    """A Redis that answers but refuses writes (a replica after a failover, out of
+    memory, no replicas to acknowledge) is as good as down for the rate limiter: the
+    limits are not enforced, as when Redis is down, rather than every booking and
+    every login failing with a 500."""
+    private = EmbeddedServices(tmp_path)
+    redis_url = private.start_redis()
+    try:
+        api = await make_api(redis_url=redis_url, booking_rate=5)
+        organizer = await api.register(role="organizer")
+        customer = await api.register()
+        event = await api.create_event(organizer)
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            await client.config_set("min-replicas-to-write", 1)  # every write: NOREPLICAS
+            assert (await api.book(customer, event)).status == 201
+            assert (await api.login(customer.email, customer.password)).status == 200
+            answer = await api.login(customer.email, "wrong password")
+            await assert_problem(answer, 401, "invalid_credentials")
+        finally:
+            await client.aclose()
+    finally:
+        private.stop_redis()
