@@ -67,7 +67,7 @@ class RateLimiter:
             self._flushing = asyncio.create_task(self._flush())
         try:
             count, ttl = await future
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except redis.exceptions.RedisError as exc:  # down, or refusing writes (READONLY, OOM)
             log.warning("rate_limit_unavailable", scope=scope, error=repr(exc))
             return None
         if int(count) > limit:
@@ -122,7 +122,7 @@ class RateLimiter:
     async def reset(self, scope: str, subject: str) -> None:
         try:
             await self.redis.delete(self.key(scope, subject))
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        except redis.exceptions.RedisError:
             pass
 
     async def enforce(
