@@ -3,16 +3,8 @@
 -- $5 upto (inclusive), $6 version.
 SELECT u.id, u.email, u.name
   FROM users u
- WHERE u.id IN (
-        SELECT b.user_id
-          FROM bookings b
-         WHERE b.event_id = $1
-           AND CASE WHEN $2 = 'event_cancelled'
-                    THEN b.status = 'cancelled' AND b.cancel_reason = 'event_cancelled'
-                    ELSE b.status = 'confirmed' END
-           AND b.created_at <= $3
-           AND ($4::uuid IS NULL OR b.user_id > $4)
-           AND b.user_id <= $5)
+ WHERE u.id IN (SELECT user_id FROM change_recipients($1, $2, $3)
+                 WHERE ($4::uuid IS NULL OR user_id > $4) AND user_id <= $5)
    AND NOT EXISTS (
         SELECT 1 FROM notifications n
          WHERE n.event_id = $1 AND n.event_version = $6 AND n.user_id = u.id
