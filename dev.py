@@ -2,7 +2,7 @@
 
     python3 dev.py serve [ARGS...]   run `eventbook serve` (embedded PostgreSQL and Redis
                                      unless DATABASE_URL / REDIS_URL are set)
-    python3 dev.py test [ARGS...]    lint (ruff), then run the whole test suite (pytest ARGS...)
+    python3 dev.py test [ARGS...]    lint (ruff, mypy), then the whole test suite (pytest ARGS)
     python3 dev.py bench [ARGS...]   run the benchmarks (python -m bench ARGS...)
     python3 dev.py eventbook ARGS    run any eventbook subcommand
 
@@ -57,9 +57,10 @@ def main(argv: list[str]) -> int:
         args = [str(BIN / "eventbook"), *rest]
     elif command == "test":
         os.chdir(ROOT)
-        lint = subprocess.run([str(BIN / "ruff"), "check", "eventbook", "tests", "bench"])
-        if lint.returncode != 0:
-            return lint.returncode
+        for lint in (["ruff", "check", "eventbook", "tests", "bench"], ["mypy"]):
+            result = subprocess.run([str(BIN / lint[0]), *lint[1:]])
+            if result.returncode != 0:
+                return result.returncode
         args = [str(BIN / "python"), "-m", "pytest", *rest]
     else:
         args = [str(BIN / "python"), "-m", "bench", *rest]

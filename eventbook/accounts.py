@@ -53,7 +53,7 @@ USER_COLUMNS = "id, email, name, role, created_at"
 
 def session(request: web.Request, user: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     tokens = request.app[TOKENS]
-    return SESSION.dump(
+    answer: dict[str, Any] = SESSION.dump(
         {
             "user": user,
             "access_token": tokens.issue(user["id"], user["role"]),
@@ -61,6 +61,7 @@ def session(request: web.Request, user: asyncpg.Record | dict[str, Any]) -> dict
             "expires_in": tokens.ttl_seconds,
         }
     )
+    return answer
 
 
 async def create_user(

@@ -53,7 +53,7 @@ class Passwords:
             stored_hash = self._dummy
             await self._run(self._verify, stored_hash, password)
             return False
-        return await self._run(self._verify, stored_hash, password)
+        return bool(await self._run(self._verify, stored_hash, password))
 
     def needs_rehash(self, stored_hash: str) -> bool:
         return self._hasher.check_needs_rehash(stored_hash)

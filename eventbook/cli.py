@@ -186,7 +186,10 @@ def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
             {"email": args.email, "name": args.name, "role": args.role, "password": password}
         )
     except (ValueError, marshmallow.ValidationError) as exc:
-        detail = exc.normalized_messages() if isinstance(exc, marshmallow.ValidationError) else exc
+        detail = (
+            exc.normalized_messages()  # type: ignore[no-untyped-call]
+            if isinstance(exc, marshmallow.ValidationError) else exc
+        )
         print(f"eventbook: {detail}", file=sys.stderr)
         return 2
 

@@ -132,19 +132,20 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     except Problem as problem:
         return problem_response(problem, request_id)
     except marshmallow.ValidationError as exc:
-        return problem_response(validation_problem(exc.normalized_messages()), request_id)
+        messages = exc.normalized_messages()  # type: ignore[no-untyped-call]
+        return problem_response(validation_problem(messages), request_id)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return problem_response(_from_http_exception(exc), request_id)
     except UNAVAILABLE as exc:
         log.warning("dependency_unavailable", error=repr(exc))
-        problem = Problem(
+        unavailable = Problem(
             503, "service_unavailable", "A service this request needs is unavailable; retry.",
             headers={"Retry-After": "1"},
         )
-        return problem_response(problem, request_id)
+        return problem_response(unavailable, request_id)
     except Exception:
         log.exception("unhandled_error", method=request.method, path=request.path)
-        problem = Problem(500, "internal_error", "Something went wrong on our side.")
-        return problem_response(problem, request_id)
+        internal = Problem(500, "internal_error", "Something went wrong on our side.")
+        return problem_response(internal, request_id)

@@ -3,7 +3,7 @@ and the dead-letter operations (list, show, replay, purge)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import redis.asyncio
@@ -17,10 +17,16 @@ DEAD_LETTER_FIELDS = ("error", "attempts", "stream", "message_id", "consumer", "
 LAG_SCAN_LIMIT = 100_000
 
 
+async def _xrange(
+    client: redis.asyncio.Redis, key: str, **options: Any
+) -> list[tuple[str, dict[str, str]]]:
+    """XRANGE as the client decodes it (decode_responses=True: text, never None)."""
+    return cast(list[tuple[str, dict[str, str]]], await client.xrange(key, **options) or [])
+
+
 async def _lag(client: redis.asyncio.Redis, stream: str, last_delivered: str) -> int:
     """Entries after the group's last delivered one (Redis 6.2 has no `lag` field)."""
-    entries = await client.xrange(stream, min=f"({last_delivered}", count=LAG_SCAN_LIMIT)
-    return len(entries)
+    return len(await _xrange(client, stream, min=f"({last_delivered}", count=LAG_SCAN_LIMIT))
 
 
 async def stream_stats(client: redis.asyncio.Redis, prefix: str) -> list[dict[str, Any]]:
@@ -66,7 +72,7 @@ async def dead_letters(
 ) -> list[dict[str, Any]]:
     found = []
     for name in _topics(topic):
-        for entry_id, fields in await client.xrange(dead_letter_key(prefix, name), count=limit):
+        for entry_id, fields in await _xrange(client, dead_letter_key(prefix, name), count=limit):
             found.append({"id": entry_id, "topic": name, **fields})
     return found
 
@@ -75,7 +81,7 @@ async def dead_letter(
     client: redis.asyncio.Redis, prefix: str, entry_id: str
 ) -> dict[str, Any] | None:
     for name in TOPICS:
-        entries = await client.xrange(dead_letter_key(prefix, name), min=entry_id, max=entry_id)
+        entries = await _xrange(client, dead_letter_key(prefix, name), min=entry_id, max=entry_id)
         if entries:
             return {"id": entries[0][0], "topic": name, **entries[0][1]}
     return None
@@ -94,7 +100,7 @@ async def replay(
     for letter in await dead_letters(client, prefix, topic, limit=LAG_SCAN_LIMIT):
         if entry_ids is not None and letter["id"] not in entry_ids:
             continue
-        original = {key: value for key, value in letter.items()
+        original: dict[Any, Any] = {key: value for key, value in letter.items()
                     if key not in (*DEAD_LETTER_FIELDS, "id", "topic")}
         async with client.pipeline(transaction=True) as pipe:
             pipe.xadd(stream_key(prefix, letter["topic"]), original)
