@@ -10,6 +10,16 @@ import pytest
 from eventbook.embedded import EmbeddedServices
 from tests.processes import Process, Server
 
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every fault test is `slow` (real processes and servers): `-m "not slow"` skips
+    the suite while iterating on something else."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def private(tmp_path: Path) -> Iterator[EmbeddedServices]:

@@ -54,7 +54,15 @@ async def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_loses_no
 
     # A fresh connection per request: after the stop, each one meets the closed listener.
     connector = aiohttp.TCPConnector(force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    sent: list[object] = []  # the held requests whose headers are on the wire
+
+    async def on_sent(*_: object) -> None:
+        sent.append(None)
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_headers_sent.append(on_sent)
+    async with aiohttp.ClientSession(connector=connector) as session, \
+            aiohttp.ClientSession(trace_configs=[tracing]) as held_session:
         background: list[Answer] = []
 
         async def client(n: int) -> None:
@@ -69,10 +77,10 @@ async def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_loses_no
         await asyncio.sleep(1.0)
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", held_event)
-            in_flight = [asyncio.create_task(book(session, url, customer, held_event))
+            in_flight = [asyncio.create_task(book(held_session, url, customer, held_event))
                          for customer in customers[:HELD]]
-            await eventually(lambda: waiting_on_locks(pool), timeout=10)
-            await asyncio.sleep(0.5)  # every held request has reached the server
+            await eventually(lambda: len(sent) == HELD and waiting_on_locks(pool), timeout=10)
+            await asyncio.sleep(0.5)  # and the server has read them
             server.send(signal.SIGTERM)
             await asyncio.sleep(0.5)
             refused = await book(session, url, customers[HELD], held_event)

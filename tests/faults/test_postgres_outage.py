@@ -28,7 +28,7 @@ from tests.processes import environment
 
 POSTGRES_DOWN_SECONDS = 4
 # An answer "well under a few seconds": a client's retry, not a hang.
-PROMPT = 2.0
+PROMPT = 2.5
 
 
 @pytest.fixture
