@@ -117,16 +117,26 @@ class BookingBatcher:
                     [r.key for _, r, _ in batch], [r.fingerprint for _, r, _ in batch],
                     [r.request_id for _, r, _ in batch],
                 )
-            except Exception as exc:
-                # One bad request (a deleted customer, say) or one event locked long by
-                # someone else must not fail or stall its neighbours: decide each alone;
-                # each waits only for its own event's lock and gets its own answer.
+            except asyncpg.PostgresConnectionError:
+                raise
+            except asyncpg.PostgresError as exc:
+                # PostgreSQL refused the call, so nothing of it committed. One bad request
+                # (a deleted customer, say) or one event locked long by someone else must
+                # not fail or stall its neighbours: decide each alone; each waits only for
+                # its own event's lock and gets its own answer.
                 log.warning("booking_batch_failed", size=len(batch), error=repr(exc))
                 await asyncio.gather(*(self._decide_alone(*waiting) for waiting in batch))
                 return
         except asyncio.CancelledError as exc:
             _fail(batch, exc)
             raise
+        except Exception as exc:
+            # The connection failed (or timed out) with the call sent: it may have
+            # committed, so deciding again could book twice. Each request fails as a lone
+            # booking would (503); a client retries safely with an Idempotency-Key.
+            log.warning("booking_batch_lost", size=len(batch), error=repr(exc))
+            _fail(batch, exc)
+            return
         for (_, _, future), row in zip(batch, rows, strict=True):
             if not future.done():
                 booking = row if row["id"] is not None else None

@@ -252,3 +252,28 @@ async def test_an_event_locked_long_elsewhere_does_not_stall_the_other_events(
     assert (await waiting).outcome == "created"
     assert await ledger(pool, busy) == (5, 4, 1)
     assert await ledger(pool, quiet) == (5, 2, 3)
+
+
+class LostConnectionPool:
+    """A pool whose batch call fails after it was sent: it may have committed."""
+
+    def __init__(self) -> None:
+        self.alone = 0
+
+    async def fetch(self, *args: object) -> list[object]:
+        raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
+
+    async def fetchrow(self, *args: object) -> object:
+        self.alone += 1
+        raise AssertionError("a call that may have committed is never decided again")
+
+
+async def test_a_batch_whose_outcome_is_unknown_is_not_decided_again() -> None:
+    pool = LostConnectionPool()
+    batcher = BookingBatcher(pool)  # type: ignore[arg-type]
+    event = uuid.uuid4()
+    answers = await book_together(
+        batcher, event, [request(uuid.uuid4(), event) for _ in range(3)]
+    )
+    assert all(isinstance(a, asyncpg.ConnectionDoesNotExistError) for a in answers)
+    assert pool.alone == 0
