@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import time
 from pathlib import Path
 
 import asyncpg
 
 from eventbook.config import Config
-from tests.client import Api, User
+from tests.client import Api, User, eventually
 from tests.processes import Process, environment
 from tests.seed import insert_attendees, insert_users
-
-
-async def wait_for(check, timeout: float = 60, interval: float = 0.1):
-    """Poll `check()` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout}s; last result {result!r}")
-        await asyncio.sleep(interval)
 
 
 async def announcements(api: Api, organizer: User, event: dict) -> list[dict]:
@@ -73,7 +59,7 @@ async def test_a_change_reaches_each_of_2000_attendees_exactly_once(
     assert answer.status == 200
     assert (await answer.json())["version"] == 2
 
-    done = await wait_for(lambda: finished(api, organizer, event, 2), timeout=90)
+    done = await eventually(lambda: finished(api, organizer, event, 2), timeout=90)
     assert done["kind"] == "event_updated"
     assert done["recipients_total"] == 2000
     assert done["delivered"] == 2000
@@ -90,7 +76,7 @@ async def test_an_attendee_with_several_bookings_gets_one_mail(
     await insert_attendees(pool, event["id"], attendees[:1], quantity=2)
 
     await api.patch(f"/api/v1/events/{event['id']}", organizer, json={"venue": "Hall B"})
-    done = await wait_for(lambda: finished(api, organizer, event, 2))
+    done = await eventually(lambda: finished(api, organizer, event, 2))
     assert done["delivered"] == 3
     assert await mails_per_attendee(pool, event, 2) == once_each(attendees)
 
@@ -103,7 +89,7 @@ async def test_the_attendee_reads_the_change_in_their_notifications(make_api, po
     assert (await api.book(customer, event)).status == 201
 
     await api.patch(f"/api/v1/events/{event['id']}", organizer, json={"venue": "Hall B"})
-    await wait_for(lambda: finished(api, organizer, event, 2))
+    await eventually(lambda: finished(api, organizer, event, 2))
     answer = await api.get("/api/v1/me/notifications", customer)
     mails = [m for m in (await answer.json())["items"] if m["kind"] == "event_updated"]
     assert len(mails) == 1
@@ -130,7 +116,7 @@ async def test_a_cancelled_event_tells_every_attendee_it_is_cancelled(
 
     answer = await api.post(f"/api/v1/events/{event['id']}/cancel", organizer)
     assert answer.status == 200
-    done = await wait_for(lambda: finished(api, organizer, event, 2))
+    done = await eventually(lambda: finished(api, organizer, event, 2))
     assert done["kind"] == "event_cancelled"
     assert done["delivered"] == 50
     bodies = await pool.fetch(
@@ -153,7 +139,7 @@ async def test_a_booking_made_after_a_change_is_not_sent_that_change(
     assert (await quiet.book(late, event)).status == 201
 
     api = await make_api(actors=True)
-    done = await wait_for(lambda: finished(api, organizer, event, 2))
+    done = await eventually(lambda: finished(api, organizer, event, 2))
     assert done["delivered"] == 1
     assert await mails_per_attendee(pool, event, 2) == once_each([early.id])
 
@@ -168,13 +154,13 @@ async def test_quick_changes_during_a_fanout_coalesce_to_the_newest(
     path = f"/api/v1/events/{event['id']}"
 
     await api.patch(path, organizer, json={"title": "Second title"})
-    await wait_for(lambda: mails_per_attendee(pool, event, 2), timeout=30, interval=0.02)
+    await eventually(lambda: mails_per_attendee(pool, event, 2), timeout=30, interval=0.02)
     for title in ("Third title", "Fourth title", "Final title"):
         assert (await api.patch(path, organizer, json={"title": title})).status == 200
     final = (await api.get_event(event))["version"]
     assert final == 5
 
-    await wait_for(lambda: finished(api, organizer, event, final), timeout=120)
+    await eventually(lambda: finished(api, organizer, event, final), timeout=120)
     rows = await pool.fetch(
         "SELECT DISTINCT ON (user_id) user_id, event_version, subject FROM notifications"
         " WHERE event_id = $1::uuid AND sent_at IS NOT NULL"
@@ -212,7 +198,7 @@ async def test_a_worker_killed_mid_fanout_resumes_and_tells_everyone_once(
     )
     first = Process(["worker"], env, tmp_path / "first.log")
     try:
-        await wait_for(
+        await eventually(
             lambda: _delivered_at_least(pool, event, 2000), timeout=90, interval=0.05
         )
     finally:
@@ -222,7 +208,7 @@ async def test_a_worker_killed_mid_fanout_resumes_and_tells_everyone_once(
 
     second = Process(["worker"], env, tmp_path / "second.log")
     try:
-        done = await wait_for(lambda: finished(api, organizer, event, 2), timeout=120)
+        done = await eventually(lambda: finished(api, organizer, event, 2), timeout=120)
     finally:
         second.stop()
     assert done["delivered"] == 10_000

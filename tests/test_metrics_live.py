@@ -10,9 +10,8 @@ import asyncpg
 
 from eventbook.config import Config
 from eventbook.embedded import free_port
-from tests.client import Api, metric
+from tests.client import Api, eventually, metric
 from tests.processes import Process, environment
-from tests.test_fanout import wait_for
 
 
 async def test_booking_answers_are_counted_by_outcome(api: Api, organizer, customer) -> None:
@@ -38,7 +37,7 @@ async def test_a_dead_letter_shows_in_the_dead_letter_gauge_and_the_failed_mails
             booking["id"],
         )
 
-    await wait_for(failed)
+    await eventually(failed)
     labels = {"stream": f"{config.redis_prefix}stream:confirmations", "group": "confirmations"}
     assert await metric(api, "eventbook_dead_letters", **labels) == 1
     assert await metric(api, "eventbook_mails_total", kind="booking_confirmed",
@@ -55,7 +54,7 @@ async def test_a_killed_consumer_leaves_its_message_pending_and_the_gauge_shows_
     worker = Process(["worker"], environment(config, EVENTBOOK_MAIL_LATENCY_MS="60000"),
                      tmp_path / "worker.log")
     try:
-        await wait_for(lambda: _equals(api, "eventbook_stream_pending", labels, 1), timeout=60)
+        await eventually(lambda: _equals(api, "eventbook_stream_pending", labels, 1), timeout=60)
     finally:
         worker.stop(signal.SIGKILL)
     assert await metric(api, "eventbook_stream_pending", **labels) == 1

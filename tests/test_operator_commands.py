@@ -9,9 +9,8 @@ import redis.asyncio
 
 from eventbook.actors.stream import dead_letter_key
 from eventbook.config import Config
-from tests.client import Api
+from tests.client import Api, eventually
 from tests.processes import environment, run
-from tests.test_fanout import wait_for
 
 
 def eventbook_json(config: Config, *args: str) -> object:
@@ -34,7 +33,7 @@ async def dead_lettered_booking(make_api, pool: asyncpg.Pool) -> tuple[Api, str]
         )
         return status == "failed"
 
-    await wait_for(failed, timeout=60)
+    await eventually(failed, timeout=60)
     await failing.client.close()
     return failing, booking["id"]
 
@@ -81,7 +80,7 @@ async def test_a_replayed_dead_letter_is_handled_and_leaves_the_dead_letters(
         )
         return status == "sent"
 
-    await wait_for(confirmed, timeout=60)
+    await eventually(confirmed, timeout=60)
     sent = await pool.fetchval(
         "SELECT count(*) FROM notifications WHERE booking_id = $1::uuid AND sent_at IS NOT NULL",
         booking_id,
