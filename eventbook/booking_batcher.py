@@ -69,6 +69,8 @@ class BookingBatcher:
         self.max_batch = max_batch
         self._queue: list[Waiting] = []
         self._drain_task: asyncio.Task[None] | None = None
+        # Requests of a refused batch, being decided one by one.
+        self._alone: set[asyncio.Task[None]] = set()
         # Calls made, for tests and the curious: requests / calls is the mean batch size.
         self.calls = 0
 
@@ -87,9 +89,12 @@ class BookingBatcher:
         return await future
 
     async def close(self) -> None:
-        """Wait for the call in flight and the requests queued behind it."""
-        while self._drain_task is not None:
-            await asyncio.gather(self._drain_task, return_exceptions=True)
+        """Wait for the call in flight, the requests queued behind it and those of a
+        refused batch still being decided alone."""
+        while self._drain_task is not None or self._alone:
+            await asyncio.gather(
+                *filter(None, [self._drain_task]), *self._alone, return_exceptions=True
+            )
 
     async def _drain(self) -> None:
         queue = self._queue
@@ -124,8 +129,13 @@ class BookingBatcher:
                 # (a deleted customer, say) or one event locked long by someone else must
                 # not fail or stall its neighbours: decide each alone; each waits only for
                 # its own event's lock and gets its own answer.
+                # Not awaited here: the next batch must not wait for a request stuck
+                # behind one event's long-held lock.
                 log.warning("booking_batch_failed", size=len(batch), error=repr(exc))
-                await asyncio.gather(*(self._decide_alone(*waiting) for waiting in batch))
+                for waiting in batch:
+                    task = asyncio.create_task(self._decide_alone(*waiting))
+                    self._alone.add(task)
+                    task.add_done_callback(self._alone.discard)
                 return
         except asyncio.CancelledError as exc:
             _fail(batch, exc)

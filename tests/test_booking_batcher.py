@@ -254,6 +254,22 @@ async def test_an_event_locked_long_elsewhere_does_not_stall_the_other_events(
     assert await ledger(pool, quiet) == (5, 2, 3)
 
 
+async def test_later_bookings_do_not_wait_behind_a_request_stuck_on_a_locked_event(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    busy = await insert_event(pool, organizer, capacity=5)
+    quiet = await insert_event(pool, organizer, capacity=5)
+    users = await insert_users(pool, 2)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", busy)
+        stuck = asyncio.ensure_future(batcher.book(busy, request(users[0], busy)))
+        await asyncio.sleep(0.5)  # its batch timed out; it now waits alone for the lock
+        answer = await asyncio.wait_for(batcher.book(quiet, request(users[1], quiet)), 2)
+        assert answer.outcome == "created"
+        assert not stuck.done()
+    assert (await stuck).outcome == "created"
+
+
 class LostConnectionPool:
     """A pool whose batch call fails after it was sent: it may have committed."""
 
