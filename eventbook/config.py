@@ -55,7 +55,7 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_MAIL_FROM", "sender address (default eventbook@localhost)"),
     Setting("EVENTBOOK_CLAIM_IDLE_MS", "reclaim messages pending this long (default 30000)"),
     Setting("EVENTBOOK_MAX_ATTEMPTS", "attempts before a message is dead-lettered (default 5)"),
-    Setting("EVENTBOOK_FANOUT_CONCURRENCY", "mails in flight per fan-out actor (default 100)"),
+    Setting("EVENTBOOK_FANOUT_CONCURRENCY", "mails in flight per fan-out actor (default 500)"),
     Setting("EVENTBOOK_ACTORS", "actors this process runs, comma-separated (default all)"),
 ]
 
@@ -92,7 +92,7 @@ class Config:
     mail_from: str = "eventbook@localhost"
     claim_idle_ms: int = 30000
     max_attempts: int = 5
-    fanout_concurrency: int = 100
+    fanout_concurrency: int = 500
     actors: tuple[str, ...] = ()
 
     @classmethod
@@ -135,7 +135,7 @@ class Config:
             mail_from=reader.text("EVENTBOOK_MAIL_FROM", "eventbook@localhost"),
             claim_idle_ms=reader.integer("EVENTBOOK_CLAIM_IDLE_MS", 30000, 100, 86_400_000),
             max_attempts=reader.integer("EVENTBOOK_MAX_ATTEMPTS", 5, 1, 1000),
-            fanout_concurrency=reader.integer("EVENTBOOK_FANOUT_CONCURRENCY", 100, 1, 10000),
+            fanout_concurrency=reader.integer("EVENTBOOK_FANOUT_CONCURRENCY", 500, 1, 10000),
             actors=reader.names("EVENTBOOK_ACTORS"),
         )
         config.validate()

@@ -18,12 +18,15 @@ log = structlog.get_logger(__name__)
 
 KINDS = ("booking_confirmed", "booking_cancelled")
 
+# The booking, and its mail of this kind if one was recorded already (a redelivery).
 BOOKING = """
 SELECT b.id, b.event_id, b.user_id, b.quantity, u.email, u.name,
-       e.title, e.starts_at, e.venue
+       e.title, e.starts_at, e.venue,
+       n.id AS note_id, n.recipient, n.subject, n.body, n.sent_at
   FROM bookings b
   JOIN users u ON u.id = b.user_id
   JOIN events e ON e.id = b.event_id
+  LEFT JOIN notifications n ON n.booking_id = b.id AND n.kind = $2
  WHERE b.id = $1
 """
 
@@ -39,6 +42,16 @@ RETURNING id, recipient, subject, body, sent_at
 RECORDED = """
 SELECT id, recipient, subject, body, sent_at FROM notifications
  WHERE booking_id = $1 AND kind = $2
+"""
+
+# One statement, so one commit: the mail is stamped sent and, for a confirmation, the
+# booking with it.
+MARK_SENT = """
+WITH sent AS (
+    UPDATE notifications SET sent_at = now() WHERE id = $1 AND sent_at IS NULL
+)
+UPDATE bookings SET confirmation_status = 'sent', confirmed_at = now()
+ WHERE id = $2 AND $3 = 'booking_confirmed' AND confirmation_status <> 'sent'
 """
 
 
@@ -68,6 +81,8 @@ class Confirmations(StreamActor):
 
     name = "confirmations"
     topic = "confirmations"
+    # Mostly waiting on the mail server and three short statements: many in flight.
+    concurrency = 64
 
     def __init__(
         self, config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, mailer: Mailer,
@@ -83,15 +98,20 @@ class Confirmations(StreamActor):
             log.warning("confirmation_kind_unknown", kind=kind)
             return
         booking_id = uuid.UUID(str(message.payload["booking_id"]))
-        booking = await self.pool.fetchrow(BOOKING, booking_id)
+        booking = await self.pool.fetchrow(BOOKING, booking_id, kind)
         if booking is None:
             log.warning("confirmation_booking_missing", booking_id=str(booking_id))
             return
-        subject, body = compose(kind, booking)
-        note = await self.pool.fetchrow(
-            RECORD, booking["user_id"], kind, booking["event_id"], booking_id,
-            booking["email"], subject, body,
-        ) or await self.pool.fetchrow(RECORDED, booking_id, kind)
+        if booking["note_id"] is not None:
+            note: Any = {"id": booking["note_id"], "recipient": booking["recipient"],
+                         "subject": booking["subject"], "body": booking["body"],
+                         "sent_at": booking["sent_at"]}
+        else:
+            subject, body = compose(kind, booking)
+            note = await self.pool.fetchrow(
+                RECORD, booking["user_id"], kind, booking["event_id"], booking_id,
+                booking["email"], subject, body,
+            ) or await self.pool.fetchrow(RECORDED, booking_id, kind)
         assert note is not None
         if note["sent_at"] is not None:
             log.info("confirmation_already_sent", kind=kind, booking_id=str(booking_id))
@@ -102,17 +122,7 @@ class Confirmations(StreamActor):
             self.metrics.mail_failed(kind)
             raise
         self.metrics.mail_sent(kind)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE notifications SET sent_at = now() WHERE id = $1 AND sent_at IS NULL",
-                note["id"],
-            )
-            if kind == "booking_confirmed":
-                await conn.execute(
-                    "UPDATE bookings SET confirmation_status = 'sent', confirmed_at = now()"
-                    " WHERE id = $1",
-                    booking_id,
-                )
+        await self.pool.execute(MARK_SENT, note["id"], booking_id, kind)
         log.info("confirmation_sent", kind=kind, booking_id=str(booking_id),
                  notification_id=str(note["id"]))
 
