@@ -53,3 +53,19 @@ async def insert_attendees(
         """,
         event_id, user_ids, quantity,
     )
+
+
+async def ledger(
+    pool: asyncpg.Pool, event: uuid.UUID | str | dict[str, Any]
+) -> tuple[int, int, int]:
+    """(capacity, available_tickets, tickets held by confirmed bookings) of an event, given
+    as an id or as the API's event object."""
+    event_id = uuid.UUID(str(event["id"] if isinstance(event, dict) else event))
+    row = await pool.fetchrow(
+        "SELECT e.capacity, e.available_tickets,"
+        " (SELECT coalesce(sum(quantity), 0) FROM bookings b"
+        "   WHERE b.event_id = e.id AND b.status = 'confirmed') AS held"
+        " FROM events e WHERE e.id = $1",
+        event_id,
+    )
+    return row["capacity"], row["available_tickets"], row["held"]

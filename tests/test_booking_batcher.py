@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from eventbook.booking_batcher import Booked, BookingBatcher, BookingRequest
-from tests.seed import insert_event, insert_users
+from tests.seed import insert_event, insert_users, ledger
 
 
 def request(user: uuid.UUID, event: uuid.UUID, quantity: int = 1, key: str | None = None,
@@ -41,18 +41,6 @@ async def book_together(batcher: BookingBatcher, event: uuid.UUID,
     return await asyncio.gather(
         *(batcher.book(event, r) for r in requests), return_exceptions=True
     )
-
-
-async def ledger(pool: asyncpg.Pool, event: uuid.UUID) -> tuple[int, int, int]:
-    """(capacity, available_tickets, tickets held by confirmed bookings)."""
-    row = await pool.fetchrow(
-        "SELECT e.capacity, e.available_tickets,"
-        " (SELECT coalesce(sum(quantity), 0) FROM bookings b"
-        "   WHERE b.event_id = e.id AND b.status = 'confirmed') AS held"
-        " FROM events e WHERE e.id = $1",
-        event,
-    )
-    return row["capacity"], row["available_tickets"], row["held"]
 
 
 async def test_requests_arriving_together_are_decided_in_one_call_in_arrival_order(

@@ -9,18 +9,7 @@ from collections import Counter
 
 from eventbook.booking_batcher import BOOKING_BATCHER
 from tests.client import Api, expect
-
-
-async def ledger(pool, event: dict) -> tuple[int, int, int]:
-    """(capacity, available_tickets, tickets held by confirmed bookings) in the database."""
-    row = await pool.fetchrow(
-        "SELECT e.capacity, e.available_tickets,"
-        " (SELECT coalesce(sum(quantity), 0) FROM bookings b"
-        "   WHERE b.event_id = e.id AND b.status = 'confirmed') AS held"
-        " FROM events e WHERE e.id = $1",
-        uuid.UUID(event["id"]),
-    )
-    return row["capacity"], row["available_tickets"], row["held"]
+from tests.seed import ledger
 
 
 async def test_400_simultaneous_bookings_of_one_event_sell_exactly_the_capacity(
