@@ -23,7 +23,11 @@ from tests.faults.load import Answer, book, created, seed_accounts, seed_events
 from tests.processes import environment
 
 HELD = 10
-REFUSED_OR_RESET = re.compile(r"ClientConnectorError|ServerDisconnectedError")
+# aiohttp names a refused connect ClientConnectorError, or ClientOSError when the refusal
+# comes while it reuses the pool's slot; a reset shows as ServerDisconnectedError.
+REFUSED_OR_RESET = re.compile(
+    r"ClientConnectorError|ServerDisconnectedError|ConnectionRefusedError|ConnectionResetError"
+)
 
 
 async def waiting_on_locks(pool: asyncpg.Pool) -> int:
