@@ -24,9 +24,13 @@ from tests.processes import environment
 
 HELD = 10
 # aiohttp names a refused connect ClientConnectorError, or ClientOSError when the refusal
-# comes while it reuses the pool's slot; a reset shows as ServerDisconnectedError.
-REFUSED_OR_RESET = re.compile(
-    r"ClientConnectorError|ServerDisconnectedError|ConnectionRefusedError|ConnectionResetError"
+# comes while it reuses the pool's slot; a reset shows as ServerDisconnectedError. A
+# connection accepted in the instant before the listener closed, whose request arrives
+# after, is ignored by aiohttp (3.14) and closed only at the end of the shutdown: the
+# client times out. In every case the request had no effect; none got a 5xx.
+REFUSED_RESET_OR_IGNORED = re.compile(
+    r"ClientConnectorError|ServerDisconnectedError|ConnectionRefusedError"
+    r"|ConnectionResetError|TimeoutError"
 )
 
 
@@ -100,9 +104,9 @@ async def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_loses_no
     unanswered = [answer for answer in background if answer.status is None]
     assert {answer.status for answer in answered} == {201}
     # Each client's last request, and only that one, met the closed listener: refused,
-    # or (accepted in the instant before it closed) reset unanswered.
+    # or (accepted in the instant before it closed) reset or left unanswered.
     assert len(unanswered) == len(clients)
-    assert all(REFUSED_OR_RESET.search(answer.error) for answer in unanswered), unanswered
+    assert [a.error for a in unanswered if not REFUSED_RESET_OR_IGNORED.search(a.error)] == []
 
     restarted = processes.serve(env, name="restarted")
     await restarted.wait_ready()
