@@ -175,7 +175,9 @@ async def book(request: web.Request, body: dict[str, Any]) -> web.Response:
         )
     assert outcome == "sold_out", outcome
     raise Problem(
-        409, "sold_out", f"Only {decided.available} tickets are left.",
+        409, "sold_out",
+        "No tickets are left." if not decided.available
+        else f"Only {decided.available} ticket{'s are' if decided.available != 1 else ' is'} left.",
         available_tickets=decided.available,
     )
 
