@@ -69,8 +69,11 @@ class BookingBatcher:
         self.max_batch = max_batch
         self._queue: list[Waiting] = []
         self._drain_task: asyncio.Task[None] | None = None
-        # Requests of a refused batch, being decided one by one.
+        # Requests of a refused batch, being decided one by one. At most half the pool at
+        # once, so requests stuck behind one locked event leave connections for the
+        # batches of every other event.
         self._alone: set[asyncio.Task[None]] = set()
+        self._alone_slots = asyncio.Semaphore(max(1, pool.get_max_size() // 2))
         # Calls made, for tests and the curious: requests / calls is the mean batch size.
         self.calls = 0
 
@@ -156,10 +159,11 @@ class BookingBatcher:
         self, event: uuid.UUID, request: BookingRequest, future: asyncio.Future[Booked]
     ) -> None:
         try:
-            row = await self.pool.fetchrow(
-                ALONE, event, request.user, request.quantity, request.key,
-                request.fingerprint, request.request_id,
-            )
+            async with self._alone_slots:
+                row = await self.pool.fetchrow(
+                    ALONE, event, request.user, request.quantity, request.key,
+                    request.fingerprint, request.request_id,
+                )
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)

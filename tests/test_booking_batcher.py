@@ -264,6 +264,9 @@ class LostConnectionPool:
     def __init__(self) -> None:
         self.alone = 0
 
+    def get_max_size(self) -> int:
+        return 2
+
     async def fetch(self, *args: object) -> list[object]:
         raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
 
