@@ -58,8 +58,9 @@ class WatchedStream:
 
 
 @dataclasses.dataclass
-class _StreamState:
+class StreamState:
     length: int = 0
+    consumers: int = 0
     pending: int = 0
     lag: int = 0
     dead_letters: int = 0
@@ -71,7 +72,7 @@ class _Snapshot:
 
     outbox_backlog: dict[str, int] = dataclasses.field(default_factory=dict)
     outbox_oldest_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
-    streams: dict[WatchedStream, _StreamState] = dataclasses.field(default_factory=dict)
+    streams: dict[WatchedStream, StreamState] = dataclasses.field(default_factory=dict)
     up: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
@@ -267,7 +268,7 @@ class Metrics:
         watched = sorted(self.watched, key=lambda w: (w.stream, w.group))
         try:
             states = await asyncio.wait_for(
-                asyncio.gather(*(_stream_state(client, w) for w in watched)),
+                asyncio.gather(*(stream_state(client, w) for w in watched)),
                 SCRAPE_TIMEOUT,
             )
         except (OSError, TimeoutError, redis.exceptions.RedisError) as exc:
@@ -278,8 +279,10 @@ class Metrics:
         snapshot.up["redis"] = 1
 
 
-async def _stream_state(client: redis.asyncio.Redis, watched: WatchedStream) -> _StreamState:
-    state = _StreamState()
+async def stream_state(client: redis.asyncio.Redis, watched: WatchedStream) -> StreamState:
+    """The stream's length and dead letters, and its group's consumers, pending and lag
+    (for the scrape, and for `eventbook queues`)."""
+    state = StreamState()
     state.length = await client.xlen(watched.stream)
     if watched.dead_letter is not None:
         state.dead_letters = await client.xlen(watched.dead_letter)
@@ -291,6 +294,7 @@ async def _stream_state(client: redis.asyncio.Redis, watched: WatchedStream) -> 
         # No consumer has created the group yet: everything in the stream waits for it.
         state.lag = state.length
         return state
+    state.consumers = int(group["consumers"])
     state.pending = int(group["pending"])
     if group.get("lag") is not None:
         state.lag = int(group["lag"])

@@ -3,18 +3,20 @@ and the dead-letter operations (list, show, replay, purge)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, cast
 
 import asyncpg
 import redis.asyncio
 
-from eventbook.actors import STREAM_ACTORS
+from eventbook.actors import STREAM_ACTORS, watched_streams
 from eventbook.actors.stream import dead_letter_key, stream_key
+from eventbook.metrics import stream_state
 
 TOPICS = tuple(actor.topic for actor in STREAM_ACTORS)
 # Fields the runtime adds when it dead-letters a message; replay strips them.
 DEAD_LETTER_FIELDS = ("error", "attempts", "stream", "message_id", "consumer", "failed_at")
-LAG_SCAN_LIMIT = 100_000
+DEAD_LETTER_SCAN_LIMIT = 100_000
 
 
 async def _xrange(
@@ -24,32 +26,12 @@ async def _xrange(
     return cast(list[tuple[str, dict[str, str]]], await client.xrange(key, **options) or [])
 
 
-async def _lag(client: redis.asyncio.Redis, stream: str, last_delivered: str) -> int:
-    """Entries after the group's last delivered one (Redis 6.2 has no `lag` field)."""
-    return len(await _xrange(client, stream, min=f"({last_delivered}", count=LAG_SCAN_LIMIT))
-
-
 async def stream_stats(client: redis.asyncio.Redis, prefix: str) -> list[dict[str, Any]]:
-    """One row per stream and consumer group."""
+    """One row per actor stream and its consumer group."""
     rows: list[dict[str, Any]] = []
-    for topic in TOPICS:
-        stream = stream_key(prefix, topic)
-        length = await client.xlen(stream)
-        dead = await client.xlen(dead_letter_key(prefix, topic))
-        groups = await client.xinfo_groups(stream) if await client.exists(stream) else []
-        if not groups:
-            rows.append({"stream": topic, "group": None, "length": length, "consumers": 0,
-                         "pending": 0, "lag": length, "dead_letters": dead})
-        for group in groups:
-            rows.append({
-                "stream": topic,
-                "group": group["name"],
-                "length": length,
-                "consumers": group["consumers"],
-                "pending": group["pending"],
-                "lag": await _lag(client, stream, group["last-delivered-id"]),
-                "dead_letters": dead,
-            })
+    for actor, watched in zip(STREAM_ACTORS, watched_streams(prefix), strict=True):
+        state = await stream_state(client, watched)
+        rows.append({"stream": actor.topic, "group": watched.group, **dataclasses.asdict(state)})
     return rows
 
 
@@ -97,7 +79,7 @@ async def replay(
     replayed and kept, nor lost.
     """
     replayed = []
-    for letter in await dead_letters(client, prefix, topic, limit=LAG_SCAN_LIMIT):
+    for letter in await dead_letters(client, prefix, topic, limit=DEAD_LETTER_SCAN_LIMIT):
         if entry_ids is not None and letter["id"] not in entry_ids:
             continue
         original: dict[Any, Any] = {key: value for key, value in letter.items()

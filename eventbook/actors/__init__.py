@@ -11,10 +11,10 @@ from eventbook.actors.confirmations import Confirmations
 from eventbook.actors.fanout import Fanout
 from eventbook.actors.mailer import build_mailer
 from eventbook.actors.relay import OutboxRelay
-from eventbook.actors.stream import dead_letter_key, stream_key
+from eventbook.actors.stream import StreamActor, dead_letter_key, stream_key
 from eventbook.actors.supervisor import Actor, Supervisor
 from eventbook.config import Config
-from eventbook.metrics import Metrics
+from eventbook.metrics import Metrics, WatchedStream
 
 __all__ = ["ACTOR_NAMES", "STREAM_ACTORS", "Actor", "Supervisor", "build_actors", "watch_streams"]
 
@@ -35,7 +35,7 @@ ACTOR_NAMES: tuple[str, ...] = tuple(FACTORIES)
 
 
 # The actors fed by a stream: each reads stream:{topic} in the consumer group {name}.
-STREAM_ACTORS = (Confirmations, Fanout)
+STREAM_ACTORS: tuple[type[StreamActor], ...] = (Confirmations, Fanout)
 
 
 def build_actors(
@@ -51,9 +51,17 @@ def build_actors(
             if not names or name in names]
 
 
-def watch_streams(metrics: Metrics, prefix: str) -> None:
-    """Report every stream's gauges, whichever actors this process runs."""
-    for actor in STREAM_ACTORS:
-        metrics.watch_stream(
+def watched_streams(prefix: str) -> list[WatchedStream]:
+    """Every actor's stream, with its consumer group and dead-letter stream."""
+    return [
+        WatchedStream(
             stream_key(prefix, actor.topic), actor.name, dead_letter_key(prefix, actor.topic)
         )
+        for actor in STREAM_ACTORS
+    ]
+
+
+def watch_streams(metrics: Metrics, prefix: str) -> None:
+    """Report every stream's gauges, whichever actors this process runs."""
+    for watched in watched_streams(prefix):
+        metrics.watch_stream(watched.stream, watched.group, watched.dead_letter)
