@@ -57,8 +57,7 @@ def redis_client(config: Config) -> redis.asyncio.Redis:
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    assert config.database_url is not None
-    app[POOL] = await db.create_pool(config.database_url, config.db_pool_min, config.db_pool_max)
+    app[POOL] = await db.create_config_pool(config, config.db_pool_min, config.db_pool_max)
     yield
     await app[POOL].close()
 

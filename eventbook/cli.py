@@ -114,8 +114,7 @@ async def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await migrate_database(config)
-    assert config.database_url is not None
-    pool = await db.create_pool(config.database_url, config.db_pool_min, config.db_pool_max)
+    pool = await db.create_config_pool(config, config.db_pool_min, config.db_pool_max)
     client = redis_client(config)
     metrics = Metrics()
     watch_streams(metrics, config.redis_prefix)

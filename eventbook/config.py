@@ -32,6 +32,12 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_LOG_LEVEL", "debug | info | warning | error (default info)"),
     Setting("EVENTBOOK_DB_POOL_MIN", "asyncpg pool minimum size (default 2)"),
     Setting("EVENTBOOK_DB_POOL_MAX", "asyncpg pool maximum size (default 20)"),
+    Setting("EVENTBOOK_DB_CONNECT_TIMEOUT_SECONDS",
+            "give up opening a PostgreSQL connection after this long (default 2)"),
+    Setting("EVENTBOOK_DB_ACQUIRE_TIMEOUT_SECONDS",
+            "give up waiting for a pooled PostgreSQL connection after this long (default 2)"),
+    Setting("EVENTBOOK_DB_STATEMENT_TIMEOUT_SECONDS",
+            "give up on one PostgreSQL statement after this long (default 3)"),
     Setting("EVENTBOOK_REDIS_POOL_MAX", "Redis connection pool size (default 50)"),
     Setting("EVENTBOOK_REDIS_PREFIX", "prefix of every Redis key (default eventbook:)"),
     Setting("EVENTBOOK_JWT_TTL_SECONDS", "access token lifetime (default 3600)"),
@@ -71,6 +77,9 @@ class Config:
     log_level: str = "info"
     db_pool_min: int = 2
     db_pool_max: int = 20
+    db_connect_timeout_seconds: int = 2
+    db_acquire_timeout_seconds: int = 2
+    db_statement_timeout_seconds: int = 3
     redis_pool_max: int = 50
     redis_prefix: str = "eventbook:"
     jwt_ttl_seconds: int = 3600
@@ -112,6 +121,15 @@ class Config:
             ),
             db_pool_min=reader.integer("EVENTBOOK_DB_POOL_MIN", 2, 0, 1000),
             db_pool_max=reader.integer("EVENTBOOK_DB_POOL_MAX", 20, 1, 1000),
+            db_connect_timeout_seconds=reader.integer(
+                "EVENTBOOK_DB_CONNECT_TIMEOUT_SECONDS", 2, 1, 600
+            ),
+            db_acquire_timeout_seconds=reader.integer(
+                "EVENTBOOK_DB_ACQUIRE_TIMEOUT_SECONDS", 2, 1, 600
+            ),
+            db_statement_timeout_seconds=reader.integer(
+                "EVENTBOOK_DB_STATEMENT_TIMEOUT_SECONDS", 3, 1, 86400
+            ),
             redis_pool_max=reader.integer("EVENTBOOK_REDIS_POOL_MAX", 50, 1, 10000),
             redis_prefix=reader.text("EVENTBOOK_REDIS_PREFIX", "eventbook:"),
             jwt_ttl_seconds=reader.integer("EVENTBOOK_JWT_TTL_SECONDS", 3600, 60, 30 * 86400),

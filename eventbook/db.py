@@ -9,6 +9,8 @@ from typing import Any
 import asyncpg
 import structlog
 
+from eventbook.config import Config
+
 log = structlog.get_logger(__name__)
 
 # Any constant works; it only has to be the same in every eventbook process.
@@ -72,20 +74,58 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     """The pool's reset on release: nothing beyond asyncpg's own (an open transaction is
     rolled back, listeners dropped). Pooled connections never SET, LISTEN, hold advisory
     locks or cursors (the relay listens on a connection of its own), so asyncpg's default
-    reset query would be a second round trip per request for nothing (issue 7's profile)."""
+    reset query would be a second round trip per request for nothing."""
 
 
-async def create_pool(dsn: str, min_size: int, max_size: int, **kwargs: Any) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+class Pool(asyncpg.Pool):  # type: ignore[misc]
+    """asyncpg's pool with a deadline on every wait for a connection.
+
+    asyncpg's `Pool.fetch` and friends acquire without a timeout, so against a database
+    that hangs (a frozen host, a partition without resets) callers would queue for a
+    connection for as long as the hung statements take. Here every acquire gives up
+    after `acquire_timeout` with TimeoutError, which callers answer 503.
+    """
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(
+    dsn: str, min_size: int, max_size: int, *, connect_timeout: float = 2,
+    acquire_timeout: float = 2, statement_timeout: float = 3, **kwargs: Any,
+) -> asyncpg.Pool:
+    """A pool whose every wait has a deadline: opening a connection, waiting for a free
+    one, and each statement. A server that hangs costs a caller seconds, not minutes."""
+    pool = Pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
         init=init_connection,
         reset=keep_session,
-        # Give up on a dead server quickly so callers answer 503 instead of hanging.
-        timeout=5,
-        command_timeout=30,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        acquire_timeout=acquire_timeout,
+        timeout=connect_timeout,
+        command_timeout=statement_timeout,
         **kwargs,
     )
-    assert pool is not None
+    await pool
     return pool
+
+
+async def create_config_pool(config: Config, min_size: int, max_size: int) -> asyncpg.Pool:
+    """The pool of a serve or worker process, its deadlines from the configuration."""
+    assert config.database_url is not None
+    return await create_pool(
+        config.database_url, min_size, max_size,
+        connect_timeout=config.db_connect_timeout_seconds,
+        acquire_timeout=config.db_acquire_timeout_seconds,
+        statement_timeout=config.db_statement_timeout_seconds,
+    )
