@@ -88,6 +88,13 @@ def create_app(config: Config, *, actors: bool = True) -> web.Application:
     app = web.Application(
         middlewares=[request_id, problems, authenticate],
         client_max_size=config.max_body_bytes,
+        # Left on, aiohttp inflates a gzip/deflate/br/zstd body in its HTTP parser with no
+        # cap on the inflated total: client_max_size stops only what a handler reads, and
+        # after the answer aiohttp inflates the rest of the body to discard it, so 1 MiB
+        # of gzip bomb holds the event loop about a second. Bodies stay as sent and
+        # read_json refuses encoded ones. Set on the app, not in run_app, so that every
+        # runner of it (the tests' too) gets it.
+        handler_args={"auto_decompress": False},
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()
