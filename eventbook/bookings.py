@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 import uuid
@@ -19,7 +18,15 @@ from eventbook.booking_batcher import BOOKING_BATCHER, BookingRequest
 from eventbook.errors import Problem, validation_problem
 from eventbook.events import event_id, event_not_found
 from eventbook.keys import CONFIG, METRICS, POOL, REQUEST_ID
-from eventbook.pages import PageQuery, decode_cursor, page_of, page_response, split_page
+from eventbook.pages import (
+    TIMESTAMPTZ,
+    UUID,
+    PageQuery,
+    decode_cursor,
+    page_of,
+    page_response,
+    split_page,
+)
 from eventbook.ratelimit import RATE_LIMITER
 
 log = structlog.get_logger(__name__)
@@ -196,7 +203,7 @@ async def list_bookings(request: web.Request, query: dict[str, Any]) -> web.Resp
     args: list[Any] = [principal(request).id, limit + 1]
     before = ""
     if query["cursor"] is not None:
-        args.extend(decode_cursor(query["cursor"], dt.datetime, uuid.UUID))
+        args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
         before = "AND (created_at, id) < ($3, $4)"
     rows = await request.app[POOL].fetch(
         f"SELECT {BOOKING_COLUMNS} FROM bookings WHERE user_id = $1 {before}"
