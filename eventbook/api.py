@@ -98,6 +98,16 @@ def load_query(request: web.Request, schema: marshmallow.Schema) -> Any:
     return schema.load(raw)
 
 
+def single_header(request: web.Request, name: str) -> str | None:
+    """The value of a header that can only mean one thing, or None when absent. Sent
+    twice it is ambiguous (which token? which key?), so it is refused rather than one
+    of them picked."""
+    values = request.headers.getall(name, ())
+    if len(values) > 1:
+        raise Problem(400, "repeated_header", f"Send the {name} header once.")
+    return values[0] if values else None
+
+
 def refuse_content_encoding(request: web.Request) -> None:
     """415 for a body sent with a Content-Encoding other than identity. Bodies are small
     JSON, so compressing them gains little, and inflating them is how a few bytes on the

@@ -12,7 +12,14 @@ import structlog
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
-from eventbook.api import CUSTOMER, SIGNED_IN, endpoint, json_response, path_uuid
+from eventbook.api import (
+    CUSTOMER,
+    SIGNED_IN,
+    endpoint,
+    json_response,
+    path_uuid,
+    single_header,
+)
 from eventbook.auth import can_read_booking, principal
 from eventbook.booking_batcher import BOOKING_BATCHER, BookingRequest
 from eventbook.errors import Problem, validation_problem
@@ -85,7 +92,7 @@ def booking_id(request: web.Request) -> uuid.UUID:
 
 
 def idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get(IDEMPOTENCY_KEY)
+    key = single_header(request, IDEMPOTENCY_KEY)
     if key is None:
         return None
     if not _SANE_KEY.fullmatch(key):

@@ -103,6 +103,8 @@ def problems_of(spec: Endpoint, has_path_params: bool) -> dict[int, list[str]]:
         add(422, "validation_failed")
     if spec.query is not None:
         add(422, "validation_failed")
+    if spec.roles is not PUBLIC or spec.headers:
+        add(400, "repeated_header")
     if spec.roles is not PUBLIC:
         add(401, "unauthorized", "invalid_token")
         add(403, "forbidden_role")
