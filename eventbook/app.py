@@ -29,7 +29,7 @@ from eventbook.config import Config
 from eventbook.errors import problems
 from eventbook.keys import CONFIG, METRICS, POOL, REDIS
 from eventbook.metrics import Metrics
-from eventbook.middlewares import request_id
+from eventbook.middlewares import drop_server_header, request_id
 from eventbook.ratelimit import RATE_LIMITER, RateLimiter
 
 log = structlog.get_logger(__name__)
@@ -96,6 +96,7 @@ def create_app(config: Config, *, actors: bool = True) -> web.Application:
         # runner of it (the tests' too) gets it.
         handler_args={"auto_decompress": False},
     )
+    app.on_response_prepare.append(drop_server_header)
     app[CONFIG] = config
     app[METRICS] = Metrics()
     watch_streams(app[METRICS], config.redis_prefix)
@@ -116,6 +117,7 @@ def create_probe_app(
 ) -> web.Application:
     """The worker's small HTTP face: /metrics, /healthz and /readyz on resources it owns."""
     app = web.Application(middlewares=[request_id, problems])
+    app.on_response_prepare.append(drop_server_header)
     app[CONFIG] = config
     app[METRICS] = metrics
     app[POOL] = pool
