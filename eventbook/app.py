@@ -29,7 +29,7 @@ from eventbook.config import Config
 from eventbook.errors import problems
 from eventbook.keys import CONFIG, METRICS, POOL, REDIS
 from eventbook.metrics import Metrics
-from eventbook.middlewares import request_id
+from eventbook.middlewares import drop_server_header, request_id
 from eventbook.ratelimit import RATE_LIMITER, RateLimiter
 
 log = structlog.get_logger(__name__)
@@ -87,7 +87,15 @@ def create_app(config: Config, *, actors: bool = True) -> web.Application:
     app = web.Application(
         middlewares=[request_id, problems, authenticate],
         client_max_size=config.max_body_bytes,
+        # Left on, aiohttp inflates a gzip/deflate/br/zstd body in its HTTP parser with no
+        # cap on the inflated total: client_max_size stops only what a handler reads, and
+        # after the answer aiohttp inflates the rest of the body to discard it, so 1 MiB
+        # of gzip bomb holds the event loop about a second. Bodies stay as sent and
+        # read_json refuses encoded ones. Set on the app, not in run_app, so that every
+        # runner of it (the tests' too) gets it.
+        handler_args={"auto_decompress": False},
     )
+    app.on_response_prepare.append(drop_server_header)
     app[CONFIG] = config
     app[METRICS] = Metrics()
     watch_streams(app[METRICS], config.redis_prefix)
@@ -108,6 +116,7 @@ def create_probe_app(
 ) -> web.Application:
     """The worker's small HTTP face: /metrics, /healthz and /readyz on resources it owns."""
     app = web.Application(middlewares=[request_id, problems])
+    app.on_response_prepare.append(drop_server_header)
     app[CONFIG] = config
     app[METRICS] = metrics
     app[POOL] = pool

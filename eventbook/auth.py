@@ -10,10 +10,10 @@ from typing import Any
 
 import argon2
 import jwt
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from eventbook.api import endpoint_of
+from eventbook.api import endpoint_of, single_header
 from eventbook.config import Config
 from eventbook.errors import Problem
 
@@ -134,7 +134,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     spec = endpoint_of(request)
     if spec is None or spec.roles is None:
         return await handler(request)
-    header = request.headers.get("Authorization", "")
+    header = single_header(request, hdrs.AUTHORIZATION) or ""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("unauthorized", "Sign in: send Authorization: Bearer <token>.")

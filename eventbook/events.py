@@ -16,7 +16,15 @@ from eventbook.api import ORGANIZER, PUBLIC, Moment, Text, endpoint, json_respon
 from eventbook.auth import ensure_event_owner, principal
 from eventbook.errors import Problem, validation_problem
 from eventbook.keys import POOL, REQUEST_ID
-from eventbook.pages import PageQuery, decode_cursor, page_of, page_response, split_page
+from eventbook.pages import (
+    TIMESTAMPTZ,
+    UUID,
+    PageQuery,
+    decode_cursor,
+    page_of,
+    page_response,
+    split_page,
+)
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -241,7 +249,7 @@ async def list_events(request: web.Request, query: dict[str, Any]) -> web.Respon
             f" @@ to_tsquery('simple', {arg(search_query(query['q']))})"
         )
     if query["cursor"] is not None:
-        after_starts, after_id = decode_cursor(query["cursor"], dt.datetime, uuid.UUID)
+        after_starts, after_id = decode_cursor(query["cursor"], TIMESTAMPTZ, UUID)
         conditions.append(f"(starts_at, id) > ({arg(after_starts)}, {arg(after_id)})")
     limit = query["limit"]
     where = " AND ".join(conditions)
@@ -368,7 +376,7 @@ async def list_attendees(request: web.Request, query: dict[str, Any]) -> web.Res
     args: list[Any] = [event, limit + 1]
     after = ""
     if query["cursor"] is not None:
-        args.extend(decode_cursor(query["cursor"], dt.datetime, uuid.UUID))
+        args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
         after = "AND (b.created_at, b.id) > ($3, $4)"
     rows = await request.app[POOL].fetch(
         f"SELECT b.id AS booking_id, b.user_id, u.name, u.email, b.quantity,"

@@ -99,10 +99,12 @@ def problems_of(spec: Endpoint, has_path_params: bool) -> dict[int, list[str]]:
         add(400, "malformed_json")
         add(408, "request_timeout")
         add(413, "body_too_large")
-        add(415, "unsupported_media_type")
+        add(415, "unsupported_media_type", "unsupported_content_encoding")
         add(422, "validation_failed")
     if spec.query is not None:
         add(422, "validation_failed")
+    if spec.roles is not PUBLIC or spec.headers:
+        add(400, "repeated_header")
     if spec.roles is not PUBLIC:
         add(401, "unauthorized", "invalid_token")
         add(403, "forbidden_role")
@@ -129,6 +131,12 @@ def _problem_response(status: int, codes: list[str], signed: bool) -> dict[str, 
         headers["WWW-Authenticate"] = {
             "description": "Bearer, with error=\"invalid_token\" when the token is bad.",
             "required": True,
+            "schema": {"type": "string"},
+        }
+    if status == 415 and "unsupported_content_encoding" in codes:
+        headers["Accept-Encoding"] = {
+            "description": "With `unsupported_content_encoding`: `identity`, the only "
+                           "content coding a request body may have.",
             "schema": {"type": "string"},
         }
     if status == 429:

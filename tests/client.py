@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbook.auth import TOKENS
@@ -72,7 +73,8 @@ class Api:
     async def request(
         self, method: str, path: str, user: User | None = None, **kwargs: Any
     ) -> ClientResponse:
-        headers = dict(kwargs.pop("headers", {}) or {})
+        # A multidict, so a test can send a header twice ([(name, a), (name, b)]).
+        headers = CIMultiDict(kwargs.pop("headers", None) or {})
         if user is not None:
             headers.update(user.headers)
         return await self.client.request(method, path, headers=headers, **kwargs)
