@@ -87,11 +87,23 @@ async def create_user(
     body=RegisterSchema(),
     response=SESSION,
     status=201,
-    problems={403: ["organizer_signup_disabled"], 409: ["email_taken"]},
+    problems={
+        403: ["organizer_signup_disabled"],
+        409: ["email_taken"],
+        429: ["too_many_requests"],
+        503: ["server_busy"],
+    },
     tag="accounts",
 )
 async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
-    if body["role"] == "organizer" and not request.app[CONFIG].organizer_signup:
+    config = request.app[CONFIG]
+    if config.signup_ip_limit:
+        await request.app[RATE_LIMITER].enforce(
+            "signup-ip", request.remote or "-", config.signup_ip_limit,
+            config.signup_window_seconds,
+            "Too many sign-ups from this address; wait and try again.",
+        )
+    if body["role"] == "organizer" and not config.organizer_signup:
         raise Problem(
             403, "organizer_signup_disabled",
             "Organizer accounts are created by an operator (eventbook user create).",
@@ -110,7 +122,9 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
     roles=PUBLIC,
     body=LoginSchema(),
     response=SESSION,
-    problems={401: ["invalid_credentials"], 429: ["too_many_requests"]},
+    problems={
+        401: ["invalid_credentials"], 429: ["too_many_requests"], 503: ["server_busy"]
+    },
     tag="accounts",
 )
 async def login(request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -134,7 +148,7 @@ async def login(request: web.Request, body: dict[str, Any]) -> web.Response:
         log.info("login_failed")
         raise Problem(401, "invalid_credentials", "The e-mail or password is wrong.")
     if passwords.needs_rehash(row["password_hash"]):
-        new_hash = await passwords.hash(body["password"])
+        new_hash = await passwords.rehash(body["password"])
         await request.app[POOL].execute(
             "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], new_hash
         )

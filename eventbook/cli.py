@@ -196,7 +196,11 @@ def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
     async def create() -> None:
         assert config.database_url is not None
         await migrate_database(config)
-        password_hash = await Passwords(config).hash(body["password"])
+        passwords = Passwords(config)
+        try:
+            password_hash = await passwords.hash(body["password"])
+        finally:
+            passwords.close()
         pool = await db.create_pool(config.database_url, 1, 1)
         try:
             user = await create_user(pool, body["email"], password_hash, body["name"], body["role"])
