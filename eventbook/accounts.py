@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import asyncpg
+import marshmallow
 import structlog
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
+from eventbook import emails
 from eventbook.api import PUBLIC, SIGNED_IN, Text, endpoint, json_response
 from eventbook.auth import PASSWORDS, ROLES, TOKENS, principal
 from eventbook.errors import Problem
@@ -27,8 +30,24 @@ class UserSchema(Schema):
     created_at = fields.AwareDateTime(required=True)
 
 
+class EmailAddress(Text, fields.Email):
+    """An address to register: text PostgreSQL can store, in NFC (the composed form most
+    keyboards send, which the syntax check expects), with an e-mail address's syntax and a
+    domain that is a valid internationalised domain name."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        address = unicodedata.normalize("NFC", super()._deserialize(value, attr, data, **kwargs))
+        try:
+            emails.ascii_domain(address.rpartition("@")[2])
+        except UnicodeError:
+            raise marshmallow.ValidationError(
+                "The domain is not a valid domain name (IDNA)."
+            ) from None
+        return address
+
+
 class RegisterSchema(Schema):
-    email = fields.Email(required=True, validate=validate.Length(max=254))
+    email = EmailAddress(required=True, validate=validate.Length(max=254))
     password = Text(required=True, validate=validate.Length(min=8, max=1024))
     name = Text(required=True, validate=validate.Length(min=1, max=200))
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
@@ -67,12 +86,13 @@ def session(request: web.Request, user: asyncpg.Record | dict[str, Any]) -> dict
 async def create_user(
     pool: asyncpg.Pool, email: str, password_hash: str, name: str, role: str
 ) -> asyncpg.Record:
-    """Insert a user; 409 email_taken when the address exists in any letter case."""
+    """Insert a user; 409 email_taken when an address with the same key exists (in
+    another letter case or Unicode form, see eventbook.emails)."""
     try:
         user = await pool.fetchrow(
-            f"INSERT INTO users (email, name, role, password_hash) VALUES ($1, $2, $3, $4)"
-            f" RETURNING {USER_COLUMNS}",
-            email, name, role, password_hash,
+            "INSERT INTO users (email, email_key, name, role, password_hash)"
+            f" VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}",
+            email, emails.key(email), name, role, password_hash,
         )
     except asyncpg.UniqueViolationError:
         raise Problem(409, "email_taken", "An account with this e-mail exists.") from None
@@ -130,17 +150,17 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
 async def login(request: web.Request, body: dict[str, Any]) -> web.Response:
     config = request.app[CONFIG]
     limiter = request.app[RATE_LIMITER]
-    email = body["email"].strip().lower()
+    email_key = emails.key(body["email"])
     detail = "Too many login attempts; wait and try again."
     await limiter.enforce(
         "login-ip", request.remote or "-", config.login_ip_limit, config.login_window_seconds,
         detail,
     )
     await limiter.enforce(
-        "login-email", email, config.login_limit, config.login_window_seconds, detail
+        "login-email", email_key, config.login_limit, config.login_window_seconds, detail
     )
     row = await request.app[POOL].fetchrow(
-        f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE lower(email) = $1", email
+        f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email_key = $1", email_key
     )
     passwords = request.app[PASSWORDS]
     ok = await passwords.verify(row["password_hash"] if row else None, body["password"])
@@ -153,7 +173,7 @@ async def login(request: web.Request, body: dict[str, Any]) -> web.Response:
             "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], new_hash
         )
         log.info("password_rehashed", user_id=str(row["id"]))
-    await limiter.reset("login-email", email)
+    await limiter.reset("login-email", email_key)
     log.info("login_succeeded", user_id=str(row["id"]))
     return json_response(session(request, row))
 
