@@ -71,11 +71,14 @@ class World:
     # -- data ----------------------------------------------------------------------
 
     async def insert_users(self, count: int, role: str = "customer") -> list[uuid.UUID]:
-        """`count` users with an unusable password hash: they never log in, they get tokens."""
+        """`count` users with an unusable password hash: they never log in, they get tokens.
+        Their addresses are ASCII, so each one's key (eventbook.emails) is its lower case."""
         rows = await self.db.fetch(
-            "INSERT INTO users (email, name, role, password_hash)"
-            " SELECT 'bench-' || gen_random_uuid() || '@example.com', 'Bench ' || n, $2, '!'"
-            "   FROM generate_series(1, $1) AS n RETURNING id",
+            "INSERT INTO users (email, email_key, name, role, password_hash)"
+            " SELECT email, lower(email), 'Bench ' || n, $2, '!'"
+            "   FROM (SELECT n, 'bench-' || gen_random_uuid() || '@example.com' AS email"
+            "           FROM generate_series(1, $1) AS n) AS seeded"
+            " RETURNING id",
             count, role,
         )
         return [row["id"] for row in rows]

@@ -55,6 +55,12 @@ def redis_client(config: Config) -> redis.asyncio.Redis:
     return redis.asyncio.Redis(connection_pool=pool)
 
 
+async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[PASSWORDS] = Passwords(app[CONFIG])
+    yield
+    app[PASSWORDS].close()
+
+
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     app[POOL] = await db.create_config_pool(config, config.db_pool_min, config.db_pool_max)
@@ -99,11 +105,12 @@ def create_app(config: Config, *, actors: bool = True) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = Metrics()
     watch_streams(app[METRICS], config.redis_prefix)
-    app[PASSWORDS] = Passwords(config)
     app[TOKENS] = Tokens(
         config.jwt_secret, config.jwt_issuer, config.jwt_audience, config.jwt_ttl_seconds
     )
-    app.cleanup_ctx.extend([pool_ctx, batcher_ctx, redis_ctx, openapi.document_ctx])
+    app.cleanup_ctx.extend(
+        [passwords_ctx, pool_ctx, batcher_ctx, redis_ctx, openapi.document_ctx]
+    )
     if actors:
         app.cleanup_ctx.append(actors_ctx)
     for module in (health, accounts, events, announcements, bookings, notifications, openapi):

@@ -195,7 +195,11 @@ def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
     async def create() -> None:
         assert config.database_url is not None
         await migrate_database(config)
-        password_hash = await Passwords(config).hash(body["password"])
+        passwords = Passwords(config)
+        try:
+            password_hash = await passwords.hash(body["password"])
+        finally:
+            passwords.close()
         pool = await db.create_pool(config.database_url, 1, 1)
         try:
             user = await create_user(pool, body["email"], password_hash, body["name"], body["role"])
@@ -233,6 +237,7 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
             "ticket_counts": "events whose remaining tickets disagree with their bookings",
             "stuck_outbox": f"outbox rows older than {args.outbox_age:g} s",
             "unconfirmed_bookings": f"bookings unconfirmed after {args.confirmation_window:g} s",
+            "users_without_email_key": "users whose e-mail address another user has (no log-in)",
         }
         for kind, rows in report.items():
             print(f"{titles[kind]}: {len(rows)}")
@@ -391,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = add(
         "check", cmd_check,
         "Check the data: remaining tickets against bookings, outbox rows stuck, bookings "
-        "left unconfirmed. Exits 1 when it finds anything.",
+        "left unconfirmed, users who cannot log in because another has their e-mail "
+        "address. Exits 1 when it finds anything.",
     )
     check.add_argument("--outbox-age", type=float, default=60.0,
                        help="report outbox rows older than this many seconds (default 60)")

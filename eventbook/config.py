@@ -49,6 +49,13 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_LOGIN_LIMIT", "login attempts per e-mail per window (default 10)"),
     Setting("EVENTBOOK_LOGIN_IP_LIMIT", "login attempts per client address, window (default 100)"),
     Setting("EVENTBOOK_LOGIN_WINDOW_SECONDS", "login rate-limit window (default 300)"),
+    Setting("EVENTBOOK_SIGNUP_IP_LIMIT",
+            "sign-ups per client address per window, 0 = off (default 20)"),
+    Setting("EVENTBOOK_SIGNUP_WINDOW_SECONDS", "sign-up rate-limit window (default 3600)"),
+    Setting("EVENTBOOK_HASH_THREADS",
+            "password-hashing threads per lane, sign-up and log-in (default 1)"),
+    Setting("EVENTBOOK_HASH_QUEUE",
+            "hashes waiting per lane; one more is answered 503 (default 16)"),
     Setting("EVENTBOOK_BOOKING_RATE", "bookings per customer per second, 0 = off (default 10)"),
     Setting("EVENTBOOK_MAX_BODY_BYTES", "largest request body (default 1048576)"),
     Setting("EVENTBOOK_KEEPALIVE_TIMEOUT_SECONDS",
@@ -91,6 +98,10 @@ class Config:
     login_limit: int = 10
     login_ip_limit: int = 100
     login_window_seconds: int = 300
+    signup_ip_limit: int = 20
+    signup_window_seconds: int = 3600
+    hash_threads: int = 1
+    hash_queue: int = 16
     booking_rate: int = 10
     max_body_bytes: int = 1024 * 1024
     keepalive_timeout_seconds: int = 75
@@ -141,6 +152,12 @@ class Config:
             login_limit=reader.integer("EVENTBOOK_LOGIN_LIMIT", 10, 1, 1_000_000),
             login_ip_limit=reader.integer("EVENTBOOK_LOGIN_IP_LIMIT", 100, 1, 1_000_000),
             login_window_seconds=reader.integer("EVENTBOOK_LOGIN_WINDOW_SECONDS", 300, 1, 86400),
+            signup_ip_limit=reader.integer("EVENTBOOK_SIGNUP_IP_LIMIT", 20, 0, 1_000_000),
+            signup_window_seconds=reader.integer(
+                "EVENTBOOK_SIGNUP_WINDOW_SECONDS", 3600, 1, 86400
+            ),
+            hash_threads=reader.integer("EVENTBOOK_HASH_THREADS", 1, 1, 256),
+            hash_queue=reader.integer("EVENTBOOK_HASH_QUEUE", 16, 0, 100_000),
             booking_rate=reader.integer("EVENTBOOK_BOOKING_RATE", 10, 0, 1_000_000),
             max_body_bytes=reader.integer("EVENTBOOK_MAX_BODY_BYTES", 1 << 20, 1024, 1 << 30),
             keepalive_timeout_seconds=reader.integer(

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import structlog
 
+from eventbook import emails
 from eventbook.config import Config
 
 log = structlog.get_logger(__name__)
 
 # Any constant works; it only has to be the same in every eventbook process.
 MIGRATION_LOCK = 0x6576_656E_7462_6B  # "eventbk"
+
+
+# What a migration needs that SQL cannot compute, by migration: run in the migration's
+# transaction, right after its file.
+DATA_STEPS: dict[str, Callable[[asyncpg.Connection], Awaitable[None]]] = {
+    "0012_email_key": emails.fill_keys,
+}
 
 
 def sql_dir() -> Path:
@@ -56,6 +65,8 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 continue
             async with conn.transaction():
                 await conn.execute(sql)
+                if name in DATA_STEPS:
+                    await DATA_STEPS[name](conn)
                 await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
             log.info("migration_applied", migration=name)
             applied.append(name)

@@ -139,10 +139,11 @@ def _problem_response(status: int, codes: list[str], signed: bool) -> dict[str, 
                            "content coding a request body may have.",
             "schema": {"type": "string"},
         }
-    if status == 429:
+    if status in (429, 503):
+        # Every 429 says when to retry; a 503 says it when waiting is likely to help.
         headers["Retry-After"] = {
             "description": "Seconds to wait before trying again.",
-            "required": True,
+            "required": status == 429,
             "schema": {"type": "integer", "minimum": 0},
         }
     phrase = HTTPStatus(status).phrase

@@ -84,7 +84,9 @@ async def _drop_database(admin_url: str, name: str) -> None:
 
 
 def base_config(database_url: str, redis_url: str, **overrides: Any) -> Config:
-    """Test settings: cheap password hashing, a private Redis prefix, quick reclaim."""
+    """Test settings: cheap password hashing, a private Redis prefix, quick reclaim; no
+    sign-up limit and room for many hashes at once, as tests make users by the dozen from
+    one address (tests/test_accounts.py checks both limits)."""
     settings: dict[str, Any] = {
         "database_url": database_url,
         "redis_url": redis_url,
@@ -95,6 +97,8 @@ def base_config(database_url: str, redis_url: str, **overrides: Any) -> Config:
         "db_pool_min": 1,
         "db_pool_max": 10,
         "booking_rate": 0,
+        "signup_ip_limit": 0,
+        "hash_queue": 1000,
         "log_format": "json",
     }
     settings.update(overrides)
