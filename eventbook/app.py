@@ -27,7 +27,7 @@ from eventbook.auth import PASSWORDS, TOKENS, Passwords, Tokens, authenticate
 from eventbook.booking_batcher import batcher_ctx
 from eventbook.config import Config
 from eventbook.errors import problems
-from eventbook.keys import CONFIG, METRICS, POOL, REDIS
+from eventbook.keys import CONFIG, METRICS, POOL, REDIS, SEARCH_POOL
 from eventbook.metrics import Metrics
 from eventbook.middlewares import request_id
 from eventbook.ratelimit import RATE_LIMITER, RateLimiter
@@ -63,6 +63,16 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].close()
 
 
+async def search_pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    assert config.database_url is not None
+    app[SEARCH_POOL] = await db.create_search_pool(
+        config.database_url, config.search_concurrency, config.search_timeout_ms
+    )
+    yield
+    await app[SEARCH_POOL].close()
+
+
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = redis_client(app[CONFIG])
     app[RATE_LIMITER] = RateLimiter(app[REDIS], app[CONFIG].redis_prefix)
@@ -96,7 +106,9 @@ def create_app(config: Config, *, actors: bool = True) -> web.Application:
     app[TOKENS] = Tokens(
         config.jwt_secret, config.jwt_issuer, config.jwt_audience, config.jwt_ttl_seconds
     )
-    app.cleanup_ctx.extend([pool_ctx, batcher_ctx, redis_ctx, openapi.document_ctx])
+    app.cleanup_ctx.extend(
+        [pool_ctx, search_pool_ctx, batcher_ctx, redis_ctx, openapi.document_ctx]
+    )
     if actors:
         app.cleanup_ctx.append(actors_ctx)
     for module in (health, accounts, events, announcements, bookings, notifications, openapi):

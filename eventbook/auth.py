@@ -128,6 +128,18 @@ def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
 
 
+def bearer_user(request: web.Request) -> Principal | None:
+    """The user of a valid bearer token, on a route open to anyone; None without one or
+    with one that is not valid (such a request is anonymous there)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    try:
+        return request.app[TOKENS].decode(token.strip())
+    except Problem:
+        return None
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Check the bearer token and the role a route declares (see eventbook.api)."""

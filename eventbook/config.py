@@ -44,6 +44,13 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_LOGIN_IP_LIMIT", "login attempts per client address, window (default 100)"),
     Setting("EVENTBOOK_LOGIN_WINDOW_SECONDS", "login rate-limit window (default 300)"),
     Setting("EVENTBOOK_BOOKING_RATE", "bookings per customer per second, 0 = off (default 10)"),
+    Setting("EVENTBOOK_BROWSE_RATE",
+            "event reads per client address (per user when signed in) per second, "
+            "0 = off (default 10)"),
+    Setting("EVENTBOOK_SEARCH_TIMEOUT_MS",
+            "an event search running longer is stopped: 422 search_too_broad (default 500)"),
+    Setting("EVENTBOOK_SEARCH_CONCURRENCY",
+            "event searches run at once per process, each on its own connection (default 2)"),
     Setting("EVENTBOOK_MAX_BODY_BYTES", "largest request body (default 1048576)"),
     Setting("EVENTBOOK_KEEPALIVE_TIMEOUT_SECONDS",
             "close a connection that sends no complete request this long (default 75)"),
@@ -83,6 +90,9 @@ class Config:
     login_ip_limit: int = 100
     login_window_seconds: int = 300
     booking_rate: int = 10
+    browse_rate: int = 10
+    search_timeout_ms: int = 500
+    search_concurrency: int = 2
     max_body_bytes: int = 1024 * 1024
     keepalive_timeout_seconds: int = 75
     body_timeout_seconds: int = 30
@@ -124,6 +134,9 @@ class Config:
             login_ip_limit=reader.integer("EVENTBOOK_LOGIN_IP_LIMIT", 100, 1, 1_000_000),
             login_window_seconds=reader.integer("EVENTBOOK_LOGIN_WINDOW_SECONDS", 300, 1, 86400),
             booking_rate=reader.integer("EVENTBOOK_BOOKING_RATE", 10, 0, 1_000_000),
+            browse_rate=reader.integer("EVENTBOOK_BROWSE_RATE", 10, 0, 1_000_000),
+            search_timeout_ms=reader.integer("EVENTBOOK_SEARCH_TIMEOUT_MS", 500, 1, 600_000),
+            search_concurrency=reader.integer("EVENTBOOK_SEARCH_CONCURRENCY", 2, 1, 1000),
             max_body_bytes=reader.integer("EVENTBOOK_MAX_BODY_BYTES", 1 << 20, 1024, 1 << 30),
             keepalive_timeout_seconds=reader.integer(
                 "EVENTBOOK_KEEPALIVE_TIMEOUT_SECONDS", 75, 1, 3600

@@ -89,3 +89,25 @@ async def create_pool(dsn: str, min_size: int, max_size: int, **kwargs: Any) -> 
     )
     assert pool is not None
     return pool
+
+
+async def create_search_pool(dsn: str, size: int, timeout_ms: int) -> asyncpg.Pool:
+    """The connections event searches run on, apart from the pool bookings use: at most
+    `size` searches run at once, each stopped by PostgreSQL after `timeout_ms`, so no
+    number of searches can hold every connection or more than `size` server processes.
+
+    Set on these connections only: the planner prices to_tsvector() per row far below
+    its real cost, so for a word most events contain it would compute the vector of
+    every event (a sequential scan, 1.1 s at 100,000 events) rather than read the
+    search index (0.1 s); and one search never takes parallel workers, so it costs one
+    core at most."""
+    # Opened at start and kept: a search waits for a free one no longer than its own
+    # timeout, which leaves no time to open a connection.
+    return await create_pool(
+        dsn, size, size,
+        server_settings={
+            "statement_timeout": str(timeout_ms),
+            "enable_seqscan": "off",
+            "max_parallel_workers_per_gather": "0",
+        },
+    )

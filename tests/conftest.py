@@ -84,7 +84,8 @@ async def _drop_database(admin_url: str, name: str) -> None:
 
 
 def base_config(database_url: str, redis_url: str, **overrides: Any) -> Config:
-    """Test settings: cheap password hashing, a private Redis prefix, quick reclaim."""
+    """Test settings: cheap password hashing, a private Redis prefix, no booking or
+    browsing limits (their own tests set them)."""
     settings: dict[str, Any] = {
         "database_url": database_url,
         "redis_url": redis_url,
@@ -95,6 +96,7 @@ def base_config(database_url: str, redis_url: str, **overrides: Any) -> Config:
         "db_pool_min": 1,
         "db_pool_max": 10,
         "booking_rate": 0,
+        "browse_rate": 0,
         "log_format": "json",
     }
     settings.update(overrides)

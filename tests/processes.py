@@ -34,6 +34,7 @@ def environment(config: Config | None = None, **extra: str) -> dict[str, str]:
                 "EVENTBOOK_ARGON2_TIME_COST": str(config.argon2_time_cost),
                 "EVENTBOOK_ARGON2_MEMORY_KIB": str(config.argon2_memory_kib),
                 "EVENTBOOK_BOOKING_RATE": str(config.booking_rate),
+                "EVENTBOOK_BROWSE_RATE": str(config.browse_rate),
                 "EVENTBOOK_CLAIM_IDLE_MS": str(config.claim_idle_ms),
                 "EVENTBOOK_MAX_ATTEMPTS": str(config.max_attempts),
                 "EVENTBOOK_DB_POOL_MIN": "1",
