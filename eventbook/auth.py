@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import time
 import uuid
 from typing import Any
@@ -13,9 +14,10 @@ import jwt
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from eventbook.api import endpoint_of
+from eventbook.api import SCRAPER, endpoint_of
 from eventbook.config import Config
 from eventbook.errors import Problem
+from eventbook.keys import CONFIG
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["sub", "role", "iat", "exp", "iss", "aud", "jti"]
@@ -148,6 +150,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    if spec.roles == SCRAPER:
+        _check_metrics_token(request, scheme, token.strip())
+        return await handler(request)
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("unauthorized", "Sign in: send Authorization: Bearer <token>.")
     user = request.app[TOKENS].decode(token.strip())
@@ -157,6 +162,17 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         )
     request[PRINCIPAL] = user
     return await handler(request)
+
+
+def _check_metrics_token(request: web.Request, scheme: str, token: str) -> None:
+    """The bearer token must be EVENTBOOK_METRICS_TOKEN, compared in constant time so
+    the answer's timing tells nothing of how much of a guess was right."""
+    expected = request.app[CONFIG].metrics_token
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("unauthorized", "Send Authorization: Bearer <the metrics token>.")
+    given = token.encode(errors="replace")
+    if expected is None or not hmac.compare_digest(given, expected.encode()):
+        raise _unauthorized("invalid_token", "The metrics token is not valid.")
 
 
 # -- object-level rules: the one place that says who may touch what -------------------

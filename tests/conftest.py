@@ -24,6 +24,7 @@ from eventbook.embedded import EmbeddedServices
 from tests.client import Api
 
 TEMPLATE = f"eventbook_template_{os.getpid()}"
+METRICS_TOKEN = "test-metrics-token-" + "m" * 16
 
 
 def with_database(url: str, name: str) -> str:
@@ -85,7 +86,8 @@ async def _drop_database(admin_url: str, name: str) -> None:
 
 def base_config(database_url: str, redis_url: str, **overrides: Any) -> Config:
     """Test settings: cheap password hashing, a private Redis prefix, no booking or
-    browsing limits (their own tests set them)."""
+    browsing limits (their own tests set them), /metrics served with a token and its
+    gauges read often."""
     settings: dict[str, Any] = {
         "database_url": database_url,
         "redis_url": redis_url,
@@ -97,6 +99,8 @@ def base_config(database_url: str, redis_url: str, **overrides: Any) -> Config:
         "db_pool_max": 10,
         "booking_rate": 0,
         "browse_rate": 0,
+        "metrics_token": METRICS_TOKEN,
+        "metrics_refresh_seconds": 0.2,
         "log_format": "json",
     }
     settings.update(overrides)
