@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +73,22 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     """The pool's reset on release: nothing beyond asyncpg's own (an open transaction is
     rolled back, listeners dropped). Pooled connections never SET, LISTEN, hold advisory
     locks or cursors (the relay listens on a connection of its own), so asyncpg's default
-    reset query would be a second round trip per request for nothing (issue 7's profile)."""
+    reset query would be a second round trip per request for nothing (issue 7's profile).
+    The search pool's connections SET their timeout once, when opened, to keep it."""
 
 
-async def create_pool(dsn: str, min_size: int, max_size: int, **kwargs: Any) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str,
+    min_size: int,
+    max_size: int,
+    init: Callable[[asyncpg.Connection], Awaitable[None]] = init_connection,
+    **kwargs: Any,
+) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=init_connection,
+        init=init,
         reset=keep_session,
         # Give up on a dead server quickly so callers answer 503 instead of hanging.
         timeout=5,
@@ -101,13 +109,16 @@ async def create_search_pool(dsn: str, size: int, timeout_ms: int) -> asyncpg.Po
     every event (a sequential scan, 1.1 s at 100,000 events) rather than read the
     search index (0.1 s); and one search never takes parallel workers, so it costs one
     core at most."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await init_connection(conn)
+        # Only now: the catalogue queries that set up the codecs must not meet a timeout
+        # meant for searches.
+        await conn.execute(f"SET statement_timeout = {int(timeout_ms)}")
+
     # Opened at start and kept: a search waits for a free one no longer than its own
     # timeout, which leaves no time to open a connection.
     return await create_pool(
-        dsn, size, size,
-        server_settings={
-            "statement_timeout": str(timeout_ms),
-            "enable_seqscan": "off",
-            "max_parallel_workers_per_gather": "0",
-        },
+        dsn, size, size, init,
+        server_settings={"enable_seqscan": "off", "max_parallel_workers_per_gather": "0"},
     )
