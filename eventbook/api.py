@@ -27,6 +27,8 @@ PUBLIC: tuple[str, ...] | None = None
 SIGNED_IN: tuple[str, ...] = ("organizer", "customer")
 ORGANIZER: tuple[str, ...] = ("organizer",)
 CUSTOMER: tuple[str, ...] = ("customer",)
+# Not a user's role: whoever holds EVENTBOOK_METRICS_TOKEN (a Prometheus server).
+SCRAPER: tuple[str, ...] = ("scraper",)
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 

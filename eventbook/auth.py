@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import hmac
 import threading
 import time
 import uuid
@@ -16,9 +17,10 @@ import jwt
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from eventbook.api import endpoint_of, single_header
+from eventbook.api import SCRAPER, endpoint_of, single_header
 from eventbook.config import Config
 from eventbook.errors import Problem
+from eventbook.keys import CONFIG
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["sub", "role", "iat", "exp", "iss", "aud", "jti"]
@@ -184,6 +186,18 @@ def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
 
 
+def bearer_user(request: web.Request) -> Principal | None:
+    """The user of a valid bearer token, on a route open to anyone; None without one or
+    with one that is not valid (such a request is anonymous there)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    try:
+        return request.app[TOKENS].decode(token.strip())
+    except Problem:
+        return None
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Check the bearer token and the role a route declares (see eventbook.api)."""
@@ -192,6 +206,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     header = single_header(request, hdrs.AUTHORIZATION) or ""
     scheme, _, token = header.partition(" ")
+    if spec.roles == SCRAPER:
+        _check_metrics_token(request, scheme, token.strip())
+        return await handler(request)
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("unauthorized", "Sign in: send Authorization: Bearer <token>.")
     user = request.app[TOKENS].decode(token.strip())
@@ -201,6 +218,17 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         )
     request[PRINCIPAL] = user
     return await handler(request)
+
+
+def _check_metrics_token(request: web.Request, scheme: str, token: str) -> None:
+    """The bearer token must be EVENTBOOK_METRICS_TOKEN, compared in constant time so
+    the answer's timing tells nothing of how much of a guess was right."""
+    expected = request.app[CONFIG].metrics_token
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("unauthorized", "Send Authorization: Bearer <the metrics token>.")
+    given = token.encode(errors="replace")
+    if expected is None or not hmac.compare_digest(given, expected.encode()):
+        raise _unauthorized("invalid_token", "The metrics token is not valid.")
 
 
 # -- object-level rules: the one place that says who may touch what -------------------

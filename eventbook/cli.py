@@ -87,7 +87,9 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         async def build() -> web.Application:
             await migrate_database(config)
             log.info("listening", host=host, port=port)
-            return create_app(config, actors=not args.no_actors)
+            # Bound like the worker's, to EVENTBOOK_HOST, whatever --host says.
+            private = None if args.metrics_port is None else (config.host, args.metrics_port)
+            return create_app(config, actors=not args.no_actors, private_metrics=private)
 
         # aiohttp (3.14) starts the keep-alive timer when a connection opens and closes the
         # connection if no complete request has arrived when it fires: this one setting
@@ -121,8 +123,9 @@ async def run_worker(
     probe: web.AppRunner | None = None
     try:
         if metrics_port is not None:
-            probe = web.AppRunner(create_probe_app(config, metrics, pool, client),
-                                  access_log=None)
+            probe = web.AppRunner(
+                create_probe_app(config, metrics, pool, client, refresh=True), access_log=None
+            )
             await probe.setup()
             await web.TCPSite(probe, config.host, metrics_port).start()
             log.info("metrics_listening", host=config.host, port=metrics_port)
@@ -376,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default $PORT or 8080)")
     serve.add_argument("--no-actors", action="store_true",
                        help="HTTP only; run the actors in `eventbook worker` processes")
+    serve.add_argument("--metrics-port", type=int,
+                       help="also serve /metrics (no token), /healthz and /readyz on this "
+                            "port, bound to EVENTBOOK_HOST: for a Prometheus the public "
+                            "cannot reach")
     serve.add_argument("--shutdown-timeout", type=float, default=30.0,
                        help="seconds in-flight requests get to finish on SIGTERM (default 30)")
 

@@ -85,7 +85,8 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     """The pool's reset on release: nothing beyond asyncpg's own (an open transaction is
     rolled back, listeners dropped). Pooled connections never SET, LISTEN, hold advisory
     locks or cursors (the relay listens on a connection of its own), so asyncpg's default
-    reset query would be a second round trip per request for nothing."""
+    reset query would be a second round trip per request for nothing.
+    The search pool's connections SET their timeout once, when opened, to keep it."""
 
 
 class Pool(asyncpg.Pool):  # type: ignore[misc]
@@ -106,8 +107,10 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]
 
 
 async def create_pool(
-    dsn: str, min_size: int, max_size: int, *, connect_timeout: float = 2,
-    acquire_timeout: float = 2, statement_timeout: float = 3, **kwargs: Any,
+    dsn: str, min_size: int, max_size: int,
+    init: Callable[[asyncpg.Connection], Awaitable[None]] = init_connection, *,
+    connect_timeout: float = 2, acquire_timeout: float = 2, statement_timeout: float = 3,
+    **kwargs: Any,
 ) -> asyncpg.Pool:
     """A pool whose every wait has a deadline: opening a connection, waiting for a free
     one, and each statement. A server that hangs costs a caller seconds, not minutes."""
@@ -117,7 +120,7 @@ async def create_pool(
         max_size=max_size,
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
-        init=init_connection,
+        init=init,
         reset=keep_session,
         loop=None,
         connection_class=asyncpg.Connection,
@@ -139,4 +142,29 @@ async def create_config_pool(config: Config, min_size: int, max_size: int) -> as
         connect_timeout=config.db_connect_timeout_seconds,
         acquire_timeout=config.db_acquire_timeout_seconds,
         statement_timeout=config.db_statement_timeout_seconds,
+    )
+
+
+async def create_search_pool(dsn: str, size: int, timeout_ms: int) -> asyncpg.Pool:
+    """The connections event searches run on, apart from the pool bookings use: at most
+    `size` searches run at once, each stopped by PostgreSQL after `timeout_ms`, so no
+    number of searches can hold every connection or more than `size` server processes.
+
+    Set on these connections only: the planner prices to_tsvector() per row far below
+    its real cost, so for a word most events contain it would compute the vector of
+    every event (a sequential scan, 1.1 s at 100,000 events) rather than read the
+    search index (0.1 s); and one search never takes parallel workers, so it costs one
+    core at most."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await init_connection(conn)
+        # Only now: the catalogue queries that set up the codecs must not meet a timeout
+        # meant for searches.
+        await conn.execute(f"SET statement_timeout = {int(timeout_ms)}")
+
+    # Opened at start and kept: a search waits for a free one no longer than its own
+    # timeout, which leaves no time to open a connection.
+    return await create_pool(
+        dsn, size, size, init,
+        server_settings={"enable_seqscan": "off", "max_parallel_workers_per_gather": "0"},
     )

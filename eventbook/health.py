@@ -1,4 +1,10 @@
-"""Liveness, readiness and metrics for operators and load balancers."""
+"""Liveness, readiness and metrics for operators and load balancers.
+
+`routes` (health) are served everywhere. /metrics comes in two declarations: on the API
+port only to the holder of EVENTBOOK_METRICS_TOKEN (`metrics_routes`), and without a
+token on a private port (`private_metrics_routes`, `--metrics-port`). Either serves the
+last snapshot the background refresh took (eventbook.metrics), with no query of its own.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,22 @@ from collections.abc import Awaitable
 import redis.exceptions
 from aiohttp import web
 
-from eventbook.api import PUBLIC, endpoint, json_response
+from eventbook.api import PUBLIC, SCRAPER, endpoint, json_response
 from eventbook.errors import Problem
 from eventbook.keys import CONFIG, METRICS, POOL, REDIS
 from eventbook.metrics import CONTENT_TYPE_LATEST
 from eventbook.outages import ReadOnly, is_outage, postgres_writable, redis_writable
 
 routes = web.RouteTableDef()
+metrics_routes = web.RouteTableDef()
+private_metrics_routes = web.RouteTableDef()
 CHECK_TIMEOUT = 2.0
+METRICS_DESCRIPTION = (
+    "The text exposition format: requests by route and status, bookings by outcome, "
+    "outbox backlog, stream length, pending, lag and dead letters, actor restarts, mails. "
+    "The outbox and stream gauges are as read by the last background refresh "
+    "(every EVENTBOOK_METRICS_REFRESH_SECONDS)."
+)
 
 
 @routes.get("/healthz")
@@ -63,18 +77,28 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready", "checks": checks})
 
 
-@routes.get("/metrics")
+@metrics_routes.get("/metrics")
 @endpoint(
     "Prometheus metrics",
-    roles=PUBLIC,
+    roles=SCRAPER,
     tag="operations",
     media_type="text/plain",
-    description=(
-        "The text exposition format: requests by route and status, bookings by outcome, "
-        "outbox backlog, stream length, pending, lag and dead letters, actor restarts, mails."
-    ),
+    description=METRICS_DESCRIPTION + " Served on this port only when the server has a "
+    "metrics token; `serve --metrics-port` serves it without one on a private port.",
 )
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[METRICS]
-    await registry.refresh(request.app[POOL], request.app[REDIS])
-    return web.Response(body=registry.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return _exposition(request)
+
+
+@private_metrics_routes.get("/metrics")
+@endpoint(
+    "Prometheus metrics", roles=PUBLIC, tag="operations", media_type="text/plain",
+    description=METRICS_DESCRIPTION,
+)
+async def private_metrics(request: web.Request) -> web.Response:
+    return _exposition(request)
+
+
+def _exposition(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -25,7 +25,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import INCLUDE, Schema, fields
 
 from eventbook import __version__
-from eventbook.api import PUBLIC, SIGNED_IN, Endpoint, endpoint
+from eventbook.api import PUBLIC, SCRAPER, SIGNED_IN, Endpoint, endpoint
 from eventbook.errors import PROBLEM_JSON
 
 log = structlog.get_logger(__name__)
@@ -34,6 +34,7 @@ routes = web.RouteTableDef()
 # Swagger UI 4, which /docs serves, reads OpenAPI 3.0 documents (not 3.1).
 OPENAPI_VERSION = "3.0.3"
 SECURITY_SCHEME = "bearerAuth"
+METRICS_SECURITY_SCHEME = "metricsToken"
 DOCUMENT = web.AppKey("openapi_document", bytes)
 
 # Tags in reading order, with what they hold; a tag not listed here follows them.
@@ -107,6 +108,7 @@ def problems_of(spec: Endpoint, has_path_params: bool) -> dict[int, list[str]]:
         add(400, "repeated_header")
     if spec.roles is not PUBLIC:
         add(401, "unauthorized", "invalid_token")
+    if spec.roles is not PUBLIC and spec.roles != SCRAPER:
         add(403, "forbidden_role")
     if has_path_params:
         add(404, "not_found")
@@ -122,6 +124,8 @@ def role_sentence(roles: tuple[str, ...] | None) -> str:
         return "Anyone may call this; no token needed."
     if roles == SIGNED_IN:
         return "Needs a signed-in user's bearer token (any role)."
+    if roles == SCRAPER:
+        return "Needs the server's metrics token (EVENTBOOK_METRICS_TOKEN) as bearer token."
     return f"Needs a bearer token of the {' or '.join(roles)} role."
 
 
@@ -233,7 +237,9 @@ def operation_of(
             "required": required,
             "content": {"application/json": {"schema": spec.body}},
         }
-    if spec.roles is not PUBLIC:
+    if spec.roles == SCRAPER:
+        operation["security"] = [{METRICS_SECURITY_SCHEME: []}]
+    elif spec.roles is not PUBLIC:
         operation["security"] = [{SECURITY_SCHEME: []}]
     return operation
 
@@ -264,6 +270,11 @@ def build_document(app: web.Application) -> dict[str, Any]:
     )
     spec.components.security_scheme(
         SECURITY_SCHEME, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
+    spec.components.security_scheme(
+        METRICS_SECURITY_SCHEME,
+        {"type": "http", "scheme": "bearer",
+         "description": "The server's EVENTBOOK_METRICS_TOKEN, for Prometheus."},
     )
     spec.components.schema("Problem", schema=ProblemSchema)
     spec.components.header(

@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbook.auth import TOKENS
+from eventbook.keys import CONFIG
 
 _serial = itertools.count()
 T = TypeVar("T")
@@ -150,16 +151,32 @@ class Api:
         )
 
 
+def metrics_headers(api: Api) -> dict[str, str]:
+    """What a scraper sends to the API port: the app's metrics token."""
+    return {"Authorization": f"Bearer {api.app[CONFIG].metrics_token}"}
+
+
 async def metric(api: Api, name: str, **labels: str) -> float | None:
     """One sample's value at GET /metrics (a counter by its full name, `..._total`);
-    None when no such sample is exposed."""
-    answer = await api.get("/metrics")
+    None when no such sample is exposed. The outbox and stream gauges are those of the
+    last background refresh: wait for them with `metric_becomes`."""
+    answer = await api.get("/metrics", headers=metrics_headers(api))
     assert answer.status == 200, await answer.text()
     for family in text_string_to_metric_families(await answer.text()):
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return None
+
+
+async def metric_becomes(api: Api, name: str, value: float, timeout: float = 15.0,
+                         **labels: str) -> None:
+    """Wait until a sample shows `value` (a gauge the background refresh reads)."""
+
+    async def shows() -> bool:
+        return await metric(api, name, **labels) == value
+
+    await eventually(shows, timeout=timeout)
 
 
 class LiveServer:

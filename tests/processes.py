@@ -36,6 +36,7 @@ def environment(config: Config | None = None, **extra: str) -> dict[str, str]:
                 "EVENTBOOK_BOOKING_RATE": str(config.booking_rate),
                 "EVENTBOOK_SIGNUP_IP_LIMIT": str(config.signup_ip_limit),
                 "EVENTBOOK_HASH_QUEUE": str(config.hash_queue),
+                "EVENTBOOK_BROWSE_RATE": str(config.browse_rate),
                 "EVENTBOOK_CLAIM_IDLE_MS": str(config.claim_idle_ms),
                 "EVENTBOOK_MAX_ATTEMPTS": str(config.max_attempts),
                 "EVENTBOOK_DB_POOL_MIN": "1",
