@@ -11,6 +11,7 @@ import pytest
 
 from eventbook.keys import SEARCH_POOL
 from tests.client import Api, User, expect, future
+from tests.seed import insert_users
 from tests.test_problems import assert_problem
 
 EVENT_KEYS = {
@@ -453,11 +454,7 @@ async def test_a_search_of_too_many_or_too_short_words_is_refused(
 
 async def seed_events(pool, count: int, description: str) -> None:
     """`count` scheduled events written straight to the database."""
-    organizer = await pool.fetchval(
-        "INSERT INTO users (email, name, role, password_hash)"
-        " VALUES ('seed-' || gen_random_uuid() || '@example.com', 'Seed', 'organizer', '!')"
-        " RETURNING id"
-    )
+    [organizer] = await insert_users(pool, 1, role="organizer")
     await pool.execute(
         "INSERT INTO events (organizer_id, title, description, starts_at, capacity,"
         " available_tickets)"
