@@ -234,9 +234,12 @@ async def get_booking(request: web.Request) -> web.Response:
     "Cancel my booking",
     roles=CUSTOMER,
     response=BOOKING,
-    problems={404: ["booking_not_found"], 409: ["booking_already_cancelled"]},
+    problems={404: ["booking_not_found"], 409: ["booking_already_cancelled", "event_started"]},
     tag="bookings",
-    description="Its tickets go back to the event at once.",
+    description=(
+        "Its tickets go back to the event at once. Once the event has started the booking "
+        "stands: 409 `event_started`."
+    ),
 )
 async def cancel_booking(request: web.Request) -> web.Response:
     booking = booking_id(request)
@@ -249,6 +252,10 @@ async def cancel_booking(request: web.Request) -> web.Response:
         raise booking_not_found()
     if row["outcome"] == "already_cancelled":
         raise Problem(409, "booking_already_cancelled", "The booking is already cancelled.")
+    if row["outcome"] == "event_started":
+        raise Problem(
+            409, "event_started", "The event has started; its bookings can no longer be cancelled."
+        )
     assert row["outcome"] == "cancelled", row["outcome"]
     log.info("booking_cancelled", booking_id=str(booking))
     return json_response(BOOKING.dump(row["booking"]))

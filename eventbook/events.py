@@ -137,6 +137,10 @@ def event_cancelled() -> Problem:
     return Problem(409, "event_cancelled", "The event is cancelled; it cannot change.")
 
 
+def event_ended() -> Problem:
+    return Problem(409, "event_ended", "The event is over; it cannot change any more.")
+
+
 def search_query(text: str) -> str:
     """A tsquery matching every word of `text` as a prefix: `rock:* & fest:*`.
 
@@ -293,14 +297,16 @@ async def get_event(request: web.Request) -> web.Response:
     problems={
         403: ["not_event_owner"],
         404: ["event_not_found"],
-        409: ["capacity_below_sold", "event_cancelled"],
+        409: ["capacity_below_sold", "event_cancelled", "event_ended"],
     },
     tag="events",
     description=(
         "Partial: only the fields sent change; null clears `description`, `venue` or "
         "`ends_at`. `version` goes up by one. Capacity never goes below the tickets sold "
         "(409 `capacity_below_sold`, with `sold`); the tickets left follow it. A change of "
-        "title, venue, `starts_at` or `ends_at` notifies every attendee."
+        "title, venue, `starts_at` or `ends_at` notifies every attendee. An event that has "
+        "ended (at `ends_at`, or at `starts_at` when it has no end) cannot change: 409 "
+        "`event_ended`."
     ),
 )
 async def update_event(request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -315,6 +321,8 @@ async def update_event(request: web.Request, body: dict[str, Any]) -> web.Respon
         raise event_not_found()
     if outcome == "event_cancelled":
         raise event_cancelled()
+    if outcome == "event_ended":
+        raise event_ended()
     if outcome == "capacity_below_sold":
         raise Problem(
             409, "capacity_below_sold",
@@ -333,9 +341,17 @@ async def update_event(request: web.Request, body: dict[str, Any]) -> web.Respon
     "Cancel an event",
     roles=ORGANIZER,
     response=EVENT,
-    problems={403: ["not_event_owner"], 404: ["event_not_found"], 409: ["event_cancelled"]},
+    problems={
+        403: ["not_event_owner"],
+        404: ["event_not_found"],
+        409: ["event_cancelled", "event_ended"],
+    },
     tag="events",
-    description="Cancels every booking of the event and notifies every attendee.",
+    description=(
+        "Cancels every booking of the event and notifies every attendee. An event that has "
+        "ended (at `ends_at`, or at `starts_at` when it has no end) cannot be cancelled: "
+        "409 `event_ended`."
+    ),
 )
 async def cancel_event(request: web.Request) -> web.Response:
     event = await owned_event(request)
@@ -347,6 +363,8 @@ async def cancel_event(request: web.Request) -> web.Response:
         raise event_not_found()
     if row["outcome"] == "event_cancelled":
         raise Problem(409, "event_cancelled", "The event is already cancelled.")
+    if row["outcome"] == "event_ended":
+        raise event_ended()
     assert row["outcome"] == "cancelled", row["outcome"]
     log.info("event_cancelled", event_id=str(event))
     return json_response(EVENT.dump(row["event"]))

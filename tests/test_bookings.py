@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 
 from tests.client import Api, expect
+from tests.seed import ledger, move_event
 from tests.test_problems import assert_problem
 
 BOOKING_KEYS = {
@@ -269,6 +271,53 @@ async def test_cancelling_a_booking_gives_its_tickets_back(
     assert cancelled["status"] == "cancelled"
     assert cancelled["id"] == booking["id"]
     assert (await api.get_event(event))["available_tickets"] == 10
+
+
+async def test_a_booking_cannot_be_cancelled_once_its_event_started(
+    api: Api, organizer, customer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=10)
+    booking = await expect(await api.book(customer, event, quantity=4), 201)
+    await move_event(pool, event, starts="-1 minute", ends="2 hours")
+    answer = await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer)
+    await assert_problem(answer, 409, "event_started")
+    seen = await expect(await api.get(f"/api/v1/bookings/{booking['id']}", customer), 200)
+    assert seen["status"] == "confirmed"
+    assert await ledger(pool, event) == (10, 6, 4)
+    assert await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE kind = 'booking_cancelled'"
+    ) == 0
+
+
+async def test_a_cancelled_booking_of_a_started_event_is_still_already_cancelled(
+    api: Api, organizer, customer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=10)
+    booking = await expect(await api.book(customer, event), 201)
+    await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
+    await move_event(pool, event, starts="-1 minute")
+    answer = await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer)
+    await assert_problem(answer, 409, "booking_already_cancelled")
+
+
+async def test_cancels_waiting_while_the_event_starts_are_refused(
+    api: Api, organizer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=200)
+    customers = await api.seed_users(pool, 100)
+    bookings = [await expect(await api.book(c, event), 201) for c in customers]
+    async with pool.acquire() as conn, conn.transaction():
+        # The start arrives while every cancel waits for the event's row.
+        await move_event(conn, event, starts="-1 second")
+        cancels = asyncio.gather(*(
+            api.post(f"/api/v1/bookings/{b['id']}/cancel", c)
+            for b, c in zip(bookings, customers, strict=True)
+        ))
+        await asyncio.sleep(0.5)
+    answers = await cancels
+    assert {answer.status for answer in answers} == {409}
+    assert {(await answer.json())["code"] for answer in answers} == {"event_started"}
+    assert await ledger(pool, event) == (200, 100, 100)
 
 
 async def test_a_second_booking_cancel_is_a_conflict(api: Api, organizer, customer) -> None:

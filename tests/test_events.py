@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 
 import pytest
 
 from tests.client import Api, expect, future
+from tests.seed import move_event
 from tests.test_problems import assert_problem
 
 EVENT_KEYS = {
@@ -271,6 +273,48 @@ async def test_a_cancelled_event_cannot_change(api: Api, organizer) -> None:
     await assert_problem(answer, 409, "event_cancelled")
 
 
+async def test_an_event_that_has_ended_cannot_change(api: Api, organizer, pool) -> None:
+    event = await api.create_event(organizer, title="Last night")
+    await move_event(pool, event, starts="-3 hours", ends="-1 hour")
+    answer = await api.patch(f"/api/v1/events/{event['id']}", organizer, json={"title": "Oops"})
+    await assert_problem(answer, 409, "event_ended")
+    assert (await api.get_event(event))["title"] == "Last night"
+    assert (await api.get_event(event))["version"] == 1
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_an_event_without_an_end_has_ended_once_it_started(
+    api: Api, organizer, pool
+) -> None:
+    event = await api.create_event(organizer)
+    await move_event(pool, event, starts="-1 minute")
+    answer = await api.patch(f"/api/v1/events/{event['id']}", organizer, json={"venue": "Hall"})
+    await assert_problem(answer, 409, "event_ended")
+
+
+async def test_an_event_under_way_can_still_change(api: Api, organizer, pool) -> None:
+    event = await api.create_event(organizer)
+    await move_event(pool, event, starts="-1 hour", ends="1 hour")
+    answer = await api.patch(f"/api/v1/events/{event['id']}", organizer, json={"venue": "Hall"})
+    assert (await expect(answer, 200))["venue"] == "Hall"
+
+
+async def test_changes_waiting_while_the_event_ends_are_refused(api: Api, organizer, pool) -> None:
+    event = await api.create_event(organizer)
+    async with pool.acquire() as conn, conn.transaction():
+        # The end arrives while every change waits for the event's row.
+        await move_event(conn, event, starts="-2 hours", ends="-1 second")
+        changes = asyncio.gather(*(
+            api.patch(f"/api/v1/events/{event['id']}", organizer, json={"title": f"Take {n}"})
+            for n in range(50)
+        ), api.post(f"/api/v1/events/{event['id']}/cancel", organizer))
+        await asyncio.sleep(0.5)
+    answers = await changes
+    assert {answer.status for answer in answers} == {409}
+    assert {(await answer.json())["code"] for answer in answers} == {"event_ended"}
+    assert (await api.get_event(event))["version"] == 1
+
+
 # -- cancel ----------------------------------------------------------------------------
 
 
@@ -295,6 +339,22 @@ async def test_a_second_cancel_is_a_conflict(api: Api, organizer) -> None:
     await expect(await api.post(f"/api/v1/events/{event['id']}/cancel", organizer), 200)
     answer = await api.post(f"/api/v1/events/{event['id']}/cancel", organizer)
     await assert_problem(answer, 409, "event_cancelled")
+
+
+async def test_an_event_that_has_ended_cannot_be_cancelled(
+    api: Api, organizer, customer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=10)
+    booking = await expect(await api.book(customer, event, quantity=2), 201)
+    await move_event(pool, event, starts="-3 hours", ends="-1 hour")
+    answer = await api.post(f"/api/v1/events/{event['id']}/cancel", organizer)
+    await assert_problem(answer, 409, "event_ended")
+    assert (await api.get_event(event))["status"] == "scheduled"
+    seen = await expect(await api.get(f"/api/v1/bookings/{booking['id']}", customer), 200)
+    assert seen["status"] == "confirmed"
+    assert await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE kind = 'event_cancelled'"
+    ) == 0
 
 
 async def test_another_organizer_cannot_cancel_an_event(api: Api, organizer) -> None:
