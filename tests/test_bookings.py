@@ -118,6 +118,58 @@ async def test_a_started_event_is_not_bookable(api: Api, organizer, customer, po
     await assert_problem(await api.book(customer, event), 409, "event_not_bookable")
 
 
+async def test_a_customer_stops_at_the_events_per_customer_cap(
+    api: Api, organizer, customer
+) -> None:
+    event = await api.create_event(
+        organizer, capacity=100, max_tickets_per_customer=5, max_tickets_per_booking=2
+    )
+    for _ in range(2):
+        await expect(await api.book(customer, event, quantity=2), 201)
+    problem = await assert_problem(
+        await api.book(customer, event, quantity=2), 409, "customer_limit_reached"
+    )
+    assert problem["customer_tickets_left"] == 1
+    assert "1 more ticket " in problem["detail"]
+    await expect(await api.book(customer, event, quantity=1), 201)
+    problem = await assert_problem(
+        await api.book(customer, event, quantity=1), 409, "customer_limit_reached"
+    )
+    assert problem["customer_tickets_left"] == 0
+    assert (await api.get_event(event))["available_tickets"] == 95
+    other = await api.register()
+    await expect(await api.book(other, event, quantity=2), 201)
+
+
+async def test_cancelled_bookings_do_not_count_toward_the_cap(
+    api: Api, organizer, customer
+) -> None:
+    event = await api.create_event(organizer, max_tickets_per_customer=2)
+    booking = await expect(await api.book(customer, event, quantity=2), 201)
+    await assert_problem(await api.book(customer, event), 409, "customer_limit_reached")
+    await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
+    await expect(await api.book(customer, event, quantity=2), 201)
+
+
+async def test_a_retry_at_the_cap_still_answers_its_booking(
+    api: Api, organizer, customer
+) -> None:
+    event = await api.create_event(organizer, max_tickets_per_customer=2)
+    booking = await expect(await api.book(customer, event, quantity=2, key="k-1"), 201)
+    assert await expect(await api.book(customer, event, quantity=2, key="k-1"), 200) == booking
+
+
+async def test_lifting_the_cap_lets_the_customer_book_again(
+    api: Api, organizer, customer
+) -> None:
+    event = await api.create_event(organizer, max_tickets_per_customer=1)
+    await expect(await api.book(customer, event), 201)
+    await assert_problem(await api.book(customer, event), 409, "customer_limit_reached")
+    path = f"/api/v1/events/{event['id']}"
+    await expect(await api.patch(path, organizer, json={"max_tickets_per_customer": None}), 200)
+    await expect(await api.book(customer, event), 201)
+
+
 async def test_bookings_per_customer_are_rate_limited(make_api, pool) -> None:
     api = await make_api(booking_rate=2)
     customer, other = await api.seed_users(pool, 2)

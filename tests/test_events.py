@@ -14,8 +14,8 @@ from tests.test_problems import assert_problem
 
 EVENT_KEYS = {
     "id", "organizer_id", "title", "description", "venue", "starts_at", "ends_at", "capacity",
-    "available_tickets", "max_tickets_per_booking", "status", "version", "created_at",
-    "updated_at",
+    "available_tickets", "max_tickets_per_booking", "max_tickets_per_customer", "status",
+    "version", "created_at", "updated_at",
 }
 
 
@@ -44,6 +44,7 @@ async def test_an_organizer_publishes_an_event(api: Api, organizer) -> None:
     assert event["organizer_id"] == organizer.id
     assert event["available_tickets"] == 50
     assert event["max_tickets_per_booking"] == 10
+    assert event["max_tickets_per_customer"] is None
     assert event["status"] == "scheduled"
     assert event["version"] == 1
     assert event["starts_at"] == "2099-05-01T18:00:00+00:00"
@@ -112,6 +113,10 @@ async def test_a_client_cannot_set_server_fields(api: Api, organizer, field, val
         ("capacity", 2.5),
         ("max_tickets_per_booking", 0),
         ("max_tickets_per_booking", 101),
+        ("max_tickets_per_customer", 0),
+        ("max_tickets_per_customer", 1_000_001),
+        ("max_tickets_per_customer", "4"),
+        ("max_tickets_per_customer", 2.5),
     ],
 )
 async def test_an_invalid_field_is_refused(api: Api, organizer, field, value) -> None:
@@ -120,6 +125,30 @@ async def test_an_invalid_field_is_refused(api: Api, organizer, field, value) ->
         await api.post("/api/v1/events", organizer, json=body), 422, "validation_failed"
     )
     assert set(problem["errors"]) == {field}
+
+
+async def test_an_event_caps_the_tickets_of_each_customer(api: Api, organizer) -> None:
+    event = await api.create_event(
+        organizer, max_tickets_per_customer=6, max_tickets_per_booking=2
+    )
+    assert (event["max_tickets_per_customer"], event["max_tickets_per_booking"]) == (6, 2)
+    assert (await api.get_event(event))["max_tickets_per_customer"] == 6
+
+
+async def test_a_cap_below_the_default_per_booking_maximum_lowers_it(
+    api: Api, organizer
+) -> None:
+    event = await api.create_event(organizer, max_tickets_per_customer=4)
+    assert (event["max_tickets_per_customer"], event["max_tickets_per_booking"]) == (4, 4)
+
+
+async def test_a_cap_below_the_per_booking_maximum_is_refused(api: Api, organizer) -> None:
+    body = {"title": "X", "starts_at": future(), "capacity": 50,
+            "max_tickets_per_customer": 3, "max_tickets_per_booking": 5}
+    problem = await assert_problem(
+        await api.post("/api/v1/events", organizer, json=body), 422, "validation_failed"
+    )
+    assert set(problem["errors"]) == {"max_tickets_per_customer"}
 
 
 @pytest.mark.parametrize("missing", ["title", "starts_at", "capacity"])
@@ -240,6 +269,41 @@ async def test_moving_the_start_past_the_existing_end_is_refused(api: Api, organ
     )
     await assert_problem(answer, 422, "validation_failed")
     assert (await api.get_event(event))["version"] == 1
+
+
+async def test_the_organizer_sets_and_lifts_the_per_customer_cap(api: Api, organizer) -> None:
+    event = await api.create_event(organizer, max_tickets_per_booking=2)
+    path = f"/api/v1/events/{event['id']}"
+    capped = await expect(
+        await api.patch(path, organizer, json={"max_tickets_per_customer": 4}), 200
+    )
+    assert capped["max_tickets_per_customer"] == 4
+    assert capped["version"] == 2
+    lifted = await expect(
+        await api.patch(path, organizer, json={"max_tickets_per_customer": None}), 200
+    )
+    assert lifted["max_tickets_per_customer"] is None
+    assert lifted == await api.get_event(event)
+
+
+async def test_a_change_cannot_leave_the_cap_below_the_per_booking_maximum(
+    api: Api, organizer
+) -> None:
+    event = await api.create_event(organizer)  # max_tickets_per_booking 10
+    path = f"/api/v1/events/{event['id']}"
+    problem = await assert_problem(
+        await api.patch(path, organizer, json={"max_tickets_per_customer": 4}),
+        422, "validation_failed",
+    )
+    assert set(problem["errors"]) == {"max_tickets_per_customer"}
+    both = {"max_tickets_per_customer": 4, "max_tickets_per_booking": 4}
+    await expect(await api.patch(path, organizer, json=both), 200)
+    problem = await assert_problem(
+        await api.patch(path, organizer, json={"max_tickets_per_booking": 5}),
+        422, "validation_failed",
+    )
+    assert set(problem["errors"]) == {"max_tickets_per_booking"}
+    assert (await api.get_event(event))["max_tickets_per_booking"] == 4
 
 
 async def test_remaining_tickets_follow_a_capacity_change(api: Api, organizer, customer) -> None:

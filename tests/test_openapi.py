@@ -118,3 +118,12 @@ async def test_the_time_rules_are_among_the_documented_conflicts(api: Api) -> No
     }
     for (method, path), code in conflicts.items():
         assert f"`{code}`" in paths[path][method]["responses"]["409"]["description"], path
+
+
+async def test_the_per_customer_cap_is_documented(api: Api) -> None:
+    doc = await document(api)
+    book = doc["paths"]["/api/v1/events/{id}/bookings"]["post"]
+    assert "`customer_limit_reached`" in book["responses"]["409"]["description"]
+    event = doc["components"]["schemas"]["Event"]
+    assert "max_tickets_per_customer" in event["required"]
+    assert event["properties"]["max_tickets_per_customer"]["nullable"] is True
