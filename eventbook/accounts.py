@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
-from eventbook.api import PUBLIC, SIGNED_IN, Text, endpoint, json_response
+from eventbook.api import PUBLIC, SIGNED_IN, Line, Text, endpoint, json_response
 from eventbook.auth import PASSWORDS, ROLES, TOKENS, principal
 from eventbook.errors import Problem
 from eventbook.keys import CONFIG, POOL
@@ -30,7 +30,7 @@ class UserSchema(Schema):
 class RegisterSchema(Schema):
     email = fields.Email(required=True, validate=validate.Length(max=254))
     password = Text(required=True, validate=validate.Length(min=8, max=1024))
-    name = Text(required=True, validate=validate.Length(min=1, max=200))
+    name = Line(required=True, validate=validate.Length(min=1, max=200))
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
 
 

@@ -12,7 +12,17 @@ import structlog
 from aiohttp import web
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from eventbook.api import ORGANIZER, PUBLIC, Moment, Text, endpoint, json_response, path_uuid
+from eventbook.api import (
+    ORGANIZER,
+    PUBLIC,
+    Line,
+    Moment,
+    Prose,
+    Text,
+    endpoint,
+    json_response,
+    path_uuid,
+)
 from eventbook.auth import ensure_event_owner, principal
 from eventbook.errors import Problem, validation_problem
 from eventbook.keys import POOL, REQUEST_ID
@@ -68,9 +78,9 @@ def _in_future(value: dt.datetime) -> None:
 class EventChangesSchema(Schema):
     """PATCH: any of the fields an organizer sets; null clears description, venue, ends_at."""
 
-    title = Text(validate=[validate.Length(1, 200), _not_blank])
-    description = Text(allow_none=True, validate=validate.Length(max=10_000))
-    venue = Text(allow_none=True, validate=validate.Length(max=200))
+    title = Line(validate=[validate.Length(1, 200), _not_blank])
+    description = Prose(allow_none=True, validate=validate.Length(max=10_000))
+    venue = Line(allow_none=True, validate=validate.Length(max=200))
     starts_at = Moment(validate=_in_future)
     ends_at = Moment(allow_none=True)
     capacity = fields.Integer(strict=True, validate=validate.Range(1, 1_000_000))
@@ -99,11 +109,11 @@ class EventChangesSchema(Schema):
 
 
 class NewEventSchema(EventChangesSchema):
-    title = Text(required=True, validate=[validate.Length(1, 200), _not_blank])
-    description = Text(
+    title = Line(required=True, validate=[validate.Length(1, 200), _not_blank])
+    description = Prose(
         allow_none=True, load_default="", validate=validate.Length(max=10_000)
     )
-    venue = Text(allow_none=True, load_default=None, validate=validate.Length(max=200))
+    venue = Line(allow_none=True, load_default=None, validate=validate.Length(max=200))
     starts_at = Moment(required=True, validate=_in_future)
     ends_at = Moment(allow_none=True, load_default=None)
     capacity = fields.Integer(

@@ -99,6 +99,17 @@ async def test_a_client_cannot_set_server_fields(api: Api, organizer, field, val
         ("title", "t" * 201),
         ("title", None),
         ("title", "nul\x00byte"),
+        ("title", "Concert\r\nBcc: everyone@example.com"),
+        ("title", "tab\there"),
+        ("title", "bell\x07"),
+        ("title", "C1\x85control"),
+        ("title", "\u202eright to left override"),
+        ("title", "isolate\u2066d"),
+        ("title", "line\u2028separator"),
+        ("venue", "Hall\nB"),
+        ("venue", "paragraph\u2029separator"),
+        ("description", "escape\x1b[31mred"),
+        ("description", "\u202ereversed"),
         ("description", "d" * 10_001),
         ("venue", "v" * 201),
         ("starts_at", "2001-01-01T00:00:00+00:00"),
@@ -149,6 +160,15 @@ async def test_a_cap_below_the_per_booking_maximum_is_refused(api: Api, organize
         await api.post("/api/v1/events", organizer, json=body), 422, "validation_failed"
     )
     assert set(problem["errors"]) == {"max_tickets_per_customer"}
+
+
+async def test_text_keeps_any_script_and_emoji_and_descriptions_keep_their_lines(
+    api: Api, organizer
+) -> None:
+    text = {"title": "Café 🎸 العربية 👨\u200d👩\u200d👧", "venue": "Salle Pleyel",
+            "description": "Line one\r\nLine two\n\tindented"}
+    event = await api.create_event(organizer, **text)
+    assert {name: event[name] for name in text} == text
 
 
 @pytest.mark.parametrize("missing", ["title", "starts_at", "capacity"])
@@ -241,6 +261,9 @@ async def test_a_change_needs_at_least_one_field(api: Api, organizer) -> None:
         {"starts_at": "2001-01-01T00:00:00+00:00"},
         {"starts_at": "2099-01-01T00:00:00"},
         {"capacity": 0},
+        {"title": "New\r\ntitle"},
+        {"venue": "Hall\u2028B"},
+        {"description": "form\x0cfeed"},
         {"available_tickets": 5},
         {"version": 9},
         {"status": "cancelled"},
