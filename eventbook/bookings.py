@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 import uuid
@@ -13,13 +12,28 @@ import structlog
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
-from eventbook.api import CUSTOMER, SIGNED_IN, endpoint, json_response, path_uuid
+from eventbook.api import (
+    CUSTOMER,
+    SIGNED_IN,
+    endpoint,
+    json_response,
+    path_uuid,
+    single_header,
+)
 from eventbook.auth import can_read_booking, principal
 from eventbook.booking_batcher import BOOKING_BATCHER, BookingRequest
 from eventbook.errors import Problem, validation_problem
 from eventbook.events import event_id, event_not_found
 from eventbook.keys import CONFIG, METRICS, POOL, REQUEST_ID
-from eventbook.pages import PageQuery, decode_cursor, page_of, page_response, split_page
+from eventbook.pages import (
+    TIMESTAMPTZ,
+    UUID,
+    PageQuery,
+    decode_cursor,
+    page_of,
+    page_response,
+    split_page,
+)
 from eventbook.ratelimit import RATE_LIMITER
 
 log = structlog.get_logger(__name__)
@@ -79,7 +93,7 @@ def booking_id(request: web.Request) -> uuid.UUID:
 
 
 def idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get(IDEMPOTENCY_KEY)
+    key = single_header(request, IDEMPOTENCY_KEY)
     if key is None:
         return None
     if not _SANE_KEY.fullmatch(key):
@@ -209,7 +223,7 @@ async def list_bookings(request: web.Request, query: dict[str, Any]) -> web.Resp
     args: list[Any] = [principal(request).id, limit + 1]
     before = ""
     if query["cursor"] is not None:
-        args.extend(decode_cursor(query["cursor"], dt.datetime, uuid.UUID))
+        args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
         before = "AND (created_at, id) < ($3, $4)"
     rows = await request.app[POOL].fetch(
         f"SELECT {BOOKING_COLUMNS} FROM bookings WHERE user_id = $1 {before}"

@@ -26,4 +26,7 @@ async def consistency_report(
                 db.query("check_unconfirmed_bookings"), confirmation_window_s
             )
         ],
+        "users_without_email_key": [
+            dict(row) for row in await conn.fetch(db.query("check_users_without_email_key"))
+        ],
     }

@@ -87,7 +87,9 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         async def build() -> web.Application:
             await migrate_database(config)
             log.info("listening", host=host, port=port)
-            return create_app(config, actors=not args.no_actors)
+            # Bound like the worker's, to EVENTBOOK_HOST, whatever --host says.
+            private = None if args.metrics_port is None else (config.host, args.metrics_port)
+            return create_app(config, actors=not args.no_actors, private_metrics=private)
 
         # aiohttp (3.14) starts the keep-alive timer when a connection opens and closes the
         # connection if no complete request has arrived when it fires: this one setting
@@ -114,16 +116,16 @@ async def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await migrate_database(config)
-    assert config.database_url is not None
-    pool = await db.create_pool(config.database_url, config.db_pool_min, config.db_pool_max)
+    pool = await db.create_config_pool(config, config.db_pool_min, config.db_pool_max)
     client = redis_client(config)
     metrics = Metrics()
     watch_streams(metrics, config.redis_prefix)
     probe: web.AppRunner | None = None
     try:
         if metrics_port is not None:
-            probe = web.AppRunner(create_probe_app(config, metrics, pool, client),
-                                  access_log=None)
+            probe = web.AppRunner(
+                create_probe_app(config, metrics, pool, client, refresh=True), access_log=None
+            )
             await probe.setup()
             await web.TCPSite(probe, config.host, metrics_port).start()
             log.info("metrics_listening", host=config.host, port=metrics_port)
@@ -196,7 +198,11 @@ def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
     async def create() -> None:
         assert config.database_url is not None
         await migrate_database(config)
-        password_hash = await Passwords(config).hash(body["password"])
+        passwords = Passwords(config)
+        try:
+            password_hash = await passwords.hash(body["password"])
+        finally:
+            passwords.close()
         pool = await db.create_pool(config.database_url, 1, 1)
         try:
             user = await create_user(pool, body["email"], password_hash, body["name"], body["role"])
@@ -234,6 +240,7 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
             "ticket_counts": "events whose remaining tickets disagree with their bookings",
             "stuck_outbox": f"outbox rows older than {args.outbox_age:g} s",
             "unconfirmed_bookings": f"bookings unconfirmed after {args.confirmation_window:g} s",
+            "users_without_email_key": "users whose e-mail address another user has (no log-in)",
         }
         for kind, rows in report.items():
             print(f"{titles[kind]}: {len(rows)}")
@@ -372,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default $PORT or 8080)")
     serve.add_argument("--no-actors", action="store_true",
                        help="HTTP only; run the actors in `eventbook worker` processes")
+    serve.add_argument("--metrics-port", type=int,
+                       help="also serve /metrics (no token), /healthz and /readyz on this "
+                            "port, bound to EVENTBOOK_HOST: for a Prometheus the public "
+                            "cannot reach")
     serve.add_argument("--shutdown-timeout", type=float, default=30.0,
                        help="seconds in-flight requests get to finish on SIGTERM (default 30)")
 
@@ -392,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = add(
         "check", cmd_check,
         "Check the data: remaining tickets against bookings, outbox rows stuck, bookings "
-        "left unconfirmed. Exits 1 when it finds anything.",
+        "left unconfirmed, users who cannot log in because another has their e-mail "
+        "address. Exits 1 when it finds anything.",
     )
     check.add_argument("--outbox-age", type=float, default=60.0,
                        help="report outbox rows older than this many seconds (default 60)")

@@ -23,10 +23,19 @@ from eventbook.api import (
     json_response,
     path_uuid,
 )
-from eventbook.auth import ensure_event_owner, principal
+from eventbook.auth import bearer_user, ensure_event_owner, principal
 from eventbook.errors import Problem, validation_problem
-from eventbook.keys import POOL, REQUEST_ID
-from eventbook.pages import PageQuery, decode_cursor, page_of, page_response, split_page
+from eventbook.keys import CONFIG, POOL, REQUEST_ID, SEARCH_POOL
+from eventbook.pages import (
+    TIMESTAMPTZ,
+    UUID,
+    PageQuery,
+    decode_cursor,
+    page_of,
+    page_response,
+    split_page,
+)
+from eventbook.ratelimit import RATE_LIMITER
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -40,7 +49,10 @@ EVENT_COLUMNS = (
 DEFAULT_PER_BOOKING = 10
 # Word characters without the underscore, which PostgreSQL's parser splits words at.
 WORD = re.compile(r"[^\W_]+")
-MAX_SEARCH_WORDS = 8
+# Each word is a prefix the search index expands to every word it begins and merges:
+# more words cost more, and so do shorter ones, which begin more words.
+MAX_SEARCH_WORDS = 4
+MIN_SEARCH_WORD = 2
 
 
 class EventSchema(Schema):
@@ -142,8 +154,11 @@ class NewEventSchema(EventChangesSchema):
 class EventListQuery(PageQuery):
     q = Text(
         validate=validate.Length(1, 200),
-        metadata={"description": "Words that title or description contain, each as a prefix "
-                                 "(case-insensitive); every word must match."},
+        metadata={
+            "description": f"1 to {MAX_SEARCH_WORDS} words of at least {MIN_SEARCH_WORD} "
+                           "letters or digits that title or description contain, each as a "
+                           "prefix (case-insensitive); every word must match."
+        },
     )
     starts_after = Moment(
         metadata={"description": "Only events starting after this time. Default: now."}
@@ -191,10 +206,59 @@ def search_query(text: str) -> str:
 
     Built from the words alone, so no tsquery operator a client types reaches PostgreSQL.
     """
-    words = WORD.findall(text)[:MAX_SEARCH_WORDS]
+    words = WORD.findall(text)
     if not words:
         raise validation_problem({"q": ["Give at least one word to search for."]})
+    if len(words) > MAX_SEARCH_WORDS:
+        raise validation_problem(
+            {"q": [f"Search for at most {MAX_SEARCH_WORDS} words; this has {len(words)}."]}
+        )
+    short = [word for word in words if len(word) < MIN_SEARCH_WORD]
+    if short:
+        raise validation_problem(
+            {"q": [f"Each word needs at least {MIN_SEARCH_WORD} letters or digits; "
+                   f"{short[0]!r} has fewer."]}
+        )
     return " & ".join(f"{word}:*" for word in words)
+
+
+async def search(request: web.Request, sql: str, args: list[Any]) -> list[asyncpg.Record]:
+    """Run an event search on the search connections (db.create_search_pool): 503
+    `search_busy` when every one stays taken for the search timeout, 422
+    `search_too_broad` when PostgreSQL stops the search at that timeout."""
+    pool = request.app[SEARCH_POOL]
+    seconds = request.app[CONFIG].search_timeout_ms / 1000
+    try:
+        conn = await pool.acquire(timeout=seconds)
+    except TimeoutError:
+        raise Problem(
+            503, "search_busy", "Too many searches are running; try again in a moment.",
+            headers={"Retry-After": "1"},
+        ) from None
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+    except asyncpg.QueryCanceledError:
+        log.info("search_too_broad", timeout_ms=request.app[CONFIG].search_timeout_ms)
+        message = ("The search took too long: its words begin too many words of too many "
+                   "events. Search with longer words.")
+        raise Problem(422, "search_too_broad", message, errors={"q": [message]}) from None
+    finally:
+        await pool.release(conn)
+    return rows
+
+
+async def limit_browsing(request: web.Request) -> None:
+    """429 past EVENTBOOK_BROWSE_RATE reads of events a second: per user when the request
+    carries a valid token, else per client address."""
+    config = request.app[CONFIG]
+    if config.browse_rate == 0:
+        return
+    user = bearer_user(request)
+    subject = f"user:{user.id}" if user is not None else f"address:{request.remote or '-'}"
+    await request.app[RATE_LIMITER].enforce(
+        "browse", subject, config.browse_rate, 1,
+        "Too many requests for events; wait a second and try again.",
+    )
 
 
 async def owned_event(request: web.Request) -> uuid.UUID:
@@ -252,6 +316,11 @@ async def create_event(request: web.Request, body: dict[str, Any]) -> web.Respon
     roles=PUBLIC,
     query=EventListQuery(),
     response=EVENT_PAGE,
+    problems={
+        422: ["validation_failed", "search_too_broad"],
+        429: ["too_many_requests"],
+        503: ["search_busy"],
+    },
     tag="events",
     description=(
         "Lists scheduled events (never cancelled ones) ordered by `starts_at`, then `id`. "
@@ -259,10 +328,14 @@ async def create_event(request: web.Request, body: dict[str, Any]) -> web.Respon
         "`starts_after` to choose the window's start yourself (past events included). "
         "`q` matches words that begin the words of the title or description, "
         "case-insensitively; all words must match. Pages are stable: events added between "
-        "requests never make an event repeat or go missing."
+        "requests never make an event repeat or go missing. A search that runs longer than "
+        "the server's search timeout is stopped: 422 `search_too_broad` (search with "
+        "longer words); when every search slot stays taken that long: 503 `search_busy`. "
+        "Reads of events are limited per client address, or per user with a token: 429."
     ),
 )
 async def list_events(request: web.Request, query: dict[str, Any]) -> web.Response:
+    await limit_browsing(request)
     # Only the filters given become SQL conditions: a fixed `$n IS NULL OR ...` query
     # would get a generic plan that cannot use the search or organizer index.
     conditions = ["status = 'scheduled'"]
@@ -290,7 +363,7 @@ async def list_events(request: web.Request, query: dict[str, Any]) -> web.Respon
             f" @@ to_tsquery('simple', {arg(search_query(query['q']))})"
         )
     if query["cursor"] is not None:
-        after_starts, after_id = decode_cursor(query["cursor"], dt.datetime, uuid.UUID)
+        after_starts, after_id = decode_cursor(query["cursor"], TIMESTAMPTZ, UUID)
         conditions.append(f"(starts_at, id) > ({arg(after_starts)}, {arg(after_id)})")
     limit = query["limit"]
     where = " AND ".join(conditions)
@@ -305,12 +378,13 @@ async def list_events(request: web.Request, query: dict[str, Any]) -> web.Respon
             f" (SELECT id FROM found ORDER BY starts_at, id LIMIT {arg(limit + 1)})"
             f" ORDER BY starts_at, id"
         )
+        rows = await search(request, sql, args)
     else:
         sql = (
             f"SELECT {EVENT_COLUMNS} FROM events WHERE {where}"
             f" ORDER BY starts_at, id LIMIT {arg(limit + 1)}"
         )
-    rows = await request.app[POOL].fetch(sql, *args)
+        rows = await request.app[POOL].fetch(sql, *args)
     page, next_cursor = split_page(rows, limit, lambda row: (row["starts_at"], row["id"]))
     return json_response(page_response(EVENT.dump(page, many=True), next_cursor))
 
@@ -320,11 +394,15 @@ async def list_events(request: web.Request, query: dict[str, Any]) -> web.Respon
     "One event",
     roles=PUBLIC,
     response=EVENT,
-    problems={404: ["event_not_found"]},
+    problems={404: ["event_not_found"], 429: ["too_many_requests"]},
     tag="events",
-    description="Cancelled events are shown too, with `status: cancelled`.",
+    description=(
+        "Cancelled events are shown too, with `status: cancelled`. Reads of events are "
+        "limited per client address, or per user with a token: 429."
+    ),
 )
 async def get_event(request: web.Request) -> web.Response:
+    await limit_browsing(request)
     event = await request.app[POOL].fetchrow(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1", event_id(request)
     )
@@ -449,7 +527,7 @@ async def list_attendees(request: web.Request, query: dict[str, Any]) -> web.Res
     args: list[Any] = [event, limit + 1]
     after = ""
     if query["cursor"] is not None:
-        args.extend(decode_cursor(query["cursor"], dt.datetime, uuid.UUID))
+        args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
         after = "AND (b.created_at, b.id) > ($3, $4)"
     rows = await request.app[POOL].fetch(
         f"SELECT b.id AS booking_id, b.user_id, u.name, u.email, b.quantity,"

@@ -15,7 +15,7 @@ from eventbook.metrics import stream_state
 
 TOPICS = tuple(actor.topic for actor in STREAM_ACTORS)
 # Fields the runtime adds when it dead-letters a message; replay strips them.
-DEAD_LETTER_FIELDS = ("error", "attempts", "stream", "message_id", "consumer", "failed_at")
+DEAD_LETTER_FIELDS = ("error", "cause", "attempts", "stream", "message_id", "consumer", "failed_at")
 DEAD_LETTER_SCAN_LIMIT = 100_000
 
 

@@ -28,6 +28,7 @@ from eventbook.embedded import EmbeddedServices, free_port
 from tests.client import Api
 
 TEMPLATE = f"eventbook_template_{os.getpid()}"
+METRICS_TOKEN = "test-metrics-token-" + "m" * 16
 
 
 def with_database(url: str, name: str) -> str:
@@ -88,7 +89,10 @@ async def _drop_database(admin_url: str, name: str) -> None:
 
 
 def base_config(database_url: str, redis_url: str, **overrides: Any) -> Config:
-    """Test settings: cheap password hashing, a private Redis prefix, quick reclaim."""
+    """Test settings: cheap password hashing, a private Redis prefix, quick reclaim; no
+    sign-up, booking or browsing limits and room for many hashes at once, as tests make
+    users by the dozen from one address (the limits' own tests set them); /metrics
+    served with a token and its gauges read often."""
     settings: dict[str, Any] = {
         "database_url": database_url,
         "redis_url": redis_url,
@@ -99,6 +103,11 @@ def base_config(database_url: str, redis_url: str, **overrides: Any) -> Config:
         "db_pool_min": 1,
         "db_pool_max": 10,
         "booking_rate": 0,
+        "signup_ip_limit": 0,
+        "hash_queue": 1000,
+        "browse_rate": 0,
+        "metrics_token": METRICS_TOKEN,
+        "metrics_refresh_seconds": 0.2,
         "log_format": "json",
     }
     settings.update(overrides)

@@ -9,12 +9,14 @@ import asyncpg
 
 
 async def insert_users(pool: asyncpg.Pool, count: int, role: str = "customer") -> list[uuid.UUID]:
-    """`count` users with an unusable password hash (they never log in)."""
+    """`count` users with an unusable password hash (they never log in). Their addresses
+    are ASCII, so each one's key (eventbook.emails) is its lower case."""
     rows = await pool.fetch(
         """
-        INSERT INTO users (email, name, role, password_hash)
-        SELECT 'seed-' || gen_random_uuid() || '@example.com', 'Seeded ' || n, $2, '!'
-          FROM generate_series(1, $1) AS n
+        INSERT INTO users (email, email_key, name, role, password_hash)
+        SELECT email, lower(email), 'Seeded ' || n, $2, '!'
+          FROM (SELECT n, 'seed-' || gen_random_uuid() || '@example.com' AS email
+                  FROM generate_series(1, $1) AS n) AS seeded
         RETURNING id
         """,
         count, role,

@@ -32,6 +32,9 @@ class StuckMailer:
         self.called.set()
         await asyncio.Event().wait()
 
+    async def probe(self) -> None:
+        """It accepts connections; it just never finishes a mail."""
+
 
 class RefusingMailer(SimulatedMailer):
     """Refuses every mail to one address, delivers the rest."""

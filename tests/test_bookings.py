@@ -242,6 +242,19 @@ async def test_a_malformed_idempotency_key_is_refused(
     assert set(problem["errors"]) == {"Idempotency-Key"}
 
 
+async def test_two_idempotency_keys_are_a_400_and_book_nothing(
+    api: Api, organizer, customer
+) -> None:
+    event = await api.create_event(organizer)
+    for second in ("order-1", "order-2"):
+        answer = await api.post(
+            f"/api/v1/events/{event['id']}/bookings", customer, json={},
+            headers=[("Idempotency-Key", "order-1"), ("Idempotency-Key", second)],
+        )
+        await assert_problem(answer, 400, "repeated_header")
+    assert (await api.get_event(event))["available_tickets"] == event["capacity"]
+
+
 # -- list and read ---------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ async def test_consistent_data_reports_nothing(config: Config, pool: asyncpg.Poo
     code, report = check(config)
     assert code == 0
     assert report == {"ok": True, "ticket_counts": [], "stuck_outbox": [],
-                      "unconfirmed_bookings": []}
+                      "unconfirmed_bookings": [], "users_without_email_key": []}
 
 
 async def test_remaining_tickets_that_disagree_with_bookings_are_reported(

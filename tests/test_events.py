@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from tests.client import Api, expect, future
+from eventbook.keys import SEARCH_POOL
+from tests.client import Api, User, expect, future
 from tests.seed import move_event
 from tests.test_problems import assert_problem
 
@@ -567,7 +569,7 @@ async def test_search_matches_word_prefixes_in_any_letter_case(api: Api, organiz
 async def test_search_operators_are_only_words(api: Api, organizer) -> None:
     await api.create_event(organizer, title="Rock night")
     assert await titles(api, q="rock:* | !(night') & <->") == ["Rock night"]
-    assert await titles(api, q="rock' | 'x") == []
+    assert await titles(api, q="rock' | 'xyz") == []
 
 
 async def test_search_without_a_word_is_refused(api: Api) -> None:
@@ -575,6 +577,106 @@ async def test_search_without_a_word_is_refused(api: Api) -> None:
         await api.get("/api/v1/events", params={"q": "&|!:*"}), 422, "validation_failed"
     )
     assert set(problem["errors"]) == {"q"}
+
+
+@pytest.mark.parametrize(
+    ("q", "message"),
+    [
+        ("a b c d e f 1 2", "at most 4 words; this has 8"),
+        ("rock jazz folk soul blues", "at most 4 words; this has 5"),
+        ("rock n roll", "at least 2 letters or digits; 'n' has fewer"),
+        ("x", "at least 2 letters or digits; 'x' has fewer"),
+    ],
+)
+async def test_a_search_of_too_many_or_too_short_words_is_refused(
+    api: Api, q: str, message: str
+) -> None:
+    problem = await assert_problem(
+        await api.get("/api/v1/events", params={"q": q}), 422, "validation_failed"
+    )
+    assert message in problem["errors"]["q"][0]
+
+
+async def seed_events(pool, count: int, description: str) -> None:
+    """`count` scheduled events written straight to the database."""
+    organizer = await pool.fetchval(
+        "INSERT INTO users (email, name, role, password_hash)"
+        " VALUES ('seed-' || gen_random_uuid() || '@example.com', 'Seed', 'organizer', '!')"
+        " RETURNING id"
+    )
+    await pool.execute(
+        "INSERT INTO events (organizer_id, title, description, starts_at, capacity,"
+        " available_tickets)"
+        " SELECT $1, 'Event ' || n, $2, now() + n * interval '1 minute', 10, 10"
+        " FROM generate_series(1, $3) AS n",
+        organizer, description, count,
+    )
+
+
+async def test_a_search_past_the_search_timeout_is_stopped_as_too_broad(
+    make_api: Callable[..., Awaitable[Api]], pool
+) -> None:
+    await seed_events(pool, 20_000, "music and dance all night")
+    api = await make_api(search_timeout_ms=5)
+    answer = await api.get("/api/v1/events", params={"q": "mu"})
+    problem = await assert_problem(answer, 422, "search_too_broad")
+    assert "longer words" in problem["errors"]["q"][0]
+    # Browsing without words does not search, and is not stopped.
+    assert len((await expect(await api.get("/api/v1/events"), 200))["items"]) == 20
+
+
+async def test_searches_wait_for_a_free_search_connection_then_are_told_to_retry(
+    make_api: Callable[..., Awaitable[Api]],
+) -> None:
+    api = await make_api(search_concurrency=1, search_timeout_ms=200)
+    organizer = await api.register(role="organizer")
+    await api.create_event(organizer, title="Rock night")
+    held = await api.app[SEARCH_POOL].acquire()
+    try:
+        answer = await api.get("/api/v1/events", params={"q": "rock"})
+        await assert_problem(answer, 503, "search_busy")
+        assert answer.headers["Retry-After"] == "1"
+        assert (await api.get("/api/v1/events")).status == 200
+    finally:
+        await api.app[SEARCH_POOL].release(held)
+    assert await titles(api, q="rock") == ["Rock night"]
+
+
+async def statuses(api: Api, paths: list[str], user: User | None = None) -> list[int]:
+    """The statuses of GETs of `paths`, sent all at once."""
+    answers = await asyncio.gather(*(api.get(path, user) for path in paths))
+    return [answer.status for answer in answers]
+
+
+async def test_anonymous_reads_of_events_are_limited_per_address(
+    make_api: Callable[..., Awaitable[Api]],
+) -> None:
+    api = await make_api(browse_rate=3)
+    organizer = await api.register(role="organizer")
+    event = await api.create_event(organizer)
+    # Twelve at once: however they fall across the 1 s windows, at most 6 are served.
+    paths = ["/api/v1/events", f"/api/v1/events/{event['id']}", "/api/v1/events?q=concert"] * 4
+    seen = await statuses(api, paths)
+    assert 3 <= seen.count(200) <= 6 and seen.count(429) == 12 - seen.count(200), seen
+    refused = await api.get("/api/v1/events")
+    problem = await assert_problem(refused, 429, "too_many_requests")
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "wait a second" in problem["detail"]
+    # A token that is not valid does not make a request anyone else's.
+    forged = await api.get("/api/v1/events", headers={"Authorization": "Bearer forged"})
+    await assert_problem(forged, 429, "too_many_requests")
+    # A signed-in user's reads count against that user, not the address.
+    assert (await api.get("/api/v1/events", organizer)).status == 200
+
+
+async def test_signed_in_reads_of_events_are_limited_per_user(
+    make_api: Callable[..., Awaitable[Api]],
+) -> None:
+    api = await make_api(browse_rate=3)
+    customer, other = await api.register(), await api.register()
+    seen = await statuses(api, ["/api/v1/events"] * 12, customer)
+    assert 3 <= seen.count(200) <= 6 and seen.count(429) == 12 - seen.count(200), seen
+    assert (await api.get("/api/v1/events", other)).status == 200
 
 
 @pytest.mark.parametrize(

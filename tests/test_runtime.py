@@ -13,8 +13,9 @@ import pytest
 from eventbook import db
 from eventbook.config import SETTINGS, Config, ConfigError
 from eventbook.embedded import EmbeddedServices
-from tests.client import Api
-from tests.conftest import with_database
+from eventbook.keys import REDIS
+from tests.client import Api, User
+from tests.conftest import Servers, with_database
 from tests.processes import Process, Server, environment, run
 from tests.test_problems import assert_problem
 
@@ -129,6 +130,43 @@ async def test_readyz_is_503_while_redis_is_down_and_200_after(
         assert (await api.get("/readyz")).status == 200
     finally:
         private.stop_redis()
+
+
+async def test_readyz_is_503_while_redis_refuses_writes_and_200_after(make_api) -> None:
+    """Redis that answers PING but refuses writes (out of memory; a replica's READONLY is
+    the same kind of refusal) cannot take the outbox or the rate limits: not ready."""
+    api: Api = await make_api()
+    client = api.app[REDIS]
+    await client.config_set("maxmemory-policy", "noeviction")
+    await client.config_set("maxmemory", "1")
+    try:
+        body = await assert_problem(await api.get("/readyz"), 503, "not_ready")
+        assert body["checks"] == {"postgres": "ok", "redis": "read_only"}
+        assert "redis refuses writes" in body["detail"]
+    finally:
+        await client.config_set("maxmemory", "0")
+    assert (await api.get("/readyz")).status == 200
+
+
+async def test_readyz_is_503_while_postgres_is_read_only_and_bookings_are_503(
+    api: Api, make_api, config: Config, servers: Servers, organizer: User, customer: User
+) -> None:
+    """A database that only reads (a standby, default_transaction_read_only): not ready,
+    and a booking is a 503 to retry, not a 500."""
+    event = await api.create_event(organizer)
+    assert config.database_url is not None
+    name = config.database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        # A new app: its connections start read-only.
+        read_only: Api = await make_api()
+        body = await assert_problem(await read_only.get("/readyz"), 503, "not_ready")
+        assert body["checks"] == {"postgres": "read_only", "redis": "ok"}
+        await assert_problem(await read_only.book(customer, event), 503, "service_unavailable")
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+        await admin.close()
 
 
 # -- processes -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import structlog
 from eventbook.actors.mailer import Mailer
 from eventbook.actors.stream import Message, StreamActor
 from eventbook.config import Config
+from eventbook.outages import postgres_writable
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +89,9 @@ class Confirmations(StreamActor):
         self, config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, mailer: Mailer,
         **options: Any,
     ) -> None:
-        super().__init__(config, client, **options)
+        super().__init__(
+            config, client, probes=[lambda: postgres_writable(pool), mailer.probe], **options
+        )
         self.pool = pool
         self.mailer = mailer
 

@@ -36,6 +36,7 @@ from eventbook import db
 from eventbook.actors.mailer import Mailer, MailError
 from eventbook.actors.stream import Message, StreamActor
 from eventbook.config import Config
+from eventbook.outages import is_outage, postgres_writable
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +93,9 @@ class Fanout(StreamActor):
         batch_size: int = 250,
         **kwargs: Any,
     ) -> None:
-        super().__init__(config, client, **kwargs)
+        super().__init__(
+            config, client, probes=[lambda: postgres_writable(pool), mailer.probe], **kwargs
+        )
         self.pool = pool
         self.mailer = mailer
         self.page_size = page_size
@@ -199,17 +202,29 @@ class Fanout(StreamActor):
                 break
             batch = recipients[start:start + self.batch_size]
             mails = [(user, *render(kind, event, user["name"])) for user in batch]
-            results = await asyncio.gather(*(self.send(kind, user["email"], subject, body)
-                                             for user, subject, body in mails))
+            outcomes = await asyncio.gather(
+                *(self.send(kind, user["email"], subject, body)
+                  for user, subject, body in mails),
+                return_exceptions=True,
+            )
+            # Recorded: the mails sent and the ones the mail server refused for good. A
+            # mail not sent because the server is down is not recorded, so the page's
+            # next try sends it.
+            done = [(mail, ok) for mail, ok in zip(mails, outcomes, strict=True)
+                    if isinstance(ok, bool)]
             await self.pool.execute(
                 db.query("fanout_record"), event_id, kind, version,
-                [user["id"] for user, _, _ in mails], [user["email"] for user, _, _ in mails],
-                [subject for _, subject, _ in mails], [body for _, _, body in mails],
-                results,
+                [user["id"] for (user, _, _), _ in done],
+                [user["email"] for (user, _, _), _ in done],
+                [subject for (_, subject, _), _ in done], [body for (_, _, body), _ in done],
+                [ok for _, ok in done],
             )
-            sent += sum(results)
-            failed += len(results) - sum(results)
-            self.metrics.fanout_progress(kind, len(results))
+            sent += sum(ok for _, ok in done)
+            failed += sum(not ok for _, ok in done)
+            self.metrics.fanout_progress(kind, len(done))
+            errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            if errors:
+                raise next((error for error in errors if is_outage(error)), errors[0])
         await self.pool.execute(
             "UPDATE announcement_pages SET done_at = now()"
             " WHERE event_id = $1 AND version = $2 AND page = $3 AND done_at IS NULL",
@@ -324,7 +339,8 @@ class Fanout(StreamActor):
     # -- one mail ----------------------------------------------------------------------
 
     async def send(self, kind: str, to: str, subject: str, body: str) -> bool:
-        """One mail, a few tries; False when the mail server keeps refusing it."""
+        """One mail, a few tries; False when the mail server keeps refusing it.
+        MailUnavailable (the server is down) goes to the caller: the page waits."""
         async with self.sending:
             for attempt in range(1, MAIL_ATTEMPTS + 1):
                 try:
