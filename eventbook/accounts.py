@@ -12,7 +12,7 @@ from aiohttp import web
 from marshmallow import Schema, fields, validate
 
 from eventbook import emails
-from eventbook.api import PUBLIC, SIGNED_IN, Text, endpoint, json_response
+from eventbook.api import PUBLIC, SIGNED_IN, Line, Text, endpoint, json_response
 from eventbook.auth import PASSWORDS, ROLES, TOKENS, principal
 from eventbook.errors import Problem
 from eventbook.keys import CONFIG, POOL
@@ -49,7 +49,7 @@ class EmailAddress(Text, fields.Email):
 class RegisterSchema(Schema):
     email = EmailAddress(required=True, validate=validate.Length(max=254))
     password = Text(required=True, validate=validate.Length(min=8, max=1024))
-    name = Text(required=True, validate=validate.Length(min=1, max=200))
+    name = Line(required=True, validate=validate.Length(min=1, max=200))
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
 
 

@@ -52,8 +52,9 @@ class BookingRequest:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Booked:
     """The decision on one request: book_tickets' outcome code, the count it reports
-    (remaining tickets, or the per-booking maximum for too_many_tickets) and the booking
-    for created, replayed and key_reused."""
+    (remaining tickets; the per-booking maximum for too_many_tickets; the tickets the
+    customer may still book for customer_limit_reached) and the booking for created,
+    replayed and key_reused."""
 
     outcome: str
     available: int | None

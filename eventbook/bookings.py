@@ -79,6 +79,7 @@ METRIC_OUTCOMES = {
     "created": "created",
     "sold_out": "sold_out",
     "event_not_bookable": "not_bookable",
+    "customer_limit_reached": "customer_limit",
     "replayed": "replayed",
 }
 
@@ -124,13 +125,16 @@ def account_gone() -> Problem:
     headers=(IDEMPOTENCY_KEY,),
     problems={
         404: ["event_not_found"],
-        409: ["sold_out", "event_not_bookable"],
+        409: ["sold_out", "event_not_bookable", "customer_limit_reached"],
         422: ["validation_failed", "idempotency_key_reused"],
         429: ["too_many_requests"],
     },
     tag="bookings",
     description=(
         "Takes the tickets at once, or answers 409 `sold_out` with `available_tickets`. "
+        "When the event has a `max_tickets_per_customer`, the customer's confirmed bookings "
+        "of it and this one together must not exceed it: 409 `customer_limit_reached` with "
+        "`customer_tickets_left`. "
         "With an `Idempotency-Key` header (1..255 printable ASCII characters), a retry by the "
         "same customer with the same key and body, at once or concurrently, makes no second "
         "booking: the first answer is 201, every replay 200 with the same booking. The same "
@@ -186,6 +190,15 @@ async def book(request: web.Request, body: dict[str, Any]) -> web.Response:
     if outcome == "too_many_tickets":
         raise validation_problem(
             {"quantity": [f"At most {decided.available} tickets per booking for this event."]}
+        )
+    if outcome == "customer_limit_reached":
+        left = decided.available
+        raise Problem(
+            409, "customer_limit_reached",
+            "You hold as many tickets as one customer may for this event." if not left
+            else f"You may book only {left} more ticket{'s' if left != 1 else ''} "
+                 "for this event.",
+            customer_tickets_left=left,
         )
     assert outcome == "sold_out", outcome
     raise Problem(
@@ -248,9 +261,12 @@ async def get_booking(request: web.Request) -> web.Response:
     "Cancel my booking",
     roles=CUSTOMER,
     response=BOOKING,
-    problems={404: ["booking_not_found"], 409: ["booking_already_cancelled"]},
+    problems={404: ["booking_not_found"], 409: ["booking_already_cancelled", "event_started"]},
     tag="bookings",
-    description="Its tickets go back to the event at once.",
+    description=(
+        "Its tickets go back to the event at once. Once the event has started the booking "
+        "stands: 409 `event_started`."
+    ),
 )
 async def cancel_booking(request: web.Request) -> web.Response:
     booking = booking_id(request)
@@ -263,6 +279,10 @@ async def cancel_booking(request: web.Request) -> web.Response:
         raise booking_not_found()
     if row["outcome"] == "already_cancelled":
         raise Problem(409, "booking_already_cancelled", "The booking is already cancelled.")
+    if row["outcome"] == "event_started":
+        raise Problem(
+            409, "event_started", "The event has started; its bookings can no longer be cancelled."
+        )
     assert row["outcome"] == "cancelled", row["outcome"]
     log.info("booking_cancelled", booking_id=str(booking))
     return json_response(BOOKING.dump(row["booking"]))

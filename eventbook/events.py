@@ -10,9 +10,19 @@ from typing import Any
 import asyncpg
 import structlog
 from aiohttp import web
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from eventbook.api import ORGANIZER, PUBLIC, Moment, Text, endpoint, json_response, path_uuid
+from eventbook.api import (
+    ORGANIZER,
+    PUBLIC,
+    Line,
+    Moment,
+    Prose,
+    Text,
+    endpoint,
+    json_response,
+    path_uuid,
+)
 from eventbook.auth import bearer_user, ensure_event_owner, principal
 from eventbook.errors import Problem, validation_problem
 from eventbook.keys import CONFIG, POOL, REQUEST_ID, SEARCH_POOL
@@ -33,8 +43,10 @@ routes = web.RouteTableDef()
 STATUSES = ("scheduled", "cancelled")
 EVENT_COLUMNS = (
     "id, organizer_id, title, description, venue, starts_at, ends_at, capacity,"
-    " available_tickets, max_tickets_per_booking, status, version, created_at, updated_at"
+    " available_tickets, max_tickets_per_booking, max_tickets_per_customer, status, version,"
+    " created_at, updated_at"
 )
+DEFAULT_PER_BOOKING = 10
 # Word characters without the underscore, which PostgreSQL's parser splits words at.
 WORD = re.compile(r"[^\W_]+")
 # Each word is a prefix the search index expands to every word it begins and merges:
@@ -54,6 +66,11 @@ class EventSchema(Schema):
     capacity = fields.Integer(required=True)
     available_tickets = fields.Integer(required=True)
     max_tickets_per_booking = fields.Integer(required=True)
+    max_tickets_per_customer = fields.Integer(
+        required=True, allow_none=True,
+        metadata={"description": "Most tickets one customer may hold in confirmed bookings "
+                                 "of the event; null: no limit."},
+    )
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
     version = fields.Integer(required=True)
     created_at = fields.AwareDateTime(required=True)
@@ -73,13 +90,19 @@ def _in_future(value: dt.datetime) -> None:
 class EventChangesSchema(Schema):
     """PATCH: any of the fields an organizer sets; null clears description, venue, ends_at."""
 
-    title = Text(validate=[validate.Length(1, 200), _not_blank])
-    description = Text(allow_none=True, validate=validate.Length(max=10_000))
-    venue = Text(allow_none=True, validate=validate.Length(max=200))
+    title = Line(validate=[validate.Length(1, 200), _not_blank])
+    description = Prose(allow_none=True, validate=validate.Length(max=10_000))
+    venue = Line(allow_none=True, validate=validate.Length(max=200))
     starts_at = Moment(validate=_in_future)
     ends_at = Moment(allow_none=True)
     capacity = fields.Integer(strict=True, validate=validate.Range(1, 1_000_000))
     max_tickets_per_booking = fields.Integer(strict=True, validate=validate.Range(1, 100))
+    max_tickets_per_customer = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(1, 1_000_000),
+        metadata={"description": "null removes the limit. At least max_tickets_per_booking. "
+                                 "Lowering it takes no tickets away; it refuses further "
+                                 "bookings of customers who hold as many."},
+    )
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -88,22 +111,44 @@ class EventChangesSchema(Schema):
         starts_at, ends_at = data.get("starts_at"), data.get("ends_at")
         if starts_at is not None and ends_at is not None and ends_at <= starts_at:
             raise ValidationError("Must be after starts_at.", "ends_at")
+        per_booking = data.get("max_tickets_per_booking")
+        per_customer = data.get("max_tickets_per_customer")
+        if per_booking is not None and per_customer is not None and per_customer < per_booking:
+            raise ValidationError(
+                f"Must be at least max_tickets_per_booking ({per_booking}).",
+                "max_tickets_per_customer",
+            )
 
 
 class NewEventSchema(EventChangesSchema):
-    title = Text(required=True, validate=[validate.Length(1, 200), _not_blank])
-    description = Text(
+    title = Line(required=True, validate=[validate.Length(1, 200), _not_blank])
+    description = Prose(
         allow_none=True, load_default="", validate=validate.Length(max=10_000)
     )
-    venue = Text(allow_none=True, load_default=None, validate=validate.Length(max=200))
+    venue = Line(allow_none=True, load_default=None, validate=validate.Length(max=200))
     starts_at = Moment(required=True, validate=_in_future)
     ends_at = Moment(allow_none=True, load_default=None)
     capacity = fields.Integer(
         required=True, strict=True, validate=validate.Range(1, 1_000_000)
     )
     max_tickets_per_booking = fields.Integer(
-        strict=True, load_default=10, validate=validate.Range(1, 100)
+        strict=True, validate=validate.Range(1, 100),
+        metadata={"description": f"Default {DEFAULT_PER_BOOKING}, or "
+                                 "max_tickets_per_customer when that is lower."},
     )
+    max_tickets_per_customer = fields.Integer(
+        strict=True, allow_none=True, load_default=None, validate=validate.Range(1, 1_000_000),
+        metadata={"description": "Most tickets one customer may hold in confirmed bookings "
+                                 "(cancelled ones do not count); null or absent: no limit. "
+                                 "At least max_tickets_per_booking."},
+    )
+
+    @post_load
+    def _default_per_booking(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if "max_tickets_per_booking" not in data:
+            cap = data["max_tickets_per_customer"]
+            data["max_tickets_per_booking"] = min(DEFAULT_PER_BOOKING, cap or DEFAULT_PER_BOOKING)
+        return data
 
 
 class EventListQuery(PageQuery):
@@ -150,6 +195,10 @@ def event_not_found() -> Problem:
 
 def event_cancelled() -> Problem:
     return Problem(409, "event_cancelled", "The event is cancelled; it cannot change.")
+
+
+def event_ended() -> Problem:
+    return Problem(409, "event_ended", "The event is over; it cannot change any more.")
 
 
 def search_query(text: str) -> str:
@@ -245,11 +294,11 @@ async def create_event(request: web.Request, body: dict[str, Any]) -> web.Respon
     try:
         event = await request.app[POOL].fetchrow(
             f"INSERT INTO events (organizer_id, title, description, venue, starts_at, ends_at,"
-            f" capacity, available_tickets, max_tickets_per_booking)"
-            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) RETURNING {EVENT_COLUMNS}",
+            f" capacity, available_tickets, max_tickets_per_booking, max_tickets_per_customer)"
+            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) RETURNING {EVENT_COLUMNS}",
             user.id, body["title"], body["description"] or "", body["venue"],
             body["starts_at"], body["ends_at"], body["capacity"],
-            body["max_tickets_per_booking"],
+            body["max_tickets_per_booking"], body["max_tickets_per_customer"],
         )
     except asyncpg.ForeignKeyViolationError:
         raise Problem(
@@ -371,14 +420,16 @@ async def get_event(request: web.Request) -> web.Response:
     problems={
         403: ["not_event_owner"],
         404: ["event_not_found"],
-        409: ["capacity_below_sold", "event_cancelled"],
+        409: ["capacity_below_sold", "event_cancelled", "event_ended"],
     },
     tag="events",
     description=(
-        "Partial: only the fields sent change; null clears `description`, `venue` or "
-        "`ends_at`. `version` goes up by one. Capacity never goes below the tickets sold "
-        "(409 `capacity_below_sold`, with `sold`); the tickets left follow it. A change of "
-        "title, venue, `starts_at` or `ends_at` notifies every attendee."
+        "Partial: only the fields sent change; null clears `description`, `venue`, "
+        "`ends_at` or `max_tickets_per_customer`. `version` goes up by one. Capacity never "
+        "goes below the tickets sold (409 `capacity_below_sold`, with `sold`); the tickets "
+        "left follow it. A change of title, venue, `starts_at` or `ends_at` notifies every "
+        "attendee. An event that has ended (at `ends_at`, or at `starts_at` when it has no "
+        "end) cannot change: 409 `event_ended`."
     ),
 )
 async def update_event(request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -393,6 +444,8 @@ async def update_event(request: web.Request, body: dict[str, Any]) -> web.Respon
         raise event_not_found()
     if outcome == "event_cancelled":
         raise event_cancelled()
+    if outcome == "event_ended":
+        raise event_ended()
     if outcome == "capacity_below_sold":
         raise Problem(
             409, "capacity_below_sold",
@@ -401,9 +454,27 @@ async def update_event(request: web.Request, body: dict[str, Any]) -> web.Respon
         )
     if outcome == "ends_before_start":
         raise validation_problem({"ends_at": ["Must be after starts_at."]})
+    if outcome == "customer_cap_below_booking_max":
+        raise validation_problem(_cap_below_booking_max(body, row["event"]))
     assert outcome == "updated", outcome
     log.info("event_updated", event_id=str(event), fields=sorted(body))
     return json_response(EVENT.dump(row["event"]))
+
+
+def _cap_below_booking_max(
+    changes: dict[str, Any], event: asyncpg.Record
+) -> dict[str, list[str]]:
+    """The 422 errors of a change that left max_tickets_per_customer below
+    max_tickets_per_booking, on the field the change sent."""
+    if "max_tickets_per_customer" in changes:
+        per_booking = changes.get("max_tickets_per_booking", event["max_tickets_per_booking"])
+        return {"max_tickets_per_customer": [
+            f"Must be at least max_tickets_per_booking ({per_booking}); lower that in the "
+            "same change."
+        ]}
+    return {"max_tickets_per_booking": [
+        f"Must be at most max_tickets_per_customer ({event['max_tickets_per_customer']})."
+    ]}
 
 
 @routes.post("/api/v1/events/{id}/cancel")
@@ -411,9 +482,17 @@ async def update_event(request: web.Request, body: dict[str, Any]) -> web.Respon
     "Cancel an event",
     roles=ORGANIZER,
     response=EVENT,
-    problems={403: ["not_event_owner"], 404: ["event_not_found"], 409: ["event_cancelled"]},
+    problems={
+        403: ["not_event_owner"],
+        404: ["event_not_found"],
+        409: ["event_cancelled", "event_ended"],
+    },
     tag="events",
-    description="Cancels every booking of the event and notifies every attendee.",
+    description=(
+        "Cancels every booking of the event and notifies every attendee. An event that has "
+        "ended (at `ends_at`, or at `starts_at` when it has no end) cannot be cancelled: "
+        "409 `event_ended`."
+    ),
 )
 async def cancel_event(request: web.Request) -> web.Response:
     event = await owned_event(request)
@@ -425,6 +504,8 @@ async def cancel_event(request: web.Request) -> web.Response:
         raise event_not_found()
     if row["outcome"] == "event_cancelled":
         raise Problem(409, "event_cancelled", "The event is already cancelled.")
+    if row["outcome"] == "event_ended":
+        raise event_ended()
     assert row["outcome"] == "cancelled", row["outcome"]
     log.info("event_cancelled", event_id=str(event))
     return json_response(EVENT.dump(row["event"]))

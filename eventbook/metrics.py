@@ -40,7 +40,7 @@ log = structlog.get_logger(__name__)
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WatchedStream"]
 
-BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "replayed")
+BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "customer_limit", "replayed")
 OUTBOX_TOPICS = ("confirmations", "notifications")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The route label of a request no route matched (404, 405): never the raw path, whose
@@ -159,7 +159,8 @@ class Metrics:
         self.bookings = Counter(
             "eventbook_bookings",
             "Booking requests by outcome: created, sold_out, not_bookable (cancelled or past"
-            " event), replayed (a retry with a known Idempotency-Key answered the same booking).",
+            " event), customer_limit (the customer's cap for the event reached), replayed (a"
+            " retry with a known Idempotency-Key answered the same booking).",
             ["outcome"],
             registry=registry,
         )
@@ -206,7 +207,7 @@ class Metrics:
         self.http_duration.labels(*labels).observe(seconds)
 
     def booking_outcome(self, outcome: str) -> None:
-        """One booking request's outcome: created, sold_out, not_bookable or replayed."""
+        """One booking request's outcome: one of BOOKING_OUTCOMES."""
         if outcome not in BOOKING_OUTCOMES:
             raise ValueError(f"unknown booking outcome {outcome!r}")
         self.bookings.labels(outcome).inc()

@@ -8,6 +8,8 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from email import message_from_bytes
+from email.message import Message as EmailMessage
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,11 +18,13 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from eventbook import db
 from eventbook.app import create_app
 from eventbook.config import Config
-from eventbook.embedded import EmbeddedServices
+from eventbook.embedded import EmbeddedServices, free_port
 from tests.client import Api
 
 TEMPLATE = f"eventbook_template_{os.getpid()}"
@@ -165,3 +169,37 @@ async def organizer(api: Api) -> Any:
 @pytest.fixture
 async def customer(api: Api) -> Any:
     return await api.register(role="customer")
+
+
+# -- a real SMTP server ---------------------------------------------------------------
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps every mail it accepts."""
+
+    def __init__(self) -> None:
+        self.mails: list[tuple[list[str], EmailMessage]] = []
+        self.logins: list[tuple[bytes, bytes]] = []
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                     auth_data: Any) -> AuthResult:
+        self.logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.password == b"secret")
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mails.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[str, Inbox]]:
+    inbox = Inbox()
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=free_port(), authenticator=inbox.authenticate,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        yield f"smtp://robot:secret@127.0.0.1:{controller.port}", inbox
+    finally:
+        controller.stop()

@@ -39,6 +39,20 @@ async def insert_event(
     return event_id
 
 
+async def move_event(
+    pool: asyncpg.Pool | asyncpg.Connection, event: uuid.UUID | str | dict[str, Any],
+    starts: str, ends: str | None = None,
+) -> None:
+    """Set an event's times relative to now, as PostgreSQL intervals ('-2 hours'): the
+    API only takes future starts, so a test moves an event into the past here."""
+    event_id = uuid.UUID(str(event["id"] if isinstance(event, dict) else event))
+    await pool.execute(
+        "UPDATE events SET starts_at = now() + $2::text::interval,"
+        " ends_at = now() + $3::text::interval WHERE id = $1",
+        event_id, starts, ends,
+    )
+
+
 async def insert_attendees(
     pool: asyncpg.Pool, event_id: uuid.UUID, user_ids: list[uuid.UUID], quantity: int = 1
 ) -> None:

@@ -7,6 +7,8 @@ import statistics
 import time
 import uuid
 
+import pytest
+
 from eventbook.auth import PASSWORDS
 from tests.client import Api
 from tests.processes import environment, run
@@ -270,6 +272,20 @@ def test_user_create_takes_no_password_on_the_command_line(config) -> None:
     )
     assert result.returncode == 2
     assert "unrecognized arguments: --password" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name", ["Ada\r\nBcc: x@example.com", "Ada\tL", "\u202eadA", "A\u2028B"]
+)
+async def test_a_name_with_control_characters_is_refused(api: Api, name: str) -> None:
+    answer = await api.post(
+        "/api/v1/auth/register",
+        json={"email": "ada@example.com", "password": "correct horse", "name": name,
+              "role": "customer"},
+    )
+    problem = await assert_problem(answer, 422, "validation_failed")
+    assert set(problem["errors"]) == {"name"}
+    assert "control characters" in problem["errors"]["name"][0]
 
 
 async def test_text_the_database_cannot_store_is_a_422_not_a_500(api: Api) -> None:

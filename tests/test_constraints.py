@@ -77,6 +77,20 @@ async def test_naive_concurrent_decrements_still_cannot_oversell(
     assert await pool.fetchval("SELECT available_tickets FROM events WHERE id = $1", event) == 0
 
 
+# -- the per-customer cap ------------------------------------------------------------------
+
+
+async def test_a_per_customer_cap_stays_in_range(pool: asyncpg.Pool, event) -> None:
+    await refused(pool, "events_customer_cap_in_range",
+                  "UPDATE events SET max_tickets_per_customer = 1000001 WHERE id = $1", event)
+
+
+async def test_a_per_customer_cap_fits_a_booking(pool: asyncpg.Pool, event) -> None:
+    await refused(pool, "events_customer_cap_fits_a_booking",
+                  "UPDATE events SET max_tickets_per_customer = 4, max_tickets_per_booking = 5"
+                  " WHERE id = $1", event)
+
+
 # -- one booking per customer and Idempotency-Key ------------------------------------------
 
 

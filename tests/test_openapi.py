@@ -107,3 +107,23 @@ async def test_docs_is_a_page_whose_assets_all_come_from_this_server(api: Api) -
     script = await (await api.get("/docs/docs.js")).text()
     assert '"/openapi.json"' in script
     assert "http" not in script.replace("validatorUrl: null", "")
+
+
+async def test_the_time_rules_are_among_the_documented_conflicts(api: Api) -> None:
+    paths = (await document(api))["paths"]
+    conflicts = {
+        ("patch", "/api/v1/events/{id}"): "event_ended",
+        ("post", "/api/v1/events/{id}/cancel"): "event_ended",
+        ("post", "/api/v1/bookings/{id}/cancel"): "event_started",
+    }
+    for (method, path), code in conflicts.items():
+        assert f"`{code}`" in paths[path][method]["responses"]["409"]["description"], path
+
+
+async def test_the_per_customer_cap_is_documented(api: Api) -> None:
+    doc = await document(api)
+    book = doc["paths"]["/api/v1/events/{id}/bookings"]["post"]
+    assert "`customer_limit_reached`" in book["responses"]["409"]["description"]
+    event = doc["components"]["schemas"]["Event"]
+    assert "max_tickets_per_customer" in event["required"]
+    assert event["properties"]["max_tickets_per_customer"]["nullable"] is True
