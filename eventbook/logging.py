@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 
-def configure(log_format: str = "auto", level: str = "info") -> None:
-    """Route structlog and the standard library's logging through one renderer to stdout."""
+def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Route structlog and the standard library's logging through one renderer to `stream`.
+
+    `stream` is stdout (the default) for the long-running processes; operator commands
+    pass stderr, so that their stdout holds only their answer.
+    """
+    out = sys.stdout if stream is None else stream
     if log_format == "auto":
-        log_format = "console" if sys.stdout.isatty() else "json"
+        log_format = "console" if out.isatty() else "json"
     renderer: structlog.typing.Processor
     if log_format == "console":
         renderer = structlog.dev.ConsoleRenderer()
@@ -31,11 +37,11 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
     )
     # Our own log lines are rendered and written by structlog directly: through the
     # standard library's logging they cost twice as much, and the booking path writes
-    # two per request (issue 7's profile). Other libraries' lines still go through
+    # two per request. Other libraries' lines still go through
     # logging, rendered the same way by the handler below.
     structlog.configure(
         processors=[*shared, tracebacks, renderer],
-        logger_factory=_NamedLoggerFactory(),
+        logger_factory=_NamedLoggerFactory(out),
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
@@ -49,7 +55,7 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -61,11 +67,14 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
 class _NamedLogger(structlog.WriteLogger):
     """structlog's file logger with the name add_logger_name reports."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(sys.stdout)
+    def __init__(self, name: str, stream: TextIO) -> None:
+        super().__init__(stream)
         self.name = name
 
 
 class _NamedLoggerFactory:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
     def __call__(self, *args: object) -> _NamedLogger:
-        return _NamedLogger(str(args[0]) if args else "")
+        return _NamedLogger(str(args[0]) if args else "", self.stream)
