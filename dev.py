@@ -31,6 +31,16 @@ EXTRAS = {
 }
 
 
+def quiet(args: list[str]) -> None:
+    """Run pip; show what it printed only when it failed. Even with -q, pip passes on the
+    build backend's notes (setuptools' editable-install caveat), which would otherwise
+    open the server's log."""
+    result = subprocess.run(args, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        raise SystemExit(f"dev.py: {' '.join(args)} failed ({result.returncode})")
+
+
 def ensure_venv(extras: str) -> None:
     """Install eventbook with `extras` unless an install of this pyproject.toml already
     has them: switching between serve and test reuses one install. The stamp records
@@ -52,8 +62,8 @@ def ensure_venv(extras: str) -> None:
     print(f"dev.py: installing eventbook[{','.join(sorted(wanted))}] into {VENV}",
           file=sys.stderr)
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "-U", "pip"], check=True)
-    subprocess.run([*pip, "install", "-e", f"{ROOT}[{','.join(sorted(wanted))}]"], check=True)
+    quiet([*pip, "install", "-U", "pip"])
+    quiet([*pip, "install", "-e", f"{ROOT}[{','.join(sorted(wanted))}]"])
     stamp.write_text(json.dumps({"digest": digest, "extras": sorted(wanted)}))
 
 

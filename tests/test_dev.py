@@ -27,7 +27,7 @@ def load_dev(venv: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 def record_installs(monkeypatch: pytest.MonkeyPatch, dev: ModuleType) -> list[list[str]]:
     calls: list[list[str]] = []
-    monkeypatch.setattr(dev.subprocess, "run", lambda args, **_: calls.append(list(args)))
+    monkeypatch.setattr(dev, "quiet", lambda args: calls.append(list(args)))
     return calls
 
 
