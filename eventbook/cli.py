@@ -428,6 +428,8 @@ def cmd_dlq(config: Config, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eventbook.actors import ACTOR_NAMES
+
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="eventbook",
@@ -467,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
         process=True,
     )
     worker.add_argument(
-        "--actors", help="comma-separated actor names: relay, confirmations, ... (default: all)"
+        "--actors", help=f"comma-separated actor names: {', '.join(ACTOR_NAMES)} "
+        "(default: $EVENTBOOK_ACTORS, else all)",
     )
     worker.add_argument(
         "--metrics-port", type=int,

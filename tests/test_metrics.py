@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import structlog
 
 from eventbook.keys import METRICS, REDIS
 from tests.client import Api, metric
@@ -105,3 +106,11 @@ async def test_stream_length_pending_lag_and_dead_letters(api: Api, config) -> N
     assert await metric(api, "eventbook_stream_lag", **labels) == 3  # never delivered
     assert await metric(api, "eventbook_dead_letters", **labels) == 1
     assert await metric(api, "eventbook_metrics_source_up", source="redis") == 1
+
+
+async def test_the_access_log_names_an_unmatched_route_as_the_metrics_do(api: Api) -> None:
+    with structlog.testing.capture_logs() as logs:
+        assert (await api.get("/no/such/route")).status == 404
+        assert (await api.request("DELETE", "/api/v1/events")).status == 405
+    routes = [line["route"] for line in logs if line["event"] == "request"]
+    assert routes == ["unmatched", "unmatched"]

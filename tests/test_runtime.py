@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import signal
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import asyncpg
 import pytest
 
 from eventbook import db
+from eventbook.actors import ACTOR_NAMES
 from eventbook.config import SETTINGS, Config, ConfigError
 from eventbook.embedded import EmbeddedServices
 from eventbook.keys import REDIS
@@ -68,6 +71,11 @@ def test_help_names_every_subcommand_and_variable() -> None:
         assert word in result.stdout
     serve_help = run(["serve", "--help"], environment()).stdout
     assert "--no-actors" in serve_help and "DATABASE_URL" in serve_help
+
+
+def test_worker_help_names_every_actor() -> None:
+    worker_help = " ".join(run(["worker", "--help"], environment()).stdout.split())
+    assert f"actor names: {', '.join(ACTOR_NAMES)}" in worker_help
 
 
 def test_startup_log_redacts_secrets(config: Config) -> None:
@@ -185,6 +193,10 @@ async def test_serve_uses_the_servers_it_is_given_and_starts_none(
     finally:
         assert server.stop() == 0
     assert '"event": "stopped"' in server.output
+    # The startup line shows the port of --port, not the environment's default.
+    lines = [json.loads(line) for line in server.output.splitlines() if line.startswith("{")]
+    [starting] = [line for line in lines if line["event"] == "starting"]
+    assert starting["config"]["port"] == server.port
 
 
 def test_worker_starts_logs_and_stops_cleanly_on_sigterm(config: Config, tmp_path: Path) -> None:
@@ -248,7 +260,26 @@ async def test_embedded_servers_are_shared_and_stopped_by_the_last_process(
             second.stop()
 
 
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
 def test_the_readme_documents_every_variable() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    missing = [s.env for s in SETTINGS if f"`{s.env}`" not in readme]
+    missing = [s.env for s in SETTINGS if f"`{s.env}`" not in README]
     assert missing == []
+
+
+def test_the_readme_configuration_table_lists_only_real_variables() -> None:
+    table = README.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    listed = {name for row in rows for name in re.findall(r"`([A-Z0-9_]+)`", row)}
+    assert listed == {s.env for s in SETTINGS}
+    help_text = run(["--help"], environment()).stdout
+    assert [name for name in sorted(listed) if name not in help_text] == []
+
+
+def test_the_readme_shows_every_command_in_help() -> None:
+    help_text = run(["--help"], environment()).stdout
+    commands = re.findall(r"^    ([a-z]+)\s", help_text, re.MULTILINE)
+    assert {"serve", "worker", "migrate", "check", "queues", "dlq", "user"} <= set(commands)
+    for command in commands:
+        assert f"`eventbook {command}" in README or f"\neventbook {command}" in README, command
