@@ -424,6 +424,35 @@ def cmd_dlq(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embedded(config: Config, args: argparse.Namespace) -> int:
+    import shlex
+
+    services = EmbeddedServices(config.data_dir)
+    if args.embedded_command == "stop":
+        if not services.stop_kept():
+            raise CommandError(
+                f"the servers under {services.data_dir} are in use by eventbook processes "
+                "in embedded mode; they stop when the last one exits"
+            )
+        answer(args, {"stopped": True}, lambda _: "stopped")
+        return 0
+    urls = services.keep() if args.embedded_command == "start" else services.urls()
+    if urls is None:
+        raise CommandError(
+            f"no embedded servers run under {services.data_dir}: "
+            "`eventbook embedded start` starts them"
+        )
+    environment = {
+        "DATABASE_URL": urls[0],
+        "REDIS_URL": urls[1],
+        "JWT_SECRET": dev_jwt_secret(config.data_dir),
+    }
+    answer(args, environment, lambda env: "\n".join(
+        f"export {name}={shlex.quote(value)}" for name, value in env.items()
+    ))
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------
 
 
@@ -521,6 +550,26 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_purge.add_argument("--yes", action="store_true", help="do not ask")
     for command in (dlq_list, dlq_show, dlq_replay, dlq_purge):
         command.add_argument("--json", action="store_true", help="print JSON")
+
+    embedded = add(
+        "embedded", lambda c, a: 2,
+        "Keep the embedded PostgreSQL and Redis running, for `web` and `worker` processes "
+        "(eval \"$(eventbook embedded start)\").",
+    )
+    embedded_sub = embedded.add_subparsers(dest="embedded_command", required=True,
+                                           metavar="ACTION")
+    for action, text in (
+        ("start", "Start the servers under EVENTBOOK_DATA_DIR (or join running ones) and keep "
+                  "them running; print DATABASE_URL, REDIS_URL and JWT_SECRET as shell "
+                  "exports."),
+        ("env", "Print the running servers' DATABASE_URL, REDIS_URL and JWT_SECRET as shell "
+                "exports."),
+        ("stop", "Stop the kept servers (refused while eventbook processes in embedded mode "
+                 "use them)."),
+    ):
+        add(action, cmd_embedded, text, parent=embedded_sub).add_argument(
+            "--json", action="store_true", help="print JSON"
+        )
 
     user = add("user", lambda c, a: 2, "Manage accounts.")
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")

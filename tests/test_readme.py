@@ -58,11 +58,17 @@ async def test_the_api_walk_through_runs_as_written(config: Config, tmp_path: Pa
 
 
 def documented_commands() -> list[str]:
-    """Every `eventbook ...` command line in the README, inline or in a sh block."""
+    """Every `eventbook ...` command line in the README, inline or in a sh block, run
+    directly or through dev.py."""
     inline = re.findall(r"`eventbook ([^`]+)`", README)
-    blocks = [line.split("#", 1)[0] for block in shell_blocks(README)
-              for line in block.splitlines() if line.startswith("eventbook ")]
-    found = {*inline, *(line.removeprefix("eventbook ") for line in blocks)}
+    lines = [line.split("#", 1)[0].strip() for block in shell_blocks(README)
+             for line in block.splitlines()]
+    found = {*inline}
+    for line in lines:
+        line = line.removeprefix('eval "$(').removesuffix(')"')
+        for prefix in ("eventbook ", "python3 dev.py eventbook "):
+            if line.startswith(prefix):
+                found.add(line.removeprefix(prefix))
     return sorted(found - {"..."})  # "`eventbook ...`" names the command, not a use of it
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
 import signal
 from pathlib import Path
 
@@ -261,6 +262,36 @@ async def test_embedded_servers_are_shared_and_stopped_by_the_last_process(
 
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def exports(output: str) -> dict[str, str]:
+    pairs = [shlex.split(line.removeprefix("export "))[0] for line in output.splitlines()]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+async def test_embedded_start_keeps_the_servers_for_web_and_worker_until_stop(
+    tmp_path: Path,
+) -> None:
+    env = environment(EVENTBOOK_DATA_DIR=str(tmp_path / "data"))
+    assert run(["embedded", "env"], env).returncode == 1  # nothing runs yet
+    started = run(["embedded", "start"], env, timeout=120)
+    assert started.returncode == 0, started.stderr
+    try:
+        given = exports(started.stdout)
+        assert set(given) == {"DATABASE_URL", "REDIS_URL", "JWT_SECRET"}
+        assert json.loads(run(["embedded", "env", "--json"], env).stdout) == given
+        # An embedded-mode process that joins and leaves does not stop kept servers.
+        assert run(["migrate"], env).returncode == 0
+        # A process given the printed environment uses them.
+        migrated = run(["migrate", "--json"], {**environment(), **given})
+        assert migrated.returncode == 0, migrated.stderr
+        conn = await asyncpg.connect(given["DATABASE_URL"])
+        await conn.close()
+    finally:
+        stopped = run(["embedded", "stop"], env, timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    services = EmbeddedServices(tmp_path / "data")
+    assert services.postgres_port() is None and services.redis_port() is None
 
 
 def test_the_readme_documents_every_variable() -> None:
