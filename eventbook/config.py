@@ -227,14 +227,14 @@ class Config:
             if field.name in ("jwt_secret", "metrics_token"):
                 value = None if value is None else "***"
             elif field.name in ("database_url", "redis_url", "smtp_url") and value:
-                value = _redact_url(value)
+                value = redact_url(value)
             elif isinstance(value, Path):
                 value = str(value)
             shown[field.name] = value
         return shown
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -5,17 +5,22 @@ from __future__ import annotations
 import copy
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import asyncpg
 import structlog
 from structlog.typing import EventDict
 
 
-def configure(log_format: str = "auto", level: str = "info") -> None:
-    """Route structlog and the standard library's logging through one renderer to stdout."""
+def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Route structlog and the standard library's logging through one renderer to `stream`.
+
+    `stream` is stdout (the default) for the long-running processes; operator commands
+    pass stderr, so that their stdout holds only their answer.
+    """
+    out = sys.stdout if stream is None else stream
     if log_format == "auto":
-        log_format = "console" if sys.stdout.isatty() else "json"
+        log_format = "console" if out.isatty() else "json"
     # A traceback lists its frames, never their local variables: a request's frames hold
     # its body, a password and its hash included. structlog's default for both renderers
     # (rich on the console, dict_tracebacks in JSON) shows them.
@@ -44,11 +49,11 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
     ]
     # Our own log lines are rendered and written by structlog directly: through the
     # standard library's logging they cost twice as much, and the booking path writes
-    # two per request (issue 7's profile). Other libraries' lines still go through
+    # two per request. Other libraries' lines still go through
     # logging, rendered the same way by the handler below.
     structlog.configure(
         processors=[*shared, *tracebacks, renderer],
-        logger_factory=_NamedLoggerFactory(),
+        logger_factory=_NamedLoggerFactory(out),
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
@@ -62,7 +67,7 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -113,11 +118,14 @@ def _redacted(exc: BaseException, seen: set[int]) -> BaseException:
 class _NamedLogger(structlog.WriteLogger):
     """structlog's file logger with the name add_logger_name reports."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(sys.stdout)
+    def __init__(self, name: str, stream: TextIO) -> None:
+        super().__init__(stream)
         self.name = name
 
 
 class _NamedLoggerFactory:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
     def __call__(self, *args: object) -> _NamedLogger:
-        return _NamedLogger(str(args[0]) if args else "")
+        return _NamedLogger(str(args[0]) if args else "", self.stream)

@@ -12,6 +12,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from eventbook.keys import METRICS, REQUEST_ID
+from eventbook.metrics import UNMATCHED
 
 log = structlog.get_logger("eventbook.access")
 
@@ -49,7 +50,7 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     finally:
         elapsed = time.perf_counter() - started
         route = request.match_info.route.resource
-        canonical = route.canonical if route is not None else None
+        canonical = route.canonical if route is not None else UNMATCHED
         log.info(
             "request",
             method=request.method,

@@ -232,7 +232,9 @@ def operation_of(
     if parameters:
         operation["parameters"] = parameters
     if spec.body is not None:
-        required = any(field.required for field in spec.body.fields.values())
+        # An absent body reads as {}: it is required exactly when the schema refuses {}
+        # (a PATCH with nothing to change, say), whatever its fields' own flags.
+        required = bool(spec.body.validate({}))
         operation["requestBody"] = {
             "required": required,
             "content": {"application/json": {"schema": spec.body}},
@@ -264,7 +266,10 @@ def build_document(app: web.Application) -> dict[str, Any]:
                 "Event booking: organizers publish events, customers book tickets. "
                 "JSON in and out; errors are RFC 9457 problem details "
                 "(application/problem+json) with a stable `code`. Send "
-                "`Authorization: Bearer <access_token>` from register or login."
+                "`Authorization: Bearer <access_token>` from register or login. "
+                "A method a path does not list is answered 405 `method_not_allowed` "
+                "with an `Allow` header naming the methods it does list "
+                "(`components.responses.MethodNotAllowed`)."
             )
         },
     )
@@ -285,6 +290,15 @@ def build_document(app: web.Application) -> dict[str, Any]:
             "schema": {"type": "string"},
         },
     )
+    # Not referenced by any operation (no listed method answers it): a 405 is the
+    # answer to a method the path does not list.
+    method_not_allowed = _problem_response(405, ["method_not_allowed"], signed=False)
+    method_not_allowed["headers"]["Allow"] = {
+        "description": "The methods the path lists.",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    spec.components.response("MethodNotAllowed", method_not_allowed)
     paths: dict[str, dict[str, Any]] = {}
     tags: list[str] = []
     used_ids: set[str] = set()

@@ -98,14 +98,21 @@ async def test_a_cancelled_booking_gets_a_cancellation_mail_too(
     booking = await expect(await api.book(customer, event), 201)
     await eventually(lambda: confirmed(pool, booking["id"]))
 
-    await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
+    with structlog.testing.capture_logs() as logs:
+        await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
 
-    async def two_mails() -> list[asyncpg.Record]:
-        mails = await sent_mails(pool, booking["id"])
-        return mails if len(mails) == 2 and all(m["sent_at"] for m in mails) else []
+        async def two_mails() -> list[asyncpg.Record]:
+            mails = await sent_mails(pool, booking["id"])
+            return mails if len(mails) == 2 and all(m["sent_at"] for m in mails) else []
 
-    mails = await eventually(two_mails)
+        mails = await eventually(two_mails)
     assert [mail["kind"] for mail in mails] == ["booking_confirmed", "booking_cancelled"]
+    # Logged by its own name, not as a confirmation.
+    sent = [line for line in logs if line.get("booking_id") == booking["id"]
+            and line["event"].endswith("_sent")]
+    assert [(line["event"], line["kind"]) for line in sent] == [
+        ("cancellation_sent", "booking_cancelled")
+    ]
     assert mails[1]["subject"] == "Booking cancelled: Matinee"
     row = await booking_row(pool, booking["id"])
     assert row["confirmation_status"] == "sent"

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
 from eventbook.app import create_app
 from eventbook.config import Config
@@ -182,3 +183,11 @@ async def test_stream_length_pending_lag_and_dead_letters(api: Api, config) -> N
 
 async def _equal(values: Awaitable[list[float | None]], expected: list[float]) -> bool:
     return await values == expected
+
+
+async def test_the_access_log_names_an_unmatched_route_as_the_metrics_do(api: Api) -> None:
+    with structlog.testing.capture_logs() as logs:
+        assert (await api.get("/no/such/route")).status == 404
+        assert (await api.request("DELETE", "/api/v1/events")).status == 405
+    routes = [line["route"] for line in logs if line["event"] == "request"]
+    assert routes == ["unmatched", "unmatched"]

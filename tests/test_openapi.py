@@ -127,3 +127,29 @@ async def test_the_per_customer_cap_is_documented(api: Api) -> None:
     event = doc["components"]["schemas"]["Event"]
     assert "max_tickets_per_customer" in event["required"]
     assert event["properties"]["max_tickets_per_customer"]["nullable"] is True
+
+
+async def test_a_body_is_required_exactly_when_an_empty_one_is_refused(
+    api: Api, organizer, customer
+) -> None:
+    paths = (await (await api.get("/openapi.json")).json())["paths"]
+    patch = paths["/api/v1/events/{id}"]["patch"]["requestBody"]
+    book = paths["/api/v1/events/{id}/bookings"]["post"]["requestBody"]
+    assert (patch["required"], book["required"]) == (True, False)
+    event = await api.create_event(organizer)
+    empty_patch = await api.request("PATCH", f"/api/v1/events/{event['id']}", organizer)
+    assert empty_patch.status == 422
+    empty_booking = await api.request("POST", f"/api/v1/events/{event['id']}/bookings", customer)
+    assert empty_booking.status == 201
+
+
+async def test_the_document_describes_the_405_answer(api: Api) -> None:
+    document = await (await api.get("/openapi.json")).json()
+    declared = document["components"]["responses"]["MethodNotAllowed"]
+    assert "method_not_allowed" in declared["description"]
+    assert "Allow" in declared["headers"]
+    assert "405" in document["info"]["description"]
+    answer = await api.request("DELETE", "/api/v1/events")
+    assert answer.status == 405
+    assert set(declared["headers"]) <= {*answer.headers, "X-Request-ID"}
+    assert (await answer.json())["code"] == "method_not_allowed"

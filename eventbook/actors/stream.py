@@ -18,6 +18,11 @@ a message waiting out an outage or a slow page is not taken by another consumer.
 Messages a dead consumer left pending are claimed again (XAUTOCLAIM) after
 `claim_idle_ms`; one delivered `delivery_limit` times without ever finishing (its
 consumers keep dying on it) is dead-lettered too.
+
+A consumer is registered in its group when its actor starts (Redis would otherwise
+list it only once it is handed a message) and keeps a heartbeat key alive while it
+runs. Consumers of processes that are gone (no heartbeat, silent for `gone_after_ms`,
+holding no pending message) are removed from the group, so operators see the live ones.
 """
 
 from __future__ import annotations
@@ -57,6 +62,22 @@ def dead_letter_key(prefix: str, topic: str) -> str:
 def failures_key(prefix: str, topic: str) -> str:
     """Hash of message id -> failures that were the message's own, while it is pending."""
     return f"{prefix}failures:{topic}"
+
+
+def heartbeat_key(prefix: str, topic: str, consumer: str) -> str:
+    """Exists while `consumer` runs: Redis's own idle time is no sign of life, since
+    (before Redis 7.2) a read that finds nothing does not reset it."""
+    return f"{prefix}consumer:{topic}:{consumer}"
+
+
+# Removes consumer ARGV[2] of group ARGV[1] of stream KEYS[1] unless its heartbeat
+# KEYS[2] exists or it holds a pending message, in one step: XGROUP DELCONSUMER drops a
+# consumer's pending messages, which would then never be delivered again.
+FORGET_CONSUMER = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return -1 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+"""
 
 
 def consumer_name() -> str:
@@ -135,6 +156,9 @@ class StreamActor:
         self.group = self.name
         self.consumer = consumer or consumer_name()
         self.claim_idle_ms = config.claim_idle_ms
+        # A consumer silent this long, with no heartbeat and nothing pending, is gone.
+        self.gone_after_ms = max(10 * config.claim_idle_ms, 1000)
+        self.heartbeat = heartbeat_key(config.redis_prefix, self.topic, self.consumer)
         self.max_attempts = config.max_attempts
         self.delivery_limit = config.max_attempts * self.deliveries_per_attempt
         if concurrency is not None:
@@ -201,12 +225,42 @@ class StreamActor:
         log.info("consumer_stopped", actor=self.name, consumer=self.consumer)
 
     async def ensure_group(self) -> None:
-        # From id 0: entries the relay added before any consumer existed are read too.
+        """Make the group (from id 0: entries the relay added before any consumer existed
+        are read too) and register this consumer in it; forget consumers that are gone."""
         try:
             await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.exceptions.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        await self.beat()
+        await self.forget_gone_consumers()
+
+    async def beat(self) -> None:
+        """Register this consumer (again, if it was forgotten) and renew its heartbeat."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xgroup_createconsumer(self.stream, self.group, self.consumer)
+            pipe.set(self.heartbeat, "1", px=self.gone_after_ms)
+            await pipe.execute()
+
+    async def forget_gone_consumers(self) -> list[str]:
+        """Remove the group's consumers that hold nothing, have no heartbeat and have been
+        silent for gone_after_ms: those of processes that died or were killed."""
+        consumers = await self.redis.xinfo_consumers(self.stream, self.group)
+        forgotten = []
+        for consumer in consumers:
+            name = consumer["name"]
+            if (name == self.consumer or int(consumer["pending"]) > 0
+                    or int(consumer["idle"]) < self.gone_after_ms):
+                continue
+            keys = [self.stream, heartbeat_key(self.config.redis_prefix, self.topic, name)]
+            removed = await self.redis.eval(
+                FORGET_CONSUMER, len(keys), *keys, self.group, name
+            )
+            if removed == 0:
+                forgotten.append(name)
+        if forgotten:
+            log.info("consumers_forgotten", actor=self.name, consumers=forgotten)
+        return forgotten
 
     @property
     def claim_interval(self) -> float:
@@ -235,6 +289,7 @@ class StreamActor:
             if claimed:
                 return claimed
             await self.trim()
+            await self.forget_gone_consumers()
         block_ms = min(self.block_ms, max(50, int(self.claim_interval * 1000)))
         reply: Any = await self.redis.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
@@ -277,10 +332,16 @@ class StreamActor:
     async def keep_claimed(self) -> None:
         """Reset the idle time of the messages in hand, so that no consumer (this one
         included) claims a message that is being handled, however long that takes.
-        JUSTID: a delivery is not counted."""
+        JUSTID: a delivery is not counted. Also renews this consumer's heartbeat."""
         interval = max(0.02, self.claim_idle_ms / 3000)
+        beat_every = self.gone_after_ms / 5000
+        next_beat = time.monotonic() + beat_every
         while True:
             await asyncio.sleep(interval)
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + beat_every
+                with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                    await self.beat()
             mine: list[StreamIdT] = list(self._in_hand)
             if not mine:
                 continue
@@ -309,6 +370,7 @@ class StreamActor:
             mine = await self.redis.xpending_range(
                 self.stream, self.group, "-", "+", 1, consumername=self.consumer
             )
+            await self.redis.delete(self.heartbeat)
             if not mine:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, self.consumer)
 
