@@ -37,6 +37,8 @@ class EmailAddress(Text, fields.Email):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         address = unicodedata.normalize("NFC", super()._deserialize(value, attr, data, **kwargs))
+        if "@" not in address:
+            return address  # the syntax check says what is wrong with it
         try:
             emails.ascii_domain(address.rpartition("@")[2])
         except UnicodeError:
