@@ -68,6 +68,15 @@ async def event(api: Api, organizer: User) -> dict[str, Any]:
     return await api.create_event(organizer, capacity=100)
 
 
+async def relayed_booking(
+    api: Api, customer: User, event: dict[str, Any], config: Config, pool: asyncpg.Pool
+) -> dict[str, Any]:
+    """A booking whose confirmation message is in the stream, waiting for a consumer."""
+    booking = await expect(await api.book(customer, event), 201)
+    assert await OutboxRelay(config, pool, api.app[REDIS]).relay_once() == 1
+    return dict(booking)
+
+
 async def test_a_mail_server_outage_is_waited_out_without_counting_an_attempt(
     api: Api, event: dict[str, Any], customer: User, config: Config, pool: asyncpg.Pool
 ) -> None:
@@ -75,8 +84,7 @@ async def test_a_mail_server_outage_is_waited_out_without_counting_an_attempt(
     while is still sent once the server is back: nothing dead-lettered, nothing counted."""
     config = config.replace(max_attempts=1)
     client = api.app[REDIS]
-    booking = await expect(await api.book(customer, event), 201)
-    assert await OutboxRelay(config, pool, client).relay_once() == 1
+    booking = await relayed_booking(api, customer, event, config, pool)
 
     mailer = MailServerDown()
     actor = Confirmations(config, pool, client, mailer)
@@ -126,8 +134,7 @@ async def test_a_dead_pooled_connection_with_every_dependency_up_costs_no_attemp
     dropped is tried again at once, uncounted, and confirmed."""
     config = config.replace(max_attempts=1)
     client = api.app[REDIS]
-    booking = await expect(await api.book(customer, event), 201)
-    assert await OutboxRelay(config, pool, client).relay_once() == 1
+    booking = await relayed_booking(api, customer, event, config, pool)
     mailer = SimulatedMailer()
     actor = DroppedConnectionOnce(config, pool, client, mailer)
     with structlog.testing.capture_logs() as logs:
@@ -151,8 +158,7 @@ async def test_a_dead_connection_error_that_repeats_with_everything_up_is_counte
 
     config = config.replace(max_attempts=2)
     client = api.app[REDIS]
-    booking = await expect(await api.book(customer, event), 201)
-    assert await OutboxRelay(config, pool, client).relay_once() == 1
+    booking = await relayed_booking(api, customer, event, config, pool)
     actor = AlwaysDropped(config, pool, client, SimulatedMailer(), retry_delay=0.05)
     await run_until(actor, lambda: _is_failed(pool, booking["id"]))
     [(_, fields)] = await client.xrange(dead_letter_key(config.redis_prefix, "confirmations"))
@@ -170,8 +176,7 @@ async def test_a_message_handled_longer_than_the_claim_time_is_not_taken_by_anot
     time far below the handling time neither takes it nor counts a delivery."""
     config = config.replace(claim_idle_ms=200)
     client = api.app[REDIS]
-    booking = await expect(await api.book(customer, event), 201)
-    assert await OutboxRelay(config, pool, client).relay_once() == 1
+    booking = await relayed_booking(api, customer, event, config, pool)
 
     slow, other = SlowMailer(), SimulatedMailer()
     stopping = asyncio.Event()

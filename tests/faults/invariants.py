@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from eventbook.config import Config
+from tests.client import eventually
 from tests.processes import environment, run
 
 
@@ -77,3 +78,18 @@ async def assert_each_confirmed_once(
     assert set(states) == set(bookings)
     wrong = {booking: state for booking, state in states.items() if state != ("sent", 1, 1)}
     assert wrong == {}
+
+
+async def assert_confirmed_once(
+    pool: asyncpg.Pool, bookings: Collection[uuid.UUID], timeout: float = 60
+) -> None:
+    """Wait until every booking is confirmed, then check each has exactly one mail."""
+    await eventually(lambda: all_confirmed(pool, bookings), timeout=timeout, interval=0.1)
+    await assert_each_confirmed_once(pool, bookings)
+
+
+def assert_settled(config: Config) -> None:
+    """After the processes stopped: nothing pending, lagging or dead-lettered, and
+    `eventbook check` finds nothing."""
+    assert_every_message_handled(config)
+    assert_check_reports_nothing(config)
