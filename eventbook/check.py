@@ -1,19 +1,26 @@
-"""The consistency check behind `eventbook check`: what should never be, listed."""
+"""The consistency check behind `eventbook check`: what should never be, listed, and
+what the reconciler would put back now."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import asyncpg
+import redis.asyncio
 
 from eventbook import db
+from eventbook.actors.reconciler import find
+
+# Rows listed per kind of finding, as the queries of sql/check_*.sql do.
+REPORT_LIMIT = 100
 
 
 async def consistency_report(
-    conn: asyncpg.Connection, outbox_age_s: float, confirmation_window_s: float
+    conn: asyncpg.Connection, client: redis.asyncio.Redis, prefix: str,
+    outbox_age_s: float, confirmation_window_s: float, reconcile_after_s: float,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every finding, by kind; all lists empty means the data is consistent."""
-    return {
+    report = {
         "ticket_counts": [
             dict(row) for row in await conn.fetch(db.query("check_ticket_counts"))
         ],
@@ -26,4 +33,10 @@ async def consistency_report(
                 db.query("check_unconfirmed_bookings"), confirmation_window_s
             )
         ],
+    }
+    work = await find(conn, client, prefix, reconcile_after_s, limit=REPORT_LIMIT)
+    return report | {
+        "confirmations_to_requeue": work.confirmations,
+        "announcements_to_resume": work.announcements,
+        "dead_letters_to_replay": work.dead_letters[:REPORT_LIMIT],
     }

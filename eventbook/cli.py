@@ -27,6 +27,9 @@ from eventbook.logging import configure as configure_logging
 
 log = structlog.get_logger("eventbook")
 
+# Commands whose standard output is their report (text or --json): they log to stderr.
+REPORTING_COMMANDS = frozenset({"check", "reconcile", "queues", "dlq"})
+
 ENVIRONMENT_HELP = "environment variables:\n" + "\n".join(
     f"  {setting.env:<32} {setting.help}" for setting in SETTINGS
 )
@@ -216,16 +219,16 @@ def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     from eventbook.check import consistency_report
 
-    async def check() -> dict[str, list[dict[str, object]]]:
-        assert config.database_url is not None
-        conn = await asyncpg.connect(config.database_url, timeout=10)
-        try:
-            return await consistency_report(conn, args.outbox_age, args.confirmation_window)
-        finally:
-            await conn.close()
+    reconcile_after = _reconcile_after(config, args)
 
-    with running_services(config) as config:
-        report = asyncio.run(check())
+    async def check(client: Any, pool: Any) -> dict[str, list[dict[str, object]]]:
+        async with pool.acquire() as conn:
+            return await consistency_report(
+                conn, client, config.redis_prefix, args.outbox_age, args.confirmation_window,
+                reconcile_after,
+            )
+
+    report = with_redis(config, check)
     findings = sum(len(rows) for rows in report.values())
     if args.json:
         print(json.dumps({"ok": findings == 0, **report}, default=str, indent=2))
@@ -234,6 +237,12 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
             "ticket_counts": "events whose remaining tickets disagree with their bookings",
             "stuck_outbox": f"outbox rows older than {args.outbox_age:g} s",
             "unconfirmed_bookings": f"bookings unconfirmed after {args.confirmation_window:g} s",
+            "confirmations_to_requeue": f"bookings pending after {reconcile_after:g} s with "
+            "no message to confirm them (the reconciler requeues them)",
+            "announcements_to_resume": f"event changes unfinished after {reconcile_after:g} s "
+            "with no message to go on (the reconciler resumes them)",
+            "dead_letters_to_replay": "dead letters an outage caused (the reconciler replays "
+            "them)",
         }
         for kind, rows in report.items():
             print(f"{titles[kind]}: {len(rows)}")
@@ -241,6 +250,40 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
                 print("  " + " ".join(f"{key}={value}" for key, value in row.items()))
         print("ok" if findings == 0 else f"{findings} finding(s)")
     return 0 if findings == 0 else 1
+
+
+def _reconcile_after(config: Config, args: argparse.Namespace) -> float:
+    return float(config.reconcile_after_seconds if args.reconcile_after is None
+                 else args.reconcile_after)
+
+
+def cmd_reconcile(config: Config, args: argparse.Namespace) -> int:
+    from eventbook.actors.reconciler import reconcile
+
+    after = _reconcile_after(config, args)
+
+    async def work(client: Any, pool: Any) -> Any:
+        # wait=True: a pass running elsewhere finishes first, then this one runs.
+        return await reconcile(pool, client, config.redis_prefix, after, wait=True)
+
+    done = with_redis(config, work)
+    if args.json:
+        print(json.dumps(done.as_dict(), indent=2))
+        return 0
+    print(f"requeued {len(done.confirmations)} confirmation(s)")
+    for item in done.confirmations:
+        print(f"  booking {item['booking_id']} event {item['event_id']}"
+              f" request_id={item['request_id']}")
+    print(f"resumed {len(done.announcements)} announcement(s)")
+    for item in done.announcements:
+        pages = f" pages {','.join(str(p['page']) for p in item['pages'])}" if item["pages"] else ""
+        print(f"  event {item['event_id']} version {item['version']} {item['action']}{pages}"
+              f" request_id={item['request_id']}")
+    print(f"replayed {len(done.dead_letters)} dead letter(s)")
+    for item in done.dead_letters:
+        print(f"  {item['topic']} {item['id']} -> {item['new_id']} {item['kind']}"
+              f" request_id={item['request_id']}")
+    return 0
 
 
 def _table(rows: list[dict[str, object]], columns: list[str]) -> str:
@@ -380,7 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the background actors without HTTP. Applies pending migrations first.",
     )
     worker.add_argument(
-        "--actors", help="comma-separated actor names: relay, confirmations, ... (default: all)"
+        "--actors",
+        help="comma-separated actor names: relay, confirmations, notifications, reconciler "
+        "(default: all)",
     )
     worker.add_argument(
         "--metrics-port", type=int,
@@ -392,13 +437,30 @@ def build_parser() -> argparse.ArgumentParser:
     check = add(
         "check", cmd_check,
         "Check the data: remaining tickets against bookings, outbox rows stuck, bookings "
-        "left unconfirmed. Exits 1 when it finds anything.",
+        "left unconfirmed, and what the reconciler would put back (confirmations and event "
+        "changes no queue holds, dead letters an outage caused). Exits 1 when it finds "
+        "anything.",
     )
     check.add_argument("--outbox-age", type=float, default=60.0,
                        help="report outbox rows older than this many seconds (default 60)")
     check.add_argument("--confirmation-window", type=float, default=600.0,
                        help="report bookings pending confirmation longer (default 600 s)")
+    check.add_argument("--reconcile-after", type=float, metavar="SECONDS",
+                       help="report what the reconciler would put back, counting work this "
+                       "old as lost (default $EVENTBOOK_RECONCILE_AFTER_SECONDS, 300)")
     check.add_argument("--json", action="store_true", help="print JSON")
+
+    reconcile_cmd = add(
+        "reconcile", cmd_reconcile,
+        "Run one reconciler pass now (waiting for one running elsewhere): requeue the "
+        "confirmations and resume the event changes that no queue holds any more, replay "
+        "the dead letters an outage caused. Prints what it did.",
+    )
+    reconcile_cmd.add_argument(
+        "--reconcile-after", type=float, metavar="SECONDS",
+        help="count work this old as lost (default $EVENTBOOK_RECONCILE_AFTER_SECONDS, 300)",
+    )
+    reconcile_cmd.add_argument("--json", action="store_true", help="print JSON")
 
     queues_cmd = add(
         "queues", cmd_queues,
@@ -450,7 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"eventbook: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log_format, config.log_level)
+    # A command whose answer is what it prints keeps its log lines off that answer.
+    stream = sys.stderr if args.command in REPORTING_COMMANDS else sys.stdout
+    configure_logging(config.log_format, config.log_level, stream)
     try:
         return int(args.func(config, args))
     except EmbeddedError as exc:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 
-def configure(log_format: str = "auto", level: str = "info") -> None:
-    """Route structlog and the standard library's logging through one renderer to stdout."""
+def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None
+              ) -> None:
+    """Route structlog and the standard library's logging through one renderer to
+    `stream` (stdout unless given)."""
+    stream = stream or sys.stdout
     if log_format == "auto":
-        log_format = "console" if sys.stdout.isatty() else "json"
+        log_format = "console" if stream.isatty() else "json"
     renderer: structlog.typing.Processor
     if log_format == "console":
         renderer = structlog.dev.ConsoleRenderer()
@@ -35,7 +39,7 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
     # logging, rendered the same way by the handler below.
     structlog.configure(
         processors=[*shared, tracebacks, renderer],
-        logger_factory=_NamedLoggerFactory(),
+        logger_factory=_NamedLoggerFactory(stream),
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
@@ -49,7 +53,7 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -61,11 +65,14 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
 class _NamedLogger(structlog.WriteLogger):
     """structlog's file logger with the name add_logger_name reports."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(sys.stdout)
+    def __init__(self, name: str, stream: TextIO) -> None:
+        super().__init__(stream)
         self.name = name
 
 
 class _NamedLoggerFactory:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
     def __call__(self, *args: object) -> _NamedLogger:
-        return _NamedLogger(str(args[0]) if args else "")
+        return _NamedLogger(str(args[0]) if args else "", self.stream)
