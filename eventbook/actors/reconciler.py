@@ -61,7 +61,7 @@ OUTAGE_ERRORS = (
     "BrokenPipeError",
     "ConnectionError(",
     "TimeoutError",
-    # redis-py 7 and later write a network error's repr as "network:ConnectionError".
+    # redis-py 8 writes the repr of a network error as "network:ConnectionError".
     "network:",
     "Connect call failed",
     "Error connecting to",
