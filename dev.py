@@ -7,12 +7,13 @@
     python3 dev.py eventbook ARGS    run any eventbook subcommand
 
 Only Python 3.11+ is needed. The virtualenv lives in .venv/ and is refreshed when
-pyproject.toml changes.
+pyproject.toml changes; one install serves every command.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -30,19 +31,40 @@ EXTRAS = {
 }
 
 
+def quiet(args: list[str]) -> None:
+    """Run pip; show what it printed only when it failed. Even with -q, pip passes on the
+    build backend's notes (setuptools' editable-install caveat), which would otherwise
+    open the server's log."""
+    result = subprocess.run(args, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        raise SystemExit(f"dev.py: {' '.join(args)} failed ({result.returncode})")
+
+
 def ensure_venv(extras: str) -> None:
-    stamp = VENV / f".installed-{extras.replace(',', '-')}"
+    """Install eventbook with `extras` unless an install of this pyproject.toml already
+    has them: switching between serve and test reuses one install. The stamp records
+    the extras installed, so a later install keeps them (never narrows the venv)."""
+    stamp = VENV / ".installed"
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text() == digest:
-        return
+    wanted = set(extras.split(","))
+    try:
+        installed = json.loads(stamp.read_text())
+        have = set(installed["extras"])
+        if installed["digest"] == digest and wanted <= have:
+            return
+    except (OSError, ValueError, KeyError, TypeError):
+        have = set()
     if not (BIN / "python").exists():
         print(f"dev.py: creating {VENV}", file=sys.stderr)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    print(f"dev.py: installing eventbook[{extras}] into {VENV}", file=sys.stderr)
+    wanted |= have
+    print(f"dev.py: installing eventbook[{','.join(sorted(wanted))}] into {VENV}",
+          file=sys.stderr)
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "-U", "pip"], check=True)
-    subprocess.run([*pip, "install", "-e", f"{ROOT}[{extras}]"], check=True)
-    stamp.write_text(digest)
+    quiet([*pip, "install", "-U", "pip"])
+    quiet([*pip, "install", "-e", f"{ROOT}[{','.join(sorted(wanted))}]"])
+    stamp.write_text(json.dumps({"digest": digest, "extras": sorted(wanted)}))
 
 
 def main(argv: list[str]) -> int:

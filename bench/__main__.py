@@ -2,10 +2,11 @@
 JSON file in bench/results/.
 
 Everything runs on this machine: private PostgreSQL and Redis in a temporary directory,
-`eventbook serve --no-actors` (the Procfile's web process, default settings) as a real
-child process, `eventbook worker` beside it where actors are needed, wrk (installed with
-apt-get when missing) and pgbench as the load. Figures from a shared machine are noisy,
-so each one is printed as a ratio to a ceiling measured in the same run.
+`eventbook serve --no-actors` (the Procfile's web process, default settings and a
+metrics token) as a real child process, `eventbook worker` beside it where actors are
+needed, wrk (installed with apt-get when missing) and pgbench as the load. Figures from
+a shared machine are noisy, so each one is printed as a ratio to a ceiling measured in
+the same run.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from bench.profile import report as profile_report
 from bench.world import World
 from bench.wrk import ensure_wrk
 
-SCENARIOS = ("flash", "spread", "lag", "fanout")
+SCENARIOS = ("flash", "spread", "lag", "fanout", "floods")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -50,6 +51,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="bookings/s of the confirmation-lag run (default 500)")
     parser.add_argument("--lag-duration", type=float, default=10, help="default 10 s")
     parser.add_argument("--attendees", type=int, default=100_000, help="fan-out (default 100000)")
+    parser.add_argument("--listings", type=int, default=100_000,
+                        help="events the floods scenario's searches look through "
+                             "(default 100000)")
     parser.add_argument("--results", type=Path, default=report.ROOT / "bench" / "results",
                         help="where the JSON file goes (default bench/results)")
     parser.add_argument("--profile", action="store_true",
@@ -133,6 +137,13 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
             scen["fan_out"] = await scenarios.fan_out(
                 world, server.url, event, args.attendees, latencies_ms=(0, 50), limit=300
             )
+        if "floods" in wanted:
+            say(f"floods: seeding {args.listings} events to search; booking load alone, "
+                f"beside search and scrape floods, alone again ({args.duration:g} s each)")
+            scen["floods"] = await scenarios.floods(
+                world, server, customers, events=args.events, listings=args.listings,
+                duration=args.duration, **load,
+            )
     finally:
         results["server_peak_rss_mb"] = server.peak_rss_mb()
         server.stop()
@@ -148,7 +159,7 @@ def main(argv: list[str]) -> int:
         "machine": report.machine(),
         "git": report.git_commit(),
         "settings": {key: str(value) for key, value in vars(args).items()},
-        "web": "eventbook serve --no-actors, default settings",
+        "web": "eventbook serve --no-actors, default settings and a metrics token",
         "ceilings": {},
         "scenarios": {},
     }

@@ -155,6 +155,31 @@ def rows(results: dict[str, Any]) -> list[Row]:
             rss = run["worker_peak_rss_mb"]
             out.append(Row(f"  worker peak RSS (mail {latency} ms)", rss, "MB", "", None,
                            "< 200 MB", rss is not None and rss < 200))
+    floods = scen.get("floods")
+    if floods:
+        names = {
+            "search_anonymous": "search flood, anonymous",
+            "search_signed_in": "search flood, many accounts",
+            "scrape_no_token": "/metrics flood, no token",
+            "scrape_with_token": "/metrics flood, with token",
+        }
+        out.append(Row("bookings alone (floods scenario), p50", floods["alone_p50_ms"], "ms"))
+        out.append(Row("  bookings alone, p99", floods["alone_p99_ms"], "ms"))
+        for key, label in names.items():
+            run = floods["runs"].get(key)
+            if run is None:
+                continue
+            out.append(Row(f"bookings beside {label}, p50", run["p50_ms"], "ms",
+                           "bookings alone", ratio(run["p50_ms"], floods["alone_p50_ms"])))
+            out.append(Row("  p99", run["p99_ms"], "ms", "bookings alone",
+                           ratio(run["p99_ms"], floods["alone_p99_ms"])))
+            out.append(Row("  bookings/s", run["bookings_per_s"], "bookings/s",
+                           "bookings alone", ratio(run["bookings_per_s"], sum(
+                               floods["runs"][k]["bookings_per_s"]
+                               for k in ("alone_before", "alone_after")) / 2)))
+            flood = run["flood"]
+            statuses = ", ".join(f"{n} x {s}" for s, n in sorted(flood["statuses"].items()))
+            out.append(Row(f"  flood answered ({statuses})", flood["requests_per_s"], "req/s"))
     return out
 
 

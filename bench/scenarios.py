@@ -1,4 +1,5 @@
-"""The four scenarios of issue 7, each against real `eventbook` processes."""
+"""The scenarios, each against real `eventbook` processes: the four of issue 7 (flash,
+spread, lag, fan-out) and booking load under floods of searches and scrapes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,9 @@ import aiohttp
 from bench import processes
 from bench.ceilings import UNBOUNDED
 from bench.profile import profiled
-from bench.runs import booking_run, percentile
+from bench.runs import booking_run, latency_ms, percentile
 from bench.world import TOKEN_TTL_SECONDS, World
+from bench.wrk import run_wrk
 from eventbook.actors import ACTOR_NAMES
 from eventbook.auth import Tokens
 from eventbook.config import Config
@@ -203,3 +206,79 @@ async def fan_out(world: World, url: str, event: uuid.UUID, attendees: int, *,
         finally:
             actors.stop()
     return {"attendees": attendees, "runs": runs}
+
+
+# The broadest searches the bounds allow: two letters that begin a word of most events.
+FLOOD_SEARCHES = ("th", "mu", "co", "an", "th mu", "co an", "fe", "ni")
+
+
+async def floods(world: World, server: processes.Child, customers: Path, *, events: int,
+                 listings: int, connections: int, threads: int, duration: float
+                 ) -> dict[str, Any]:
+    """Booking load as in `spread`, alone and beside each flood, with `listings` events
+    to search: booking p50 / p99 under a flood against the same load alone (measured
+    before and after the floods). Each flood is closed-loop wrk:
+
+    - search, anonymous: 24 connections of the broadest searches allowed, from one
+      address (the per-address browsing limit answers most of them 429);
+    - search, signed in: the same with a different customer's token each request, as
+      an attacker with many accounts (no per-user limit holds it; the search
+      connections and the search timeout do);
+    - scrape, no token: 16 connections of GET /metrics without the token (401);
+    - scrape, with token: the same with the metrics token, as a scraper gone wild.
+    """
+    await world.insert_listings(listings)
+    ids = await world.insert_events(events, UNBOUNDED)
+    searches = world.lines_file(
+        "search.paths", [f"/api/v1/events?q={q.replace(' ', '+')}" for q in FLOOD_SEARCHES]
+    )
+    scrape = world.lines_file("scrape.paths", ["/metrics"])
+    metrics_token = world.lines_file("metrics-token.tsv", [f"{world.metrics_token}\t-"])
+    floods_: dict[str, tuple[Path, Path | None, int]] = {
+        "search_anonymous": (searches, None, 24),
+        "search_signed_in": (searches, customers, 24),
+        "scrape_no_token": (scrape, None, 16),
+        "scrape_with_token": (scrape, metrics_token, 16),
+    }
+
+    async def bookings(name: str) -> dict[str, Any]:
+        return await booking_run(world, server.url, f"floods-{name}", ids, customers,
+                                 connections=connections, duration=duration,
+                                 threads=threads, server_pid=server.proc.pid)
+
+    runs: dict[str, Any] = {"alone_before": await bookings("alone-before")}
+    for name, (paths, tokens, flood_connections) in floods_.items():
+        done = asyncio.Event()
+        flood = asyncio.create_task(run_wrk(
+            server.url, paths, connections=flood_connections, duration=duration + 30,
+            threads=threads, method="GET", tokens_file=tokens, until=_waiter(done),
+        ))
+        await asyncio.sleep(1)  # the flood is at full speed before the bookings start
+        try:
+            run = await bookings(name)
+        finally:
+            done.set()
+            flooded = await flood
+        run["flood"] = {
+            "connections": flood_connections,
+            "requests_per_s": flooded["requests"] / (flooded["duration_us"] / 1e6),
+            **latency_ms(flooded),
+            "statuses": flooded["statuses"],
+        }
+        runs[name] = run
+    runs["alone_after"] = await bookings("alone-after")
+    alone = [runs["alone_before"], runs["alone_after"]]
+    return {
+        "listings": listings,
+        "events": events,
+        "alone_p50_ms": sum(run["p50_ms"] for run in alone) / 2,
+        "alone_p99_ms": sum(run["p99_ms"] for run in alone) / 2,
+        "runs": runs,
+    }
+
+
+def _waiter(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
+    async def is_set() -> bool:
+        return event.is_set()
+
+    return is_set

@@ -18,6 +18,26 @@ from eventbook.embedded import EmbeddedServices
 # Long enough for the slowest scenario; the bench mints tokens once.
 TOKEN_TTL_SECONDS = 6 * 3600
 
+# Words of event listings, for events a search has something to find in: common words
+# ("the", "and", "music") make the broad prefixes an abusive search goes for.
+VOCABULARY = """
+music live night rock jazz festival concert band stage open air summer winter spring
+autumn city park hall theatre theater club bar show tour album release party dance dj set
+guest special the and with for from your our their this that will be is are a an of in on
+at to by all new old best great good free ticket tickets doors early late evening morning
+afternoon weekend friday saturday sunday monday family kids children adults welcome food
+drinks wine beer craft market fair art gallery exhibition talk lecture workshop class
+course learn meet community local international world classic classical orchestra symphony
+piano violin guitar drums bass voice choir opera ballet comedy stand up improv film cinema
+screening premiere book reading poetry author signing sport match game run race marathon
+cycling yoga fitness health wellness meditation tech conference summit meetup startup
+developer design product data science history museum walk garden nature river lake
+mountain beach boat harbour harbor square street avenue road center centre arena stadium
+venue room floor main annual first second third final edition anniversary celebration
+holiday christmas easter halloween valentine charity benefit fundraiser gala dinner lunch
+brunch breakfast tasting cooking chef kitchen vegan coffee tea chocolate cheese bread
+""".split()
+
 
 class World:
     def __init__(self, directory: Path) -> None:
@@ -26,6 +46,7 @@ class World:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.services = EmbeddedServices(directory / "data")
         self.jwt_secret = secrets.token_urlsafe(48)
+        self.metrics_token = secrets.token_urlsafe(32)
         self.database_url = ""
         self.redis_url = ""
         self.pool: asyncpg.Pool | None = None
@@ -60,22 +81,27 @@ class World:
         return self.pool
 
     def server_env(self) -> dict[str, str]:
-        """What eventbook needs to find the bench's servers; everything else is default."""
+        """What eventbook needs to find the bench's servers, and a metrics token as a
+        production deploy has; everything else is default."""
         return {
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "JWT_SECRET": self.jwt_secret,
+            "EVENTBOOK_METRICS_TOKEN": self.metrics_token,
             "EVENTBOOK_LOG_FORMAT": "json",
         }
 
     # -- data ----------------------------------------------------------------------
 
     async def insert_users(self, count: int, role: str = "customer") -> list[uuid.UUID]:
-        """`count` users with an unusable password hash: they never log in, they get tokens."""
+        """`count` users with an unusable password hash: they never log in, they get tokens.
+        Their addresses are ASCII, so each one's key (eventbook.emails) is its lower case."""
         rows = await self.db.fetch(
-            "INSERT INTO users (email, name, role, password_hash)"
-            " SELECT 'bench-' || gen_random_uuid() || '@example.com', 'Bench ' || n, $2, '!'"
-            "   FROM generate_series(1, $1) AS n RETURNING id",
+            "INSERT INTO users (email, email_key, name, role, password_hash)"
+            " SELECT email, lower(email), 'Bench ' || n, $2, '!'"
+            "   FROM (SELECT n, 'bench-' || gen_random_uuid() || '@example.com' AS email"
+            "           FROM generate_series(1, $1) AS n) AS seeded"
+            " RETURNING id",
             count, role,
         )
         return [row["id"] for row in rows]
@@ -110,9 +136,31 @@ class World:
         )
         return [row["id"] for row in rows]
 
+    async def insert_listings(self, count: int) -> None:
+        """`count` scheduled events over the next year with titles of 3 words and
+        descriptions of 30 drawn from VOCABULARY, the frequent ones more often."""
+        await self.db.execute(
+            """
+            INSERT INTO events (organizer_id, title, description, starts_at, capacity,
+                                available_tickets)
+            SELECT $1,
+                   (SELECT string_agg(($2::text[])[1 + floor(random() ^ 2 * $3)::int], ' ')
+                      FROM generate_series(1, 3 + 0 * n)),
+                   (SELECT string_agg(($2::text[])[1 + floor(random() ^ 2 * $3)::int], ' ')
+                      FROM generate_series(1, 30 + 0 * n)),
+                   now() + interval '1 day' + random() * interval '365 days', 1000, 1000
+              FROM generate_series(1, $4) AS n
+            """,
+            self.organizer, VOCABULARY, len(VOCABULARY), count,
+        )
+        await self.db.execute("ANALYZE events")
+
     def paths_file(self, name: str, events: list[uuid.UUID]) -> Path:
-        path = self.directory / f"{name}.paths"
-        path.write_text("".join(f"/api/v1/events/{event}/bookings\n" for event in events))
+        return self.lines_file(f"{name}.paths", [f"/api/v1/events/{e}/bookings" for e in events])
+
+    def lines_file(self, name: str, lines: list[str]) -> Path:
+        path = self.directory / name
+        path.write_text("".join(f"{line}\n" for line in lines))
         return path
 
     async def sold(self, events: list[uuid.UUID]) -> dict[str, Any]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import asyncpg
+import marshmallow
 import structlog
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
-from eventbook.api import PUBLIC, SIGNED_IN, Text, endpoint, json_response
+from eventbook import emails
+from eventbook.api import PUBLIC, SIGNED_IN, Line, Text, endpoint, json_response
 from eventbook.auth import PASSWORDS, ROLES, TOKENS, principal
 from eventbook.errors import Problem
 from eventbook.keys import CONFIG, POOL
@@ -27,10 +30,26 @@ class UserSchema(Schema):
     created_at = fields.AwareDateTime(required=True)
 
 
+class EmailAddress(Text, fields.Email):
+    """An address to register: text PostgreSQL can store, in NFC (the composed form most
+    keyboards send, which the syntax check expects), with an e-mail address's syntax and a
+    domain that is a valid internationalised domain name."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        address = unicodedata.normalize("NFC", super()._deserialize(value, attr, data, **kwargs))
+        try:
+            emails.ascii_domain(address.rpartition("@")[2])
+        except UnicodeError:
+            raise marshmallow.ValidationError(
+                "The domain is not a valid domain name (IDNA)."
+            ) from None
+        return address
+
+
 class RegisterSchema(Schema):
-    email = fields.Email(required=True, validate=validate.Length(max=254))
+    email = EmailAddress(required=True, validate=validate.Length(max=254))
     password = Text(required=True, validate=validate.Length(min=8, max=1024))
-    name = Text(required=True, validate=validate.Length(min=1, max=200))
+    name = Line(required=True, validate=validate.Length(min=1, max=200))
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
 
 
@@ -67,12 +86,13 @@ def session(request: web.Request, user: asyncpg.Record | dict[str, Any]) -> dict
 async def create_user(
     pool: asyncpg.Pool, email: str, password_hash: str, name: str, role: str
 ) -> asyncpg.Record:
-    """Insert a user; 409 email_taken when the address exists in any letter case."""
+    """Insert a user; 409 email_taken when an address with the same key exists (in
+    another letter case or Unicode form, see eventbook.emails)."""
     try:
         user = await pool.fetchrow(
-            f"INSERT INTO users (email, name, role, password_hash) VALUES ($1, $2, $3, $4)"
-            f" RETURNING {USER_COLUMNS}",
-            email, name, role, password_hash,
+            "INSERT INTO users (email, email_key, name, role, password_hash)"
+            f" VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}",
+            email, emails.key(email), name, role, password_hash,
         )
     except asyncpg.UniqueViolationError:
         raise Problem(409, "email_taken", "An account with this e-mail exists.") from None
@@ -87,11 +107,23 @@ async def create_user(
     body=RegisterSchema(),
     response=SESSION,
     status=201,
-    problems={403: ["organizer_signup_disabled"], 409: ["email_taken"]},
+    problems={
+        403: ["organizer_signup_disabled"],
+        409: ["email_taken"],
+        429: ["too_many_requests"],
+        503: ["server_busy"],
+    },
     tag="accounts",
 )
 async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
-    if body["role"] == "organizer" and not request.app[CONFIG].organizer_signup:
+    config = request.app[CONFIG]
+    if config.signup_ip_limit:
+        await request.app[RATE_LIMITER].enforce(
+            "signup-ip", request.remote or "-", config.signup_ip_limit,
+            config.signup_window_seconds,
+            "Too many sign-ups from this address; wait and try again.",
+        )
+    if body["role"] == "organizer" and not config.organizer_signup:
         raise Problem(
             403, "organizer_signup_disabled",
             "Organizer accounts are created by an operator (eventbook user create).",
@@ -110,23 +142,25 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
     roles=PUBLIC,
     body=LoginSchema(),
     response=SESSION,
-    problems={401: ["invalid_credentials"], 429: ["too_many_requests"]},
+    problems={
+        401: ["invalid_credentials"], 429: ["too_many_requests"], 503: ["server_busy"]
+    },
     tag="accounts",
 )
 async def login(request: web.Request, body: dict[str, Any]) -> web.Response:
     config = request.app[CONFIG]
     limiter = request.app[RATE_LIMITER]
-    email = body["email"].strip().lower()
+    email_key = emails.key(body["email"])
     detail = "Too many login attempts; wait and try again."
     await limiter.enforce(
         "login-ip", request.remote or "-", config.login_ip_limit, config.login_window_seconds,
         detail,
     )
     await limiter.enforce(
-        "login-email", email, config.login_limit, config.login_window_seconds, detail
+        "login-email", email_key, config.login_limit, config.login_window_seconds, detail
     )
     row = await request.app[POOL].fetchrow(
-        f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE lower(email) = $1", email
+        f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email_key = $1", email_key
     )
     passwords = request.app[PASSWORDS]
     ok = await passwords.verify(row["password_hash"] if row else None, body["password"])
@@ -134,12 +168,12 @@ async def login(request: web.Request, body: dict[str, Any]) -> web.Response:
         log.info("login_failed")
         raise Problem(401, "invalid_credentials", "The e-mail or password is wrong.")
     if passwords.needs_rehash(row["password_hash"]):
-        new_hash = await passwords.hash(body["password"])
+        new_hash = await passwords.rehash(body["password"])
         await request.app[POOL].execute(
             "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], new_hash
         )
         log.info("password_rehashed", user_id=str(row["id"]))
-    await limiter.reset("login-email", email)
+    await limiter.reset("login-email", email_key)
     log.info("login_succeeded", user_id=str(row["id"]))
     return json_response(session(request, row))
 

@@ -11,7 +11,14 @@ from eventbook import db
 from eventbook.api import ORGANIZER, endpoint, json_response
 from eventbook.events import owned_event
 from eventbook.keys import POOL
-from eventbook.pages import PageQuery, decode_cursor, page_of, page_response, split_page
+from eventbook.pages import (
+    INTEGER,
+    PageQuery,
+    decode_cursor,
+    page_of,
+    page_response,
+    split_page,
+)
 
 routes = web.RouteTableDef()
 
@@ -56,7 +63,7 @@ async def list_announcements(request: web.Request, query: dict[str, Any]) -> web
     event = await owned_event(request)
     before = None
     if query["cursor"] is not None:
-        (before,) = decode_cursor(query["cursor"], int)
+        (before,) = decode_cursor(query["cursor"], INTEGER)
     rows = await request.app[POOL].fetch(
         db.query("announcements_list"), event, before, query["limit"] + 1
     )

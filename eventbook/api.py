@@ -12,12 +12,13 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import marshmallow
-from aiohttp import web
+from aiohttp import hdrs, web
 from marshmallow import fields
 
 from eventbook.errors import Problem, validation_problem
@@ -27,6 +28,8 @@ PUBLIC: tuple[str, ...] | None = None
 SIGNED_IN: tuple[str, ...] = ("organizer", "customer")
 ORGANIZER: tuple[str, ...] = ("organizer",)
 CUSTOMER: tuple[str, ...] = ("customer",)
+# Not a user's role: whoever holds EVENTBOOK_METRICS_TOKEN (a Prometheus server).
+SCRAPER: tuple[str, ...] = ("scraper",)
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 
@@ -98,10 +101,36 @@ def load_query(request: web.Request, schema: marshmallow.Schema) -> Any:
     return schema.load(raw)
 
 
+def single_header(request: web.Request, name: str) -> str | None:
+    """The value of a header that can only mean one thing, or None when absent. Sent
+    twice it is ambiguous (which token? which key?), so it is refused rather than one
+    of them picked."""
+    values = request.headers.getall(name, ())
+    if len(values) > 1:
+        raise Problem(400, "repeated_header", f"Send the {name} header once.")
+    return values[0] if values else None
+
+
+def refuse_content_encoding(request: web.Request) -> None:
+    """415 for a body sent with a Content-Encoding other than identity. Bodies are small
+    JSON, so compressing them gains little, and inflating them is how a few bytes on the
+    wire become a gigabyte in memory: they are refused before a byte is read (the app
+    runs aiohttp with auto_decompress off, see app.create_app)."""
+    for value in request.headers.getall(hdrs.CONTENT_ENCODING, ()):
+        for coding in value.split(","):
+            if coding.strip().lower() not in ("", "identity"):
+                raise Problem(
+                    415, "unsupported_content_encoding",
+                    "Send the body uncompressed: no Content-Encoding, or identity.",
+                    headers={"Accept-Encoding": "identity"},
+                )
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; an empty body reads as {}. A body that does not arrive
     in full within the configured time is 408: a client trickling it in would otherwise
     hold the connection and the handler for as long as it likes."""
+    refuse_content_encoding(request)
     try:
         async with asyncio.timeout(request.app[CONFIG].body_timeout_seconds):
             data = await request.read()
@@ -159,6 +188,40 @@ class Text(fields.String):
         except UnicodeEncodeError:
             raise marshmallow.ValidationError("Not valid Unicode text.") from None
         return text
+
+
+# Characters that break a line or change how the text around them reads: the C0 and C1
+# controls and DEL (Unicode category Cc), the line and paragraph separators, and the
+# bidirectional formatting characters, which can make text read other than it is stored.
+_BREAKS = "\t\n\r"
+_OTHER_CONTROLS = (
+    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029"
+    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+)
+
+
+class Line(Text):
+    """One line of text people read (a title, a venue, a name), which may go into a mail
+    header: no control characters, tabs and line breaks included (a CR or LF would end
+    the header and make every mail carrying it fail)."""
+
+    forbidden = re.compile(f"[{_BREAKS}{_OTHER_CONTROLS}]")
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        found = self.forbidden.search(text)
+        if found:
+            raise marshmallow.ValidationError(
+                f"Must not contain control characters (found U+{ord(found.group()):04X})."
+            )
+        return text
+
+
+class Prose(Line):
+    """Text of several lines (a description): tabs and line breaks, and no other control
+    characters."""
+
+    forbidden = re.compile(f"[{_OTHER_CONTROLS}]")
 
 
 class Moment(fields.AwareDateTime):

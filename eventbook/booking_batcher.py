@@ -23,7 +23,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from eventbook.keys import POOL
+from eventbook.keys import CONFIG, POOL
 
 log = structlog.get_logger(__name__)
 
@@ -52,8 +52,9 @@ class BookingRequest:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Booked:
     """The decision on one request: book_tickets' outcome code, the count it reports
-    (remaining tickets, or the per-booking maximum for too_many_tickets) and the booking
-    for created, replayed and key_reused."""
+    (remaining tickets; the per-booking maximum for too_many_tickets; the tickets the
+    customer may still book for customer_limit_reached) and the booking for created,
+    replayed and key_reused."""
 
     outcome: str
     available: int | None
@@ -64,9 +65,15 @@ Waiting = tuple[uuid.UUID, BookingRequest, "asyncio.Future[Booked]"]
 
 
 class BookingBatcher:
-    def __init__(self, pool: asyncpg.Pool, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, max_batch: int = MAX_BATCH, wait_timeout: float | None = None
+    ) -> None:
         self.pool = pool
         self.max_batch = max_batch
+        # How long a request waits for its decision. Against a database that hangs, the
+        # call in flight ends only at the statement deadline; the requests queued behind
+        # it would then wait for their own call's deadline too.
+        self.wait_timeout = wait_timeout
         self._queue: list[Waiting] = []
         self._drain_task: asyncio.Task[None] | None = None
         # Requests of a refused batch, being decided one by one. At most half the pool at
@@ -89,7 +96,15 @@ class BookingBatcher:
             self._drain_task = asyncio.create_task(self._drain())
         # The call goes on if this request is cancelled: like a lone booking whose client
         # hung up, it is decided (and answered to no one).
-        return await future
+        try:
+            async with asyncio.timeout(self.wait_timeout):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            waiting = (event, request, future)
+            if waiting in self._queue:
+                # Not sent yet, so never decided: a 503 that tells the whole truth.
+                self._queue.remove(waiting)
+            raise
 
     async def close(self) -> None:
         """Wait for the call in flight, the requests queued behind it and those of a
@@ -187,6 +202,10 @@ BOOKING_BATCHER = web.AppKey("booking_batcher", BookingBatcher)
 
 async def batcher_ctx(app: web.Application) -> AsyncIterator[None]:
     """The app's batcher; needs the pool, so it comes after pool_ctx in cleanup_ctx."""
-    app[BOOKING_BATCHER] = BookingBatcher(app[POOL])
+    config = app[CONFIG]
+    app[BOOKING_BATCHER] = BookingBatcher(
+        app[POOL],
+        wait_timeout=config.db_statement_timeout_seconds + config.db_acquire_timeout_seconds,
+    )
     yield
     await app[BOOKING_BATCHER].close()

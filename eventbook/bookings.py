@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 import uuid
@@ -13,13 +12,28 @@ import structlog
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
-from eventbook.api import CUSTOMER, SIGNED_IN, endpoint, json_response, path_uuid
+from eventbook.api import (
+    CUSTOMER,
+    SIGNED_IN,
+    endpoint,
+    json_response,
+    path_uuid,
+    single_header,
+)
 from eventbook.auth import can_read_booking, principal
 from eventbook.booking_batcher import BOOKING_BATCHER, BookingRequest
 from eventbook.errors import Problem, validation_problem
 from eventbook.events import event_id, event_not_found
 from eventbook.keys import CONFIG, METRICS, POOL, REQUEST_ID
-from eventbook.pages import PageQuery, decode_cursor, page_of, page_response, split_page
+from eventbook.pages import (
+    TIMESTAMPTZ,
+    UUID,
+    PageQuery,
+    decode_cursor,
+    page_of,
+    page_response,
+    split_page,
+)
 from eventbook.ratelimit import RATE_LIMITER
 
 log = structlog.get_logger(__name__)
@@ -65,6 +79,7 @@ METRIC_OUTCOMES = {
     "created": "created",
     "sold_out": "sold_out",
     "event_not_bookable": "not_bookable",
+    "customer_limit_reached": "customer_limit",
     "replayed": "replayed",
 }
 
@@ -78,7 +93,7 @@ def booking_id(request: web.Request) -> uuid.UUID:
 
 
 def idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get(IDEMPOTENCY_KEY)
+    key = single_header(request, IDEMPOTENCY_KEY)
     if key is None:
         return None
     if not _SANE_KEY.fullmatch(key):
@@ -110,13 +125,16 @@ def account_gone() -> Problem:
     headers=(IDEMPOTENCY_KEY,),
     problems={
         404: ["event_not_found"],
-        409: ["sold_out", "event_not_bookable"],
+        409: ["sold_out", "event_not_bookable", "customer_limit_reached"],
         422: ["validation_failed", "idempotency_key_reused"],
         429: ["too_many_requests"],
     },
     tag="bookings",
     description=(
         "Takes the tickets at once, or answers 409 `sold_out` with `available_tickets`. "
+        "When the event has a `max_tickets_per_customer`, the customer's confirmed bookings "
+        "of it and this one together must not exceed it: 409 `customer_limit_reached` with "
+        "`customer_tickets_left`. "
         "With an `Idempotency-Key` header (1..255 printable ASCII characters), a retry by the "
         "same customer with the same key and body, at once or concurrently, makes no second "
         "booking: the first answer is 201, every replay 200 with the same booking. The same "
@@ -173,6 +191,15 @@ async def book(request: web.Request, body: dict[str, Any]) -> web.Response:
         raise validation_problem(
             {"quantity": [f"At most {decided.available} tickets per booking for this event."]}
         )
+    if outcome == "customer_limit_reached":
+        left = decided.available
+        raise Problem(
+            409, "customer_limit_reached",
+            "You hold as many tickets as one customer may for this event." if not left
+            else f"You may book only {left} more ticket{'s' if left != 1 else ''} "
+                 "for this event.",
+            customer_tickets_left=left,
+        )
     assert outcome == "sold_out", outcome
     raise Problem(
         409, "sold_out",
@@ -196,7 +223,7 @@ async def list_bookings(request: web.Request, query: dict[str, Any]) -> web.Resp
     args: list[Any] = [principal(request).id, limit + 1]
     before = ""
     if query["cursor"] is not None:
-        args.extend(decode_cursor(query["cursor"], dt.datetime, uuid.UUID))
+        args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
         before = "AND (created_at, id) < ($3, $4)"
     rows = await request.app[POOL].fetch(
         f"SELECT {BOOKING_COLUMNS} FROM bookings WHERE user_id = $1 {before}"
@@ -234,9 +261,12 @@ async def get_booking(request: web.Request) -> web.Response:
     "Cancel my booking",
     roles=CUSTOMER,
     response=BOOKING,
-    problems={404: ["booking_not_found"], 409: ["booking_already_cancelled"]},
+    problems={404: ["booking_not_found"], 409: ["booking_already_cancelled", "event_started"]},
     tag="bookings",
-    description="Its tickets go back to the event at once.",
+    description=(
+        "Its tickets go back to the event at once. Once the event has started the booking "
+        "stands: 409 `event_started`."
+    ),
 )
 async def cancel_booking(request: web.Request) -> web.Response:
     booking = booking_id(request)
@@ -249,6 +279,10 @@ async def cancel_booking(request: web.Request) -> web.Response:
         raise booking_not_found()
     if row["outcome"] == "already_cancelled":
         raise Problem(409, "booking_already_cancelled", "The booking is already cancelled.")
+    if row["outcome"] == "event_started":
+        raise Problem(
+            409, "event_started", "The event has started; its bookings can no longer be cancelled."
+        )
     assert row["outcome"] == "cancelled", row["outcome"]
     log.info("booking_cancelled", booking_id=str(booking))
     return json_response(BOOKING.dump(row["booking"]))

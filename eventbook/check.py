@@ -16,11 +16,10 @@ REPORT_LIMIT = 100
 
 
 async def consistency_report(
-    conn: asyncpg.Connection, client: redis.asyncio.Redis, prefix: str,
-    outbox_age_s: float, confirmation_window_s: float, reconcile_after_s: float,
+    conn: asyncpg.Connection, outbox_age_s: float, confirmation_window_s: float
 ) -> dict[str, list[dict[str, Any]]]:
     """Every finding, by kind; all lists empty means the data is consistent."""
-    report = {
+    return {
         "ticket_counts": [
             dict(row) for row in await conn.fetch(db.query("check_ticket_counts"))
         ],
@@ -33,9 +32,20 @@ async def consistency_report(
                 db.query("check_unconfirmed_bookings"), confirmation_window_s
             )
         ],
+        "users_without_email_key": [
+            dict(row) for row in await conn.fetch(db.query("check_users_without_email_key"))
+        ],
     }
+
+
+async def reconciliation_report(
+    conn: asyncpg.Connection, client: redis.asyncio.Redis, prefix: str,
+    reconcile_after_s: float,
+) -> dict[str, list[dict[str, Any]]]:
+    """What a reconciler pass would put back now, by kind; all lists empty means no
+    queue lost anything (that is older than `reconcile_after_s`)."""
     work = await find(conn, client, prefix, reconcile_after_s, limit=REPORT_LIMIT)
-    return report | {
+    return {
         "confirmations_to_requeue": work.confirmations,
         "announcements_to_resume": work.announcements,
         "dead_letters_to_replay": work.dead_letters[:REPORT_LIMIT],

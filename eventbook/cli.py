@@ -8,31 +8,83 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import secrets
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import marshmallow
+import redis.asyncio
+import redis.exceptions
 import structlog
 from aiohttp import web
 
 from eventbook import db
-from eventbook.config import SETTINGS, Config, ConfigError
+from eventbook.config import SETTINGS, Config, ConfigError, redact_url
 from eventbook.embedded import EmbeddedError, EmbeddedServices
 from eventbook.logging import configure as configure_logging
 
 log = structlog.get_logger("eventbook")
 
-# Commands whose standard output is their report (text or --json): they log to stderr.
-REPORTING_COMMANDS = frozenset({"check", "reconcile", "queues", "dlq"})
-
 ENVIRONMENT_HELP = "environment variables:\n" + "\n".join(
     f"  {setting.env:<32} {setting.help}" for setting in SETTINGS
 )
+
+
+class CommandError(Exception):
+    """A failure the operator can act on: printed as one line, the process exits `status`."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def unreachable(what: str, url: str | None, variable: str, exc: BaseException) -> CommandError:
+    reason = " ".join((str(exc) or type(exc).__name__).split()).rstrip(".")
+    where = redact_url(url) if url else "(unset)"
+    return CommandError(
+        f"cannot reach {what} at {where}: {reason}. Start it, or set {variable} to a "
+        f"running server (unset, eventbook runs its own under EVENTBOOK_DATA_DIR)"
+    )
+
+
+# asyncpg's ways of saying the server is not there, or will not let us in.
+POSTGRES_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+async def connect_postgres(config: Config) -> asyncpg.Connection:
+    assert config.database_url is not None
+    try:
+        return await asyncpg.connect(config.database_url, timeout=10)
+    except POSTGRES_UNREACHABLE as exc:
+        raise unreachable("PostgreSQL", config.database_url, "DATABASE_URL", exc) from exc
+
+
+async def postgres_pool(config: Config, min_size: int, max_size: int) -> asyncpg.Pool:
+    try:
+        return await db.create_config_pool(config, min_size, max_size)
+    except POSTGRES_UNREACHABLE as exc:
+        raise unreachable("PostgreSQL", config.database_url, "DATABASE_URL", exc) from exc
+
+
+async def ping_redis(config: Config, client: redis.asyncio.Redis) -> None:
+    try:
+        await client.ping()
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise unreachable("Redis", config.redis_url, "REDIS_URL", exc) from exc
+
+
+def answer(args: argparse.Namespace, result: Any, text: Callable[[Any], str]) -> None:
+    """An operator command's answer, the only thing it writes to stdout: JSON with
+    --json (logs go to stderr, so `... --json | python3 -m json.tool` works), else text."""
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(text(result))
 
 
 def dev_jwt_secret(data_dir: Path) -> str:
@@ -68,8 +120,7 @@ def running_services(config: Config) -> Iterator[Config]:
 
 
 async def migrate_database(config: Config) -> list[str]:
-    assert config.database_url is not None
-    conn = await asyncpg.connect(config.database_url, timeout=10)
+    conn = await connect_postgres(config)
     try:
         return await db.migrate(conn)
     finally:
@@ -82,15 +133,18 @@ async def migrate_database(config: Config) -> list[str]:
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from eventbook.app import create_app
 
-    host = args.host or config.host
-    port = args.port or config.port
+    # The flags win over the environment, in the startup log's configuration too.
+    config = config.replace(host=args.host or config.host, port=args.port or config.port)
+    host, port = config.host, config.port
     with running_services(config) as config:
         log.info("starting", command="serve", actors=not args.no_actors, config=config.redacted())
 
         async def build() -> web.Application:
             await migrate_database(config)
             log.info("listening", host=host, port=port)
-            return create_app(config, actors=not args.no_actors)
+            # Bound like the worker's, to EVENTBOOK_HOST, whatever --host says.
+            private = None if args.metrics_port is None else (config.host, args.metrics_port)
+            return create_app(config, actors=not args.no_actors, private_metrics=private)
 
         # aiohttp (3.14) starts the keep-alive timer when a connection opens and closes the
         # connection if no complete request has arrived when it fires: this one setting
@@ -117,16 +171,16 @@ async def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await migrate_database(config)
-    assert config.database_url is not None
-    pool = await db.create_pool(config.database_url, config.db_pool_min, config.db_pool_max)
+    pool = await postgres_pool(config, config.db_pool_min, config.db_pool_max)
     client = redis_client(config)
     metrics = Metrics()
     watch_streams(metrics, config.redis_prefix)
     probe: web.AppRunner | None = None
     try:
         if metrics_port is not None:
-            probe = web.AppRunner(create_probe_app(config, metrics, pool, client),
-                                  access_log=None)
+            probe = web.AppRunner(
+                create_probe_app(config, metrics, pool, client, refresh=True), access_log=None
+            )
             await probe.setup()
             await web.TCPSite(probe, config.host, metrics_port).start()
             log.info("metrics_listening", host=config.host, port=metrics_port)
@@ -166,6 +220,9 @@ def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
     with running_services(config) as config:
         applied = asyncio.run(migrate_database(config))
     log.info("migrations_done", applied=applied)
+    answer(args, {"applied": applied},
+           lambda r: f"applied {', '.join(r['applied'])}" if r["applied"]
+           else "no pending migrations")
     return 0
 
 
@@ -173,9 +230,24 @@ def read_password(prompt_tty: bool) -> str:
     if prompt_tty:
         first = getpass.getpass("Password: ")
         if getpass.getpass("Again: ") != first:
-            raise ValueError("the passwords differ")
+            raise CommandError("the passwords differ", status=2)
         return first
-    return sys.stdin.readline().rstrip("\r\n")
+    line = sys.stdin.readline()
+    if not line.strip("\r\n"):
+        raise CommandError(
+            "no password on standard input: give it as the first line (echo ... |), "
+            "or run the command in a terminal to be asked for it", status=2,
+        )
+    return line.rstrip("\r\n")
+
+
+def validation_message(error: marshmallow.ValidationError, options: dict[str, str]) -> str:
+    """marshmallow's field -> messages as one line, fields named as the command's options."""
+    messages = error.normalized_messages()  # type: ignore[no-untyped-call]
+    return "; ".join(
+        f"{options.get(field, field)}: {' '.join(map(str, texts))}"
+        for field, texts in sorted(messages.items())
+    )
 
 
 def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
@@ -183,49 +255,47 @@ def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
     from eventbook.auth import Passwords
     from eventbook.errors import Problem
 
+    password = read_password(sys.stdin.isatty())
     try:
-        password = read_password(sys.stdin.isatty())
         body = RegisterSchema().load(
             {"email": args.email, "name": args.name, "role": args.role, "password": password}
         )
-    except (ValueError, marshmallow.ValidationError) as exc:
-        detail = (
-            exc.normalized_messages()  # type: ignore[no-untyped-call]
-            if isinstance(exc, marshmallow.ValidationError) else exc
-        )
-        print(f"eventbook: {detail}", file=sys.stderr)
-        return 2
+    except marshmallow.ValidationError as exc:
+        options = {"email": "--email", "name": "--name", "role": "--role"}
+        raise CommandError(validation_message(exc, options), status=2) from None
 
-    async def create() -> None:
-        assert config.database_url is not None
+    async def create() -> dict[str, Any]:
         await migrate_database(config)
-        password_hash = await Passwords(config).hash(body["password"])
-        pool = await db.create_pool(config.database_url, 1, 1)
+        passwords = Passwords(config)
+        try:
+            password_hash = await passwords.hash(body["password"])
+        finally:
+            passwords.close()
+        pool = await postgres_pool(config, 1, 1)
         try:
             user = await create_user(pool, body["email"], password_hash, body["name"], body["role"])
+        except Problem as problem:
+            raise CommandError(problem.detail) from None
         finally:
             await pool.close()
-        print(f"created {user['role']} {user['email']} id={user['id']}")
+        return dict(user)
 
     with running_services(config) as config:
-        try:
-            asyncio.run(create())
-        except Problem as problem:
-            print(f"eventbook: {problem.detail}", file=sys.stderr)
-            return 1
+        user = asyncio.run(create())
+    answer(args, user, lambda u: f"created {u['role']} {u['email']} id={u['id']}")
     return 0
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
-    from eventbook.check import consistency_report
+    from eventbook.check import consistency_report, reconciliation_report
 
     reconcile_after = _reconcile_after(config, args)
 
     async def check(client: Any, pool: Any) -> dict[str, list[dict[str, object]]]:
         async with pool.acquire() as conn:
-            return await consistency_report(
-                conn, client, config.redis_prefix, args.outbox_age, args.confirmation_window,
-                reconcile_after,
+            report = await consistency_report(conn, args.outbox_age, args.confirmation_window)
+            return report | await reconciliation_report(
+                conn, client, config.redis_prefix, reconcile_after
             )
 
     report = with_redis(config, check)
@@ -237,6 +307,7 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
             "ticket_counts": "events whose remaining tickets disagree with their bookings",
             "stuck_outbox": f"outbox rows older than {args.outbox_age:g} s",
             "unconfirmed_bookings": f"bookings unconfirmed after {args.confirmation_window:g} s",
+            "users_without_email_key": "users whose e-mail address another user has (no log-in)",
             "confirmations_to_requeue": f"bookings pending after {reconcile_after:g} s with "
             "no message to confirm them (the reconciler requeues them)",
             "announcements_to_resume": f"event changes unfinished after {reconcile_after:g} s "
@@ -266,23 +337,22 @@ def cmd_reconcile(config: Config, args: argparse.Namespace) -> int:
         # wait=True: a pass running elsewhere finishes first, then this one runs.
         return await reconcile(pool, client, config.redis_prefix, after, wait=True)
 
-    done = with_redis(config, work)
-    if args.json:
-        print(json.dumps(done.as_dict(), indent=2))
-        return 0
-    print(f"requeued {len(done.confirmations)} confirmation(s)")
-    for item in done.confirmations:
-        print(f"  booking {item['booking_id']} event {item['event_id']}"
-              f" request_id={item['request_id']}")
-    print(f"resumed {len(done.announcements)} announcement(s)")
-    for item in done.announcements:
-        pages = f" pages {','.join(str(p['page']) for p in item['pages'])}" if item["pages"] else ""
-        print(f"  event {item['event_id']} version {item['version']} {item['action']}{pages}"
-              f" request_id={item['request_id']}")
-    print(f"replayed {len(done.dead_letters)} dead letter(s)")
-    for item in done.dead_letters:
-        print(f"  {item['topic']} {item['id']} -> {item['new_id']} {item['kind']}"
-              f" request_id={item['request_id']}")
+    def text(done: dict[str, list[dict[str, Any]]]) -> str:
+        lines = [f"requeued {len(done['confirmations'])} confirmation(s)"]
+        lines += [f"  booking {item['booking_id']} event {item['event_id']}"
+                  f" request_id={item['request_id']}" for item in done["confirmations"]]
+        lines.append(f"resumed {len(done['announcements'])} announcement(s)")
+        for item in done["announcements"]:
+            pages = ",".join(str(page["page"]) for page in item["pages"])
+            lines.append(f"  event {item['event_id']} version {item['version']}"
+                         f" {item['action']}{' pages ' + pages if pages else ''}"
+                         f" request_id={item['request_id']}")
+        lines.append(f"replayed {len(done['dead_letters'])} dead letter(s)")
+        lines += [f"  {item['topic']} {item['id']} -> {item['new_id']} {item['kind']}"
+                  f" request_id={item['request_id']}" for item in done["dead_letters"]]
+        return "\n".join(lines)
+
+    answer(args, with_redis(config, work).as_dict(), text)
     return 0
 
 
@@ -295,19 +365,21 @@ def _table(rows: list[dict[str, object]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def with_redis(config: Config, work: Callable[..., Any]) -> Any:
+def with_redis(config: Config, work: Callable[[Any, Any], Awaitable[Any]]) -> Any:
     """Run `work(redis_client, pool)` against the configured (or embedded) servers."""
     from eventbook.app import redis_client
 
     async def main() -> Any:
-        assert config.database_url is not None
         client = redis_client(config)
-        pool = await db.create_pool(config.database_url, 1, 2)
         try:
-            return await work(client, pool)
+            await ping_redis(config, client)
+            pool = await postgres_pool(config, 1, 2)
+            try:
+                return await work(client, pool)
+            finally:
+                await pool.close()
         finally:
             await client.aclose()
-            await pool.close()
 
     with running_services(config) as config:
         return asyncio.run(main())
@@ -322,21 +394,39 @@ def cmd_queues(config: Config, args: argparse.Namespace) -> int:
             "outbox": await queues.outbox_stats(pool),
         }
 
-    report = with_redis(config, work)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(_table(report["streams"],
-                 ["stream", "group", "length", "consumers", "pending", "lag", "dead_letters"]))
-    outbox = report["outbox"]
-    print(f"\noutbox: {outbox['backlog']} row(s) waiting, oldest {outbox['oldest_age_s']} s")
+    def text(report: dict[str, Any]) -> str:
+        outbox = report["outbox"]
+        return (
+            _table(report["streams"],
+                   ["stream", "group", "length", "consumers", "pending", "lag", "dead_letters"])
+            + f"\n\noutbox: {outbox['backlog']} row(s) waiting,"
+            f" oldest {outbox['oldest_age_s']} s"
+        )
+
+    answer(args, with_redis(config, work), text)
     return 0
+
+
+# What Redis accepts as a stream entry id: milliseconds-sequence, each below 2**64.
+ENTRY_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+
+
+def check_entry_id(value: str) -> str:
+    match = ENTRY_ID.fullmatch(value)
+    if match is None or any(int(part) >= 2**64 for part in match.groups()):
+        raise CommandError(
+            f"{value!r} is not a dead-letter id: ids look like 1764000000000-0 "
+            "(`eventbook dlq list` shows them)", status=2,
+        )
+    return value
 
 
 def cmd_dlq(config: Config, args: argparse.Namespace) -> int:
     from eventbook import queues
 
     prefix = config.redis_prefix
+    for entry_id in [args.id] if args.dlq_command == "show" else getattr(args, "ids", []):
+        check_entry_id(entry_id)
     if args.dlq_command == "purge" and not args.yes:
         async def count(client: Any, pool: Any) -> int:
             return len(await queues.dead_letters(client, prefix, args.topic, limit=100_000))
@@ -344,9 +434,8 @@ def cmd_dlq(config: Config, args: argparse.Namespace) -> int:
         total = with_redis(config, count)
         where = args.topic or "every stream"
         if not sys.stdin.isatty():
-            print(f"eventbook: refusing to purge {total} dead letter(s) of {where} without "
-                  "--yes (standard input is not a terminal)", file=sys.stderr)
-            return 2
+            raise CommandError(f"refusing to purge {total} dead letter(s) of {where} without "
+                               "--yes (standard input is not a terminal)", status=2)
         if input(f"Delete {total} dead letter(s) of {where}? [y/N] ").strip().lower() != "y":
             print("nothing deleted")
             return 1
@@ -362,24 +451,53 @@ def cmd_dlq(config: Config, args: argparse.Namespace) -> int:
         return {"purged": await queues.purge(client, prefix, args.topic)}
 
     if args.dlq_command == "replay" and not args.all and not args.ids:
-        print("eventbook: name the dead letters to replay, or pass --all", file=sys.stderr)
-        return 2
+        raise CommandError("name the dead letters to replay, or pass --all", status=2)
     result = with_redis(config, work)
     if args.dlq_command == "show" and result is None:
-        print(f"eventbook: no dead letter {args.id}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(result, indent=2))
-    elif args.dlq_command == "list":
-        print(_table(result, ["id", "topic", "kind", "attempts", "failed_at", "error"]))
-    elif args.dlq_command == "show":
-        print("\n".join(f"{key}: {value}" for key, value in result.items()))
-    elif args.dlq_command == "replay":
-        print(f"replayed {len(result)} dead letter(s)")
-        for item in result:
-            print(f"  {item['topic']} {item['id']} -> {item['new_id']}")
-    else:
-        print(f"purged {result['purged']} dead letter(s)")
+        raise CommandError(f"no dead letter {args.id} (`eventbook dlq list` shows them)")
+
+    def text(result: Any) -> str:
+        if args.dlq_command == "list":
+            return _table(result, ["id", "topic", "kind", "attempts", "failed_at", "error"])
+        if args.dlq_command == "show":
+            return "\n".join(f"{key}: {value}" for key, value in result.items())
+        if args.dlq_command == "replay":
+            return "\n".join([
+                f"replayed {len(result)} dead letter(s)",
+                *(f"  {item['topic']} {item['id']} -> {item['new_id']}" for item in result),
+            ])
+        return f"purged {result['purged']} dead letter(s)"
+
+    answer(args, result, text)
+    return 0
+
+
+def cmd_embedded(config: Config, args: argparse.Namespace) -> int:
+    import shlex
+
+    services = EmbeddedServices(config.data_dir)
+    if args.embedded_command == "stop":
+        if not services.stop_kept():
+            raise CommandError(
+                f"the servers under {services.data_dir} are in use by eventbook processes "
+                "in embedded mode; they stop when the last one exits"
+            )
+        answer(args, {"stopped": True}, lambda _: "stopped")
+        return 0
+    urls = services.keep() if args.embedded_command == "start" else services.urls()
+    if urls is None:
+        raise CommandError(
+            f"no embedded servers run under {services.data_dir}: "
+            "`eventbook embedded start` starts them"
+        )
+    environment = {
+        "DATABASE_URL": urls[0],
+        "REDIS_URL": urls[1],
+        "JWT_SECRET": dev_jwt_secret(config.data_dir),
+    }
+    answer(args, environment, lambda env: "\n".join(
+        f"export {name}={shlex.quote(value)}" for name, value in env.items()
+    ))
     return 0
 
 
@@ -387,6 +505,8 @@ def cmd_dlq(config: Config, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eventbook.actors import ACTOR_NAMES
+
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="eventbook",
@@ -399,47 +519,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, func: Callable[[Config, argparse.Namespace], int], text: str,
             parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub,
-            ) -> argparse.ArgumentParser:
+            *, process: bool = False) -> argparse.ArgumentParser:
+        """A subcommand. An operator command (the default) logs to stderr and answers on
+        stdout; a `process` (serve, worker) logs to stdout, as a twelve-factor process."""
         command = parent.add_parser(
             name, help=text, description=text, epilog=ENVIRONMENT_HELP, formatter_class=formatter
         )
-        command.set_defaults(func=func)
+        command.set_defaults(func=func, logs_to_stdout=process)
         return command
 
     serve = add(
         "serve", cmd_serve,
         "Serve the HTTP API and, unless --no-actors, run every actor in this process. "
-        "Applies pending migrations first.",
+        "Applies pending migrations first.", process=True,
     )
     serve.add_argument("--host", help="bind address (default $EVENTBOOK_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default $PORT or 8080)")
     serve.add_argument("--no-actors", action="store_true",
                        help="HTTP only; run the actors in `eventbook worker` processes")
+    serve.add_argument("--metrics-port", type=int,
+                       help="also serve /metrics (no token), /healthz and /readyz on this "
+                            "port, bound to EVENTBOOK_HOST: for a Prometheus the public "
+                            "cannot reach")
     serve.add_argument("--shutdown-timeout", type=float, default=30.0,
                        help="seconds in-flight requests get to finish on SIGTERM (default 30)")
 
     worker = add(
         "worker", cmd_worker,
         "Run the background actors without HTTP. Applies pending migrations first.",
+        process=True,
     )
     worker.add_argument(
-        "--actors",
-        help="comma-separated actor names: relay, confirmations, notifications, reconciler "
-        "(default: all)",
+        "--actors", help=f"comma-separated actor names: {', '.join(ACTOR_NAMES)} "
+        "(default: $EVENTBOOK_ACTORS, else all)",
     )
     worker.add_argument(
         "--metrics-port", type=int,
         help="serve /metrics, /healthz and /readyz on this port (bound to EVENTBOOK_HOST)",
     )
 
-    add("migrate", cmd_migrate, "Apply pending database migrations, then exit (release phase).")
+    migrate = add(
+        "migrate", cmd_migrate, "Apply pending database migrations, then exit (release phase)."
+    )
+    migrate.add_argument("--json", action="store_true", help="print JSON")
 
     check = add(
         "check", cmd_check,
         "Check the data: remaining tickets against bookings, outbox rows stuck, bookings "
-        "left unconfirmed, and what the reconciler would put back (confirmations and event "
-        "changes no queue holds, dead letters an outage caused). Exits 1 when it finds "
-        "anything.",
+        "left unconfirmed, users who cannot log in because another has their e-mail "
+        "address, and what the reconciler would put back (confirmations and event changes "
+        "no queue holds, dead letters an outage caused). Exits 1 when it finds anything.",
     )
     check.add_argument("--outbox-age", type=float, default=60.0,
                        help="report outbox rows older than this many seconds (default 60)")
@@ -491,6 +620,26 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (dlq_list, dlq_show, dlq_replay, dlq_purge):
         command.add_argument("--json", action="store_true", help="print JSON")
 
+    embedded = add(
+        "embedded", lambda c, a: 2,
+        "Keep the embedded PostgreSQL and Redis running, for `web` and `worker` processes "
+        "(eval \"$(eventbook embedded start)\").",
+    )
+    embedded_sub = embedded.add_subparsers(dest="embedded_command", required=True,
+                                           metavar="ACTION")
+    for action, text in (
+        ("start", "Start the servers under EVENTBOOK_DATA_DIR (or join running ones) and keep "
+                  "them running; print DATABASE_URL, REDIS_URL and JWT_SECRET as shell "
+                  "exports."),
+        ("env", "Print the running servers' DATABASE_URL, REDIS_URL and JWT_SECRET as shell "
+                "exports."),
+        ("stop", "Stop the kept servers (refused while eventbook processes in embedded mode "
+                 "use them)."),
+    ):
+        add(action, cmd_embedded, text, parent=embedded_sub).add_argument(
+            "--json", action="store_true", help="print JSON"
+        )
+
     user = add("user", lambda c, a: 2, "Manage accounts.")
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     create = add(
@@ -502,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--email", required=True)
     create.add_argument("--name", required=True)
     create.add_argument("--role", required=True, choices=["organizer", "customer"])
+    create.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -512,11 +662,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"eventbook: configuration error: {exc}", file=sys.stderr)
         return 2
-    # A command whose answer is what it prints keeps its log lines off that answer.
-    stream = sys.stderr if args.command in REPORTING_COMMANDS else sys.stdout
-    configure_logging(config.log_format, config.log_level, stream)
+    configure_logging(config.log_format, config.log_level,
+                      sys.stdout if args.logs_to_stdout else sys.stderr)
     try:
         return int(args.func(config, args))
+    except CommandError as exc:
+        print(f"eventbook: {exc}", file=sys.stderr)
+        return exc.status
     except EmbeddedError as exc:
         print(f"eventbook: {exc}", file=sys.stderr)
         return 1

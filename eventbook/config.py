@@ -32,6 +32,12 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_LOG_LEVEL", "debug | info | warning | error (default info)"),
     Setting("EVENTBOOK_DB_POOL_MIN", "asyncpg pool minimum size (default 2)"),
     Setting("EVENTBOOK_DB_POOL_MAX", "asyncpg pool maximum size (default 20)"),
+    Setting("EVENTBOOK_DB_CONNECT_TIMEOUT_SECONDS",
+            "give up opening a PostgreSQL connection after this long (default 2)"),
+    Setting("EVENTBOOK_DB_ACQUIRE_TIMEOUT_SECONDS",
+            "give up waiting for a pooled PostgreSQL connection after this long (default 2)"),
+    Setting("EVENTBOOK_DB_STATEMENT_TIMEOUT_SECONDS",
+            "give up on one PostgreSQL statement after this long (default 3)"),
     Setting("EVENTBOOK_REDIS_POOL_MAX", "Redis connection pool size (default 50)"),
     Setting("EVENTBOOK_REDIS_PREFIX", "prefix of every Redis key (default eventbook:)"),
     Setting("EVENTBOOK_JWT_TTL_SECONDS", "access token lifetime (default 3600)"),
@@ -43,7 +49,25 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_LOGIN_LIMIT", "login attempts per e-mail per window (default 10)"),
     Setting("EVENTBOOK_LOGIN_IP_LIMIT", "login attempts per client address, window (default 100)"),
     Setting("EVENTBOOK_LOGIN_WINDOW_SECONDS", "login rate-limit window (default 300)"),
+    Setting("EVENTBOOK_SIGNUP_IP_LIMIT",
+            "sign-ups per client address per window, 0 = off (default 20)"),
+    Setting("EVENTBOOK_SIGNUP_WINDOW_SECONDS", "sign-up rate-limit window (default 3600)"),
+    Setting("EVENTBOOK_HASH_THREADS",
+            "password-hashing threads per lane, sign-up and log-in (default 1)"),
+    Setting("EVENTBOOK_HASH_QUEUE",
+            "hashes waiting per lane; one more is answered 503 (default 16)"),
     Setting("EVENTBOOK_BOOKING_RATE", "bookings per customer per second, 0 = off (default 10)"),
+    Setting("EVENTBOOK_BROWSE_RATE",
+            "event reads per client address (per user when signed in) per second, "
+            "0 = off (default 10)"),
+    Setting("EVENTBOOK_SEARCH_TIMEOUT_MS",
+            "an event search running longer is stopped: 422 search_too_broad (default 500)"),
+    Setting("EVENTBOOK_SEARCH_CONCURRENCY",
+            "event searches run at once per process, each on its own connection (default 2)"),
+    Setting("EVENTBOOK_METRICS_TOKEN",
+            "serve /metrics on the API port to Bearer this token (16+ bytes; unset: 404)"),
+    Setting("EVENTBOOK_METRICS_REFRESH_SECONDS",
+            "how often the outbox and stream gauges are read (default 5)"),
     Setting("EVENTBOOK_MAX_BODY_BYTES", "largest request body (default 1048576)"),
     Setting("EVENTBOOK_KEEPALIVE_TIMEOUT_SECONDS",
             "close a connection that sends no complete request this long (default 75)"),
@@ -74,6 +98,9 @@ class Config:
     log_level: str = "info"
     db_pool_min: int = 2
     db_pool_max: int = 20
+    db_connect_timeout_seconds: int = 2
+    db_acquire_timeout_seconds: int = 2
+    db_statement_timeout_seconds: int = 3
     redis_pool_max: int = 50
     redis_prefix: str = "eventbook:"
     jwt_ttl_seconds: int = 3600
@@ -85,7 +112,16 @@ class Config:
     login_limit: int = 10
     login_ip_limit: int = 100
     login_window_seconds: int = 300
+    signup_ip_limit: int = 20
+    signup_window_seconds: int = 3600
+    hash_threads: int = 1
+    hash_queue: int = 16
     booking_rate: int = 10
+    browse_rate: int = 10
+    search_timeout_ms: int = 500
+    search_concurrency: int = 2
+    metrics_token: str | None = None
+    metrics_refresh_seconds: float = 5.0
     max_body_bytes: int = 1024 * 1024
     keepalive_timeout_seconds: int = 75
     body_timeout_seconds: int = 30
@@ -117,6 +153,15 @@ class Config:
             ),
             db_pool_min=reader.integer("EVENTBOOK_DB_POOL_MIN", 2, 0, 1000),
             db_pool_max=reader.integer("EVENTBOOK_DB_POOL_MAX", 20, 1, 1000),
+            db_connect_timeout_seconds=reader.integer(
+                "EVENTBOOK_DB_CONNECT_TIMEOUT_SECONDS", 2, 1, 600
+            ),
+            db_acquire_timeout_seconds=reader.integer(
+                "EVENTBOOK_DB_ACQUIRE_TIMEOUT_SECONDS", 2, 1, 600
+            ),
+            db_statement_timeout_seconds=reader.integer(
+                "EVENTBOOK_DB_STATEMENT_TIMEOUT_SECONDS", 3, 1, 86400
+            ),
             redis_pool_max=reader.integer("EVENTBOOK_REDIS_POOL_MAX", 50, 1, 10000),
             redis_prefix=reader.text("EVENTBOOK_REDIS_PREFIX", "eventbook:"),
             jwt_ttl_seconds=reader.integer("EVENTBOOK_JWT_TTL_SECONDS", 3600, 60, 30 * 86400),
@@ -128,7 +173,20 @@ class Config:
             login_limit=reader.integer("EVENTBOOK_LOGIN_LIMIT", 10, 1, 1_000_000),
             login_ip_limit=reader.integer("EVENTBOOK_LOGIN_IP_LIMIT", 100, 1, 1_000_000),
             login_window_seconds=reader.integer("EVENTBOOK_LOGIN_WINDOW_SECONDS", 300, 1, 86400),
+            signup_ip_limit=reader.integer("EVENTBOOK_SIGNUP_IP_LIMIT", 20, 0, 1_000_000),
+            signup_window_seconds=reader.integer(
+                "EVENTBOOK_SIGNUP_WINDOW_SECONDS", 3600, 1, 86400
+            ),
+            hash_threads=reader.integer("EVENTBOOK_HASH_THREADS", 1, 1, 256),
+            hash_queue=reader.integer("EVENTBOOK_HASH_QUEUE", 16, 0, 100_000),
             booking_rate=reader.integer("EVENTBOOK_BOOKING_RATE", 10, 0, 1_000_000),
+            browse_rate=reader.integer("EVENTBOOK_BROWSE_RATE", 10, 0, 1_000_000),
+            search_timeout_ms=reader.integer("EVENTBOOK_SEARCH_TIMEOUT_MS", 500, 1, 600_000),
+            search_concurrency=reader.integer("EVENTBOOK_SEARCH_CONCURRENCY", 2, 1, 1000),
+            metrics_token=reader.optional("EVENTBOOK_METRICS_TOKEN"),
+            metrics_refresh_seconds=reader.number(
+                "EVENTBOOK_METRICS_REFRESH_SECONDS", 5.0, 0.05, 3600.0
+            ),
             max_body_bytes=reader.integer("EVENTBOOK_MAX_BODY_BYTES", 1 << 20, 1024, 1 << 30),
             keepalive_timeout_seconds=reader.integer(
                 "EVENTBOOK_KEEPALIVE_TIMEOUT_SECONDS", 75, 1, 3600
@@ -160,6 +218,8 @@ class Config:
             )
         if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
             raise ConfigError("JWT_SECRET must be at least 32 bytes long")
+        if self.metrics_token is not None and len(self.metrics_token.encode()) < 16:
+            raise ConfigError("EVENTBOOK_METRICS_TOKEN must be at least 16 bytes long")
         if self.database_url is not None and self.jwt_secret is None:
             raise ConfigError(
                 "JWT_SECRET is required when DATABASE_URL is set (at least 32 random bytes)"
@@ -175,17 +235,17 @@ class Config:
         shown: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name == "jwt_secret":
+            if field.name in ("jwt_secret", "metrics_token"):
                 value = None if value is None else "***"
             elif field.name in ("database_url", "redis_url", "smtp_url") and value:
-                value = _redact_url(value)
+                value = redact_url(value)
             elif isinstance(value, Path):
                 value = str(value)
             shown[field.name] = value
         return shown
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -221,6 +281,15 @@ class _Reader:
             return value
 
         return int(self._parse(name, default, parse, f"an integer from {low} to {high}"))
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        def parse(raw: str) -> float:
+            value = float(raw)
+            if not low <= value <= high:
+                raise ValueError
+            return value
+
+        return float(self._parse(name, default, parse, f"a number from {low:g} to {high:g}"))
 
     def fraction(self, name: str, default: float) -> float:
         def parse(raw: str) -> float:

@@ -5,7 +5,9 @@ installed (`pip install eventbook[embedded]`), else from `pg_ctl`/`initdb` and
 `redis-server` on PATH. Several eventbook processes may share one data directory:
 each holds a shared lock on it while it runs, and the last one out stops the servers.
 Starting and stopping happen under an exclusive lock, so two processes never start
-two servers on the same files.
+two servers on the same files. `eventbook embedded start` marks the servers kept: then
+they run until `eventbook embedded stop`, for `web` and `worker` processes given their
+URLs.
 """
 
 from __future__ import annotations
@@ -94,6 +96,14 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
+def postgres_url_at(port: int) -> str:
+    return f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}"
+
+
+def redis_url_at(port: int) -> str:
+    return f"redis://127.0.0.1:{port}/0"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -152,6 +162,9 @@ class EmbeddedServices:
             except BlockingIOError:
                 log.info("embedded_servers_still_shared", data_dir=str(self.data_dir))
             else:
+                if self.kept:
+                    log.info("embedded_servers_kept", data_dir=str(self.data_dir))
+                    return
                 if self.uses_redis:
                     self.stop_redis()
                 if self.uses_postgres:
@@ -159,6 +172,40 @@ class EmbeddedServices:
             finally:
                 self._users_lock.close()
                 self._users_lock = None
+
+    @property
+    def kept(self) -> bool:
+        return (self.data_dir / "kept").exists()
+
+    def keep(self) -> tuple[str, str]:
+        """Start (or join) both servers and mark them kept: they outlive this process."""
+        database_url, redis_url = self.start()
+        assert database_url is not None and redis_url is not None
+        (self.data_dir / "kept").touch()
+        self.release()
+        return database_url, redis_url
+
+    def urls(self) -> tuple[str, str] | None:
+        """The URLs of both servers when both run, else None."""
+        postgres, redis = self.postgres_port(), self.redis_port()
+        if postgres is None or redis is None:
+            return None
+        return postgres_url_at(postgres), redis_url_at(redis)
+
+    def stop_kept(self) -> bool:
+        """Unmark the servers and stop them; False (and still running) while eventbook
+        processes in embedded mode use them."""
+        with self._exclusive():
+            (self.data_dir / "kept").unlink(missing_ok=True)
+            with open(self.data_dir / "users.lock", "wb") as users:
+                try:
+                    fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+                self.stop_redis()
+                self.stop_postgres()
+                fcntl.flock(users, fcntl.LOCK_UN)
+        return True
 
     # -- PostgreSQL ------------------------------------------------------------------
 
@@ -215,7 +262,7 @@ class EmbeddedServices:
         else:
             log.info("embedded_postgres_shared", pgdata=str(self.pgdata), port=port)
         asyncio.run(_ensure_database(port))
-        return f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}"
+        return postgres_url_at(port)
 
     def _init_postgres(self) -> None:
         if (self.pgdata / "PG_VERSION").exists():
@@ -280,7 +327,7 @@ class EmbeddedServices:
             self._wait_for_port(port, "Redis", self.redis_dir / "redis.log")
         else:
             log.info("embedded_redis_shared", dir=str(self.redis_dir), port=port)
-        return f"redis://127.0.0.1:{port}/0"
+        return redis_url_at(port)
 
     def stop_redis(self) -> None:
         try:

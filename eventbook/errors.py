@@ -6,14 +6,13 @@ import json
 from http import HTTPStatus
 from typing import Any
 
-import asyncpg
 import marshmallow
-import redis.exceptions
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from eventbook.keys import REQUEST_ID
+from eventbook.outages import is_outage
 
 log = structlog.get_logger(__name__)
 
@@ -102,27 +101,6 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
     return Problem(exc.status, _HTTP_CODES.get(exc.status, "http_error"), detail, headers=headers)
 
 
-# Dependencies that are down: answer 503 promptly rather than 500. By class, not by the
-# few members seen so far: the fault suite (tests/faults/) stops PostgreSQL under load
-# and finds a new way for a query to fail each time.
-UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    # class 08: the connection failed or is gone (ConnectionDoesNotExistError, ...)
-    asyncpg.PostgresConnectionError,
-    # class 57: shutting down, starting up, crash recovery, query cancelled
-    asyncpg.exceptions.OperatorInterventionError,
-    # class 53: too many connections, out of memory or disk
-    asyncpg.exceptions.InsufficientResourcesError,
-    # "connection is closed", and a connection the server dropped while the pool handed
-    # it out: its protocol is left mid-error ("cannot switch to state ...")
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
-
-
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every error into problem+json; log unexpected ones once, with traceback."""
@@ -138,14 +116,15 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         if exc.status < 400:
             raise
         return problem_response(_from_http_exception(exc), request_id)
-    except UNAVAILABLE as exc:
-        log.warning("dependency_unavailable", error=repr(exc))
-        unavailable = Problem(
-            503, "service_unavailable", "A service this request needs is unavailable; retry.",
-            headers={"Retry-After": "1"},
-        )
-        return problem_response(unavailable, request_id)
-    except Exception:
+    except Exception as exc:
+        if is_outage(exc):
+            log.warning("dependency_unavailable", error=repr(exc))
+            unavailable = Problem(
+                503, "service_unavailable",
+                "A service this request needs is unavailable; retry.",
+                headers={"Retry-After": "1"},
+            )
+            return problem_response(unavailable, request_id)
         log.exception("unhandled_error", method=request.method, path=request.path)
         internal = Problem(500, "internal_error", "Something went wrong on our side.")
         return problem_response(internal, request_id)

@@ -10,13 +10,32 @@ from typing import Any
 import asyncpg
 import structlog
 from aiohttp import web
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from eventbook.api import ORGANIZER, PUBLIC, Moment, Text, endpoint, json_response, path_uuid
-from eventbook.auth import ensure_event_owner, principal
+from eventbook.api import (
+    ORGANIZER,
+    PUBLIC,
+    Line,
+    Moment,
+    Prose,
+    Text,
+    endpoint,
+    json_response,
+    path_uuid,
+)
+from eventbook.auth import bearer_user, ensure_event_owner, principal
 from eventbook.errors import Problem, validation_problem
-from eventbook.keys import POOL, REQUEST_ID
-from eventbook.pages import PageQuery, decode_cursor, page_of, page_response, split_page
+from eventbook.keys import CONFIG, POOL, REQUEST_ID, SEARCH_POOL
+from eventbook.pages import (
+    TIMESTAMPTZ,
+    UUID,
+    PageQuery,
+    decode_cursor,
+    page_of,
+    page_response,
+    split_page,
+)
+from eventbook.ratelimit import RATE_LIMITER
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -24,11 +43,16 @@ routes = web.RouteTableDef()
 STATUSES = ("scheduled", "cancelled")
 EVENT_COLUMNS = (
     "id, organizer_id, title, description, venue, starts_at, ends_at, capacity,"
-    " available_tickets, max_tickets_per_booking, status, version, created_at, updated_at"
+    " available_tickets, max_tickets_per_booking, max_tickets_per_customer, status, version,"
+    " created_at, updated_at"
 )
+DEFAULT_PER_BOOKING = 10
 # Word characters without the underscore, which PostgreSQL's parser splits words at.
 WORD = re.compile(r"[^\W_]+")
-MAX_SEARCH_WORDS = 8
+# Each word is a prefix the search index expands to every word it begins and merges:
+# more words cost more, and so do shorter ones, which begin more words.
+MAX_SEARCH_WORDS = 4
+MIN_SEARCH_WORD = 2
 
 
 class EventSchema(Schema):
@@ -42,6 +66,11 @@ class EventSchema(Schema):
     capacity = fields.Integer(required=True)
     available_tickets = fields.Integer(required=True)
     max_tickets_per_booking = fields.Integer(required=True)
+    max_tickets_per_customer = fields.Integer(
+        required=True, allow_none=True,
+        metadata={"description": "Most tickets one customer may hold in confirmed bookings "
+                                 "of the event; null: no limit."},
+    )
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
     version = fields.Integer(required=True)
     created_at = fields.AwareDateTime(required=True)
@@ -61,13 +90,19 @@ def _in_future(value: dt.datetime) -> None:
 class EventChangesSchema(Schema):
     """PATCH: any of the fields an organizer sets; null clears description, venue, ends_at."""
 
-    title = Text(validate=[validate.Length(1, 200), _not_blank])
-    description = Text(allow_none=True, validate=validate.Length(max=10_000))
-    venue = Text(allow_none=True, validate=validate.Length(max=200))
+    title = Line(validate=[validate.Length(1, 200), _not_blank])
+    description = Prose(allow_none=True, validate=validate.Length(max=10_000))
+    venue = Line(allow_none=True, validate=validate.Length(max=200))
     starts_at = Moment(validate=_in_future)
     ends_at = Moment(allow_none=True)
     capacity = fields.Integer(strict=True, validate=validate.Range(1, 1_000_000))
     max_tickets_per_booking = fields.Integer(strict=True, validate=validate.Range(1, 100))
+    max_tickets_per_customer = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(1, 1_000_000),
+        metadata={"description": "null removes the limit. At least max_tickets_per_booking. "
+                                 "Lowering it takes no tickets away; it refuses further "
+                                 "bookings of customers who hold as many."},
+    )
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -76,29 +111,54 @@ class EventChangesSchema(Schema):
         starts_at, ends_at = data.get("starts_at"), data.get("ends_at")
         if starts_at is not None and ends_at is not None and ends_at <= starts_at:
             raise ValidationError("Must be after starts_at.", "ends_at")
+        per_booking = data.get("max_tickets_per_booking")
+        per_customer = data.get("max_tickets_per_customer")
+        if per_booking is not None and per_customer is not None and per_customer < per_booking:
+            raise ValidationError(
+                f"Must be at least max_tickets_per_booking ({per_booking}).",
+                "max_tickets_per_customer",
+            )
 
 
 class NewEventSchema(EventChangesSchema):
-    title = Text(required=True, validate=[validate.Length(1, 200), _not_blank])
-    description = Text(
+    title = Line(required=True, validate=[validate.Length(1, 200), _not_blank])
+    description = Prose(
         allow_none=True, load_default="", validate=validate.Length(max=10_000)
     )
-    venue = Text(allow_none=True, load_default=None, validate=validate.Length(max=200))
+    venue = Line(allow_none=True, load_default=None, validate=validate.Length(max=200))
     starts_at = Moment(required=True, validate=_in_future)
     ends_at = Moment(allow_none=True, load_default=None)
     capacity = fields.Integer(
         required=True, strict=True, validate=validate.Range(1, 1_000_000)
     )
     max_tickets_per_booking = fields.Integer(
-        strict=True, load_default=10, validate=validate.Range(1, 100)
+        strict=True, validate=validate.Range(1, 100),
+        metadata={"description": f"Default {DEFAULT_PER_BOOKING}, or "
+                                 "max_tickets_per_customer when that is lower."},
     )
+    max_tickets_per_customer = fields.Integer(
+        strict=True, allow_none=True, load_default=None, validate=validate.Range(1, 1_000_000),
+        metadata={"description": "Most tickets one customer may hold in confirmed bookings "
+                                 "(cancelled ones do not count); null or absent: no limit. "
+                                 "At least max_tickets_per_booking."},
+    )
+
+    @post_load
+    def _default_per_booking(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if "max_tickets_per_booking" not in data:
+            cap = data["max_tickets_per_customer"]
+            data["max_tickets_per_booking"] = min(DEFAULT_PER_BOOKING, cap or DEFAULT_PER_BOOKING)
+        return data
 
 
 class EventListQuery(PageQuery):
     q = Text(
         validate=validate.Length(1, 200),
-        metadata={"description": "Words that title or description contain, each as a prefix "
-                                 "(case-insensitive); every word must match."},
+        metadata={
+            "description": f"1 to {MAX_SEARCH_WORDS} words of at least {MIN_SEARCH_WORD} "
+                           "letters or digits that title or description contain, each as a "
+                           "prefix (case-insensitive); every word must match."
+        },
     )
     starts_after = Moment(
         metadata={"description": "Only events starting after this time. Default: now."}
@@ -137,15 +197,68 @@ def event_cancelled() -> Problem:
     return Problem(409, "event_cancelled", "The event is cancelled; it cannot change.")
 
 
+def event_ended() -> Problem:
+    return Problem(409, "event_ended", "The event is over; it cannot change any more.")
+
+
 def search_query(text: str) -> str:
     """A tsquery matching every word of `text` as a prefix: `rock:* & fest:*`.
 
     Built from the words alone, so no tsquery operator a client types reaches PostgreSQL.
     """
-    words = WORD.findall(text)[:MAX_SEARCH_WORDS]
+    words = WORD.findall(text)
     if not words:
         raise validation_problem({"q": ["Give at least one word to search for."]})
+    if len(words) > MAX_SEARCH_WORDS:
+        raise validation_problem(
+            {"q": [f"Search for at most {MAX_SEARCH_WORDS} words; this has {len(words)}."]}
+        )
+    short = [word for word in words if len(word) < MIN_SEARCH_WORD]
+    if short:
+        raise validation_problem(
+            {"q": [f"Each word needs at least {MIN_SEARCH_WORD} letters or digits; "
+                   f"{short[0]!r} has fewer."]}
+        )
     return " & ".join(f"{word}:*" for word in words)
+
+
+async def search(request: web.Request, sql: str, args: list[Any]) -> list[asyncpg.Record]:
+    """Run an event search on the search connections (db.create_search_pool): 503
+    `search_busy` when every one stays taken for the search timeout, 422
+    `search_too_broad` when PostgreSQL stops the search at that timeout."""
+    pool = request.app[SEARCH_POOL]
+    seconds = request.app[CONFIG].search_timeout_ms / 1000
+    try:
+        conn = await pool.acquire(timeout=seconds)
+    except TimeoutError:
+        raise Problem(
+            503, "search_busy", "Too many searches are running; try again in a moment.",
+            headers={"Retry-After": "1"},
+        ) from None
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+    except asyncpg.QueryCanceledError:
+        log.info("search_too_broad", timeout_ms=request.app[CONFIG].search_timeout_ms)
+        message = ("The search took too long: its words begin too many words of too many "
+                   "events. Search with longer words.")
+        raise Problem(422, "search_too_broad", message, errors={"q": [message]}) from None
+    finally:
+        await pool.release(conn)
+    return rows
+
+
+async def limit_browsing(request: web.Request) -> None:
+    """429 past EVENTBOOK_BROWSE_RATE reads of events a second: per user when the request
+    carries a valid token, else per client address."""
+    config = request.app[CONFIG]
+    if config.browse_rate == 0:
+        return
+    user = bearer_user(request)
+    subject = f"user:{user.id}" if user is not None else f"address:{request.remote or '-'}"
+    await request.app[RATE_LIMITER].enforce(
+        "browse", subject, config.browse_rate, 1,
+        "Too many requests for events; wait a second and try again.",
+    )
 
 
 async def owned_event(request: web.Request) -> uuid.UUID:
@@ -181,11 +294,11 @@ async def create_event(request: web.Request, body: dict[str, Any]) -> web.Respon
     try:
         event = await request.app[POOL].fetchrow(
             f"INSERT INTO events (organizer_id, title, description, venue, starts_at, ends_at,"
-            f" capacity, available_tickets, max_tickets_per_booking)"
-            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) RETURNING {EVENT_COLUMNS}",
+            f" capacity, available_tickets, max_tickets_per_booking, max_tickets_per_customer)"
+            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) RETURNING {EVENT_COLUMNS}",
             user.id, body["title"], body["description"] or "", body["venue"],
             body["starts_at"], body["ends_at"], body["capacity"],
-            body["max_tickets_per_booking"],
+            body["max_tickets_per_booking"], body["max_tickets_per_customer"],
         )
     except asyncpg.ForeignKeyViolationError:
         raise Problem(
@@ -203,6 +316,11 @@ async def create_event(request: web.Request, body: dict[str, Any]) -> web.Respon
     roles=PUBLIC,
     query=EventListQuery(),
     response=EVENT_PAGE,
+    problems={
+        422: ["validation_failed", "search_too_broad"],
+        429: ["too_many_requests"],
+        503: ["search_busy"],
+    },
     tag="events",
     description=(
         "Lists scheduled events (never cancelled ones) ordered by `starts_at`, then `id`. "
@@ -210,10 +328,14 @@ async def create_event(request: web.Request, body: dict[str, Any]) -> web.Respon
         "`starts_after` to choose the window's start yourself (past events included). "
         "`q` matches words that begin the words of the title or description, "
         "case-insensitively; all words must match. Pages are stable: events added between "
-        "requests never make an event repeat or go missing."
+        "requests never make an event repeat or go missing. A search that runs longer than "
+        "the server's search timeout is stopped: 422 `search_too_broad` (search with "
+        "longer words); when every search slot stays taken that long: 503 `search_busy`. "
+        "Reads of events are limited per client address, or per user with a token: 429."
     ),
 )
 async def list_events(request: web.Request, query: dict[str, Any]) -> web.Response:
+    await limit_browsing(request)
     # Only the filters given become SQL conditions: a fixed `$n IS NULL OR ...` query
     # would get a generic plan that cannot use the search or organizer index.
     conditions = ["status = 'scheduled'"]
@@ -241,7 +363,7 @@ async def list_events(request: web.Request, query: dict[str, Any]) -> web.Respon
             f" @@ to_tsquery('simple', {arg(search_query(query['q']))})"
         )
     if query["cursor"] is not None:
-        after_starts, after_id = decode_cursor(query["cursor"], dt.datetime, uuid.UUID)
+        after_starts, after_id = decode_cursor(query["cursor"], TIMESTAMPTZ, UUID)
         conditions.append(f"(starts_at, id) > ({arg(after_starts)}, {arg(after_id)})")
     limit = query["limit"]
     where = " AND ".join(conditions)
@@ -256,12 +378,13 @@ async def list_events(request: web.Request, query: dict[str, Any]) -> web.Respon
             f" (SELECT id FROM found ORDER BY starts_at, id LIMIT {arg(limit + 1)})"
             f" ORDER BY starts_at, id"
         )
+        rows = await search(request, sql, args)
     else:
         sql = (
             f"SELECT {EVENT_COLUMNS} FROM events WHERE {where}"
             f" ORDER BY starts_at, id LIMIT {arg(limit + 1)}"
         )
-    rows = await request.app[POOL].fetch(sql, *args)
+        rows = await request.app[POOL].fetch(sql, *args)
     page, next_cursor = split_page(rows, limit, lambda row: (row["starts_at"], row["id"]))
     return json_response(page_response(EVENT.dump(page, many=True), next_cursor))
 
@@ -271,11 +394,15 @@ async def list_events(request: web.Request, query: dict[str, Any]) -> web.Respon
     "One event",
     roles=PUBLIC,
     response=EVENT,
-    problems={404: ["event_not_found"]},
+    problems={404: ["event_not_found"], 429: ["too_many_requests"]},
     tag="events",
-    description="Cancelled events are shown too, with `status: cancelled`.",
+    description=(
+        "Cancelled events are shown too, with `status: cancelled`. Reads of events are "
+        "limited per client address, or per user with a token: 429."
+    ),
 )
 async def get_event(request: web.Request) -> web.Response:
+    await limit_browsing(request)
     event = await request.app[POOL].fetchrow(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1", event_id(request)
     )
@@ -293,14 +420,16 @@ async def get_event(request: web.Request) -> web.Response:
     problems={
         403: ["not_event_owner"],
         404: ["event_not_found"],
-        409: ["capacity_below_sold", "event_cancelled"],
+        409: ["capacity_below_sold", "event_cancelled", "event_ended"],
     },
     tag="events",
     description=(
-        "Partial: only the fields sent change; null clears `description`, `venue` or "
-        "`ends_at`. `version` goes up by one. Capacity never goes below the tickets sold "
-        "(409 `capacity_below_sold`, with `sold`); the tickets left follow it. A change of "
-        "title, venue, `starts_at` or `ends_at` notifies every attendee."
+        "Partial: only the fields sent change; null clears `description`, `venue`, "
+        "`ends_at` or `max_tickets_per_customer`. `version` goes up by one. Capacity never "
+        "goes below the tickets sold (409 `capacity_below_sold`, with `sold`); the tickets "
+        "left follow it. A change of title, venue, `starts_at` or `ends_at` notifies every "
+        "attendee. An event that has ended (at `ends_at`, or at `starts_at` when it has no "
+        "end) cannot change: 409 `event_ended`."
     ),
 )
 async def update_event(request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -315,6 +444,8 @@ async def update_event(request: web.Request, body: dict[str, Any]) -> web.Respon
         raise event_not_found()
     if outcome == "event_cancelled":
         raise event_cancelled()
+    if outcome == "event_ended":
+        raise event_ended()
     if outcome == "capacity_below_sold":
         raise Problem(
             409, "capacity_below_sold",
@@ -323,9 +454,27 @@ async def update_event(request: web.Request, body: dict[str, Any]) -> web.Respon
         )
     if outcome == "ends_before_start":
         raise validation_problem({"ends_at": ["Must be after starts_at."]})
+    if outcome == "customer_cap_below_booking_max":
+        raise validation_problem(_cap_below_booking_max(body, row["event"]))
     assert outcome == "updated", outcome
     log.info("event_updated", event_id=str(event), fields=sorted(body))
     return json_response(EVENT.dump(row["event"]))
+
+
+def _cap_below_booking_max(
+    changes: dict[str, Any], event: asyncpg.Record
+) -> dict[str, list[str]]:
+    """The 422 errors of a change that left max_tickets_per_customer below
+    max_tickets_per_booking, on the field the change sent."""
+    if "max_tickets_per_customer" in changes:
+        per_booking = changes.get("max_tickets_per_booking", event["max_tickets_per_booking"])
+        return {"max_tickets_per_customer": [
+            f"Must be at least max_tickets_per_booking ({per_booking}); lower that in the "
+            "same change."
+        ]}
+    return {"max_tickets_per_booking": [
+        f"Must be at most max_tickets_per_customer ({event['max_tickets_per_customer']})."
+    ]}
 
 
 @routes.post("/api/v1/events/{id}/cancel")
@@ -333,9 +482,17 @@ async def update_event(request: web.Request, body: dict[str, Any]) -> web.Respon
     "Cancel an event",
     roles=ORGANIZER,
     response=EVENT,
-    problems={403: ["not_event_owner"], 404: ["event_not_found"], 409: ["event_cancelled"]},
+    problems={
+        403: ["not_event_owner"],
+        404: ["event_not_found"],
+        409: ["event_cancelled", "event_ended"],
+    },
     tag="events",
-    description="Cancels every booking of the event and notifies every attendee.",
+    description=(
+        "Cancels every booking of the event and notifies every attendee. An event that has "
+        "ended (at `ends_at`, or at `starts_at` when it has no end) cannot be cancelled: "
+        "409 `event_ended`."
+    ),
 )
 async def cancel_event(request: web.Request) -> web.Response:
     event = await owned_event(request)
@@ -347,6 +504,8 @@ async def cancel_event(request: web.Request) -> web.Response:
         raise event_not_found()
     if row["outcome"] == "event_cancelled":
         raise Problem(409, "event_cancelled", "The event is already cancelled.")
+    if row["outcome"] == "event_ended":
+        raise event_ended()
     assert row["outcome"] == "cancelled", row["outcome"]
     log.info("event_cancelled", event_id=str(event))
     return json_response(EVENT.dump(row["event"]))
@@ -368,7 +527,7 @@ async def list_attendees(request: web.Request, query: dict[str, Any]) -> web.Res
     args: list[Any] = [event, limit + 1]
     after = ""
     if query["cursor"] is not None:
-        args.extend(decode_cursor(query["cursor"], dt.datetime, uuid.UUID))
+        args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
         after = "AND (b.created_at, b.id) > ($3, $4)"
     rows = await request.app[POOL].fetch(
         f"SELECT b.id AS booking_id, b.user_id, u.name, u.email, b.quantity,"

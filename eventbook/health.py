@@ -1,19 +1,35 @@
-"""Liveness, readiness and metrics for operators and load balancers."""
+"""Liveness, readiness and metrics for operators and load balancers.
+
+`routes` (health) are served everywhere. /metrics comes in two declarations: on the API
+port only to the holder of EVENTBOOK_METRICS_TOKEN (`metrics_routes`), and without a
+token on a private port (`private_metrics_routes`, `--metrics-port`). Either serves the
+last snapshot the background refresh took (eventbook.metrics), with no query of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import redis.exceptions
 from aiohttp import web
 
-from eventbook.api import PUBLIC, endpoint, json_response
-from eventbook.errors import UNAVAILABLE, Problem
-from eventbook.keys import METRICS, POOL, REDIS
+from eventbook.api import PUBLIC, SCRAPER, endpoint, json_response
+from eventbook.errors import Problem
+from eventbook.keys import CONFIG, METRICS, POOL, REDIS
 from eventbook.metrics import CONTENT_TYPE_LATEST
+from eventbook.outages import ReadOnly, is_outage, postgres_writable, redis_writable
 
 routes = web.RouteTableDef()
+metrics_routes = web.RouteTableDef()
+private_metrics_routes = web.RouteTableDef()
 CHECK_TIMEOUT = 2.0
+METRICS_DESCRIPTION = (
+    "The text exposition format: requests by route and status, bookings by outcome, "
+    "outbox backlog, stream length, pending, lag and dead letters, actor restarts, mails. "
+    "The outbox and stream gauges are as read by the last background refresh "
+    "(every EVENTBOOK_METRICS_REFRESH_SECONDS)."
+)
 
 
 @routes.get("/healthz")
@@ -22,45 +38,67 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-async def _check(probe: asyncio.Future[object] | object) -> str:
+async def _check(probe: Awaitable[None]) -> str:
+    """"ok", "read_only" (answers but refuses writes) or "down"."""
     try:
-        await asyncio.wait_for(probe, CHECK_TIMEOUT)  # type: ignore[arg-type]
-    except (*UNAVAILABLE, redis.exceptions.RedisError):
+        await asyncio.wait_for(probe, CHECK_TIMEOUT)
+    except ReadOnly:
+        return "read_only"
+    except (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError):
+        return "read_only"
+    except redis.exceptions.RedisError:
         return "down"
+    except Exception as exc:
+        if is_outage(exc):
+            return "down"
+        raise
     return "ok"
 
 
 @routes.get("/readyz")
 @endpoint(
-    "PostgreSQL and Redis answer",
+    "PostgreSQL and Redis answer and take writes",
     roles=PUBLIC,
     problems={503: ["not_ready"]},
     tag="operations",
 )
 async def readyz(request: web.Request) -> web.Response:
     postgres, redis_state = await asyncio.gather(
-        _check(request.app[POOL].fetchval("SELECT 1")),
-        _check(request.app[REDIS].ping()),
+        _check(postgres_writable(request.app[POOL])),
+        _check(redis_writable(request.app[REDIS], request.app[CONFIG].redis_prefix)),
     )
     checks = {"postgres": postgres, "redis": redis_state}
-    if "down" in checks.values():
-        down = ", ".join(name for name, state in checks.items() if state == "down")
-        raise Problem(503, "not_ready", f"Not ready: {down} unavailable.", checks=checks)
+    if set(checks.values()) != {"ok"}:
+        wrong = ", ".join(
+            f"{name} {'refuses writes' if state == 'read_only' else 'unavailable'}"
+            for name, state in checks.items() if state != "ok"
+        )
+        raise Problem(503, "not_ready", f"Not ready: {wrong}.", checks=checks)
     return json_response({"status": "ready", "checks": checks})
 
 
-@routes.get("/metrics")
+@metrics_routes.get("/metrics")
 @endpoint(
     "Prometheus metrics",
-    roles=PUBLIC,
+    roles=SCRAPER,
     tag="operations",
     media_type="text/plain",
-    description=(
-        "The text exposition format: requests by route and status, bookings by outcome, "
-        "outbox backlog, stream length, pending, lag and dead letters, actor restarts, mails."
-    ),
+    description=METRICS_DESCRIPTION + " Served on this port only when the server has a "
+    "metrics token; `serve --metrics-port` serves it without one on a private port.",
 )
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[METRICS]
-    await registry.refresh(request.app[POOL], request.app[REDIS])
-    return web.Response(body=registry.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return _exposition(request)
+
+
+@private_metrics_routes.get("/metrics")
+@endpoint(
+    "Prometheus metrics", roles=PUBLIC, tag="operations", media_type="text/plain",
+    description=METRICS_DESCRIPTION,
+)
+async def private_metrics(request: web.Request) -> web.Response:
+    return _exposition(request)
+
+
+def _exposition(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -16,6 +16,8 @@ from eventbook.metrics import Metrics
 
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
+# The event search's own connections (db.create_search_pool).
+SEARCH_POOL = web.AppKey("search_pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", redis.asyncio.Redis)
 METRICS = web.AppKey("metrics", Metrics)
 

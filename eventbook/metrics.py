@@ -7,8 +7,14 @@ zero. Code that counts something calls one method on it:
     request.app[METRICS].booking_outcome("sold_out")     # in a handler
     self.metrics.mail_sent("booking_confirmed")          # in an actor given `metrics`
 
-Gauges about shared state (the outbox backlog, stream lengths and lag) are not pushed:
-`refresh` reads them from PostgreSQL and Redis when Prometheus scrapes.
+Gauges about shared state (the outbox backlog, stream lengths and lag) are not pushed.
+`refresh_forever`, a background task of the process, reads them from PostgreSQL and
+Redis on an interval and then renders the whole registry as text, in a thread; a scrape
+serves the last text. Rendering costs milliseconds of CPU per hundred series (every
+route and status has a latency histogram), and reading the gauges a query and a round
+trip per stream: a scrape does neither, so however often /metrics is asked for, neither
+the event loop, the database nor Redis does more. What a scrape shows is then up to one
+interval old.
 
 This module does not import aiohttp, so actors may use it.
 """
@@ -34,15 +40,15 @@ log = structlog.get_logger(__name__)
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WatchedStream"]
 
-BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "replayed")
+BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "customer_limit", "replayed")
 RECONCILED_KINDS = ("confirmation", "announcement", "dead_letter")
 OUTBOX_TOPICS = ("confirmations", "notifications")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The route label of a request no route matched (404, 405): never the raw path, whose
 # values are unbounded.
 UNMATCHED = "unmatched"
-# A scrape waits at most this long for PostgreSQL and for Redis; a source that does not
-# answer in time reports eventbook_metrics_source_up 0 instead of stalling the scrape.
+# A refresh waits at most this long for PostgreSQL and for Redis; a source that does not
+# answer in time reports eventbook_metrics_source_up 0 instead of stalling the refresh.
 SCRAPE_TIMEOUT = 2.0
 # Redis before 7 does not report a group's lag; it is then counted, up to this many.
 LAG_COUNT_LIMIT = 10_000
@@ -69,7 +75,7 @@ class StreamState:
 
 @dataclasses.dataclass
 class _Snapshot:
-    """What the last scrape read from PostgreSQL and Redis."""
+    """What the last refresh read from PostgreSQL and Redis."""
 
     outbox_backlog: dict[str, int] = dataclasses.field(default_factory=dict)
     outbox_oldest_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -78,7 +84,7 @@ class _Snapshot:
 
 
 class _SnapshotCollector(Collector):
-    """Yields the gauges of the last snapshot; `Metrics.refresh` fills it before a scrape."""
+    """Yields the gauges of the last snapshot, which `Metrics.refresh` replaces."""
 
     def __init__(self) -> None:
         self.snapshot = _Snapshot()
@@ -124,7 +130,7 @@ class _SnapshotCollector(Collector):
             dead.add_metric(labels, state.dead_letters)
         up = GaugeMetricFamily(
             "eventbook_metrics_source_up",
-            "1 when the last scrape could read this source (postgres, redis), else 0.",
+            "1 when the last refresh could read this source (postgres, redis), else 0.",
             labels=["source"],
         )
         for source, value in sorted(snap.up.items()):
@@ -154,7 +160,8 @@ class Metrics:
         self.bookings = Counter(
             "eventbook_bookings",
             "Booking requests by outcome: created, sold_out, not_bookable (cancelled or past"
-            " event), replayed (a retry with a known Idempotency-Key answered the same booking).",
+            " event), customer_limit (the customer's cap for the event reached), replayed (a"
+            " retry with a known Idempotency-Key answered the same booking).",
             ["outcome"],
             registry=registry,
         )
@@ -196,6 +203,7 @@ class Metrics:
         self.watched: set[WatchedStream] = set()
         self._snapshot = _SnapshotCollector()
         registry.register(self._snapshot)
+        self._rendered: bytes | None = None
 
     # -- what other modules call -------------------------------------------------------
 
@@ -210,7 +218,7 @@ class Metrics:
         self.http_duration.labels(*labels).observe(seconds)
 
     def booking_outcome(self, outcome: str) -> None:
-        """One booking request's outcome: created, sold_out, not_bookable or replayed."""
+        """One booking request's outcome: one of BOOKING_OUTCOMES."""
         if outcome not in BOOKING_OUTCOMES:
             raise ValueError(f"unknown booking outcome {outcome!r}")
         self.bookings.labels(outcome).inc()
@@ -242,10 +250,24 @@ class Metrics:
         """Report this stream's length, the group's pending and lag, and its dead letters."""
         self.watched.add(WatchedStream(stream, group, dead_letter))
 
-    # -- scraping ----------------------------------------------------------------------
+    # -- the gauges of shared state ---------------------------------------------------
+
+    async def refresh_forever(
+        self, pool: asyncpg.Pool | None, client: redis.asyncio.Redis | None, interval: float
+    ) -> None:
+        """Refresh now, then every `interval` seconds, until cancelled."""
+        while True:
+            try:
+                await self.refresh(pool, client)
+            except Exception:
+                # Sources that fail are reported by refresh; anything else must not stop
+                # the gauges for good.
+                log.exception("metrics_refresh_failed")
+            await asyncio.sleep(interval)
 
     async def refresh(self, pool: asyncpg.Pool | None, client: redis.asyncio.Redis | None) -> None:
-        """Read the outbox and stream gauges now (each source within SCRAPE_TIMEOUT)."""
+        """Read the outbox and stream gauges now (each source within SCRAPE_TIMEOUT), then
+        render the registry for the scrapes to come."""
         snapshot = _Snapshot()
         jobs = []
         if pool is not None:
@@ -254,10 +276,15 @@ class Metrics:
             jobs.append(self._read_streams(client, snapshot))
         await asyncio.gather(*jobs)
         self._snapshot.snapshot = snapshot
+        # In a thread: the event loop keeps answering requests while the text is built.
+        self._rendered = await asyncio.to_thread(generate_latest, self.registry)
 
     def exposition(self) -> bytes:
-        """The registry in Prometheus' text format (serve with CONTENT_TYPE_LATEST)."""
-        return generate_latest(self.registry)
+        """The registry in Prometheus' text format as the last refresh rendered it (serve
+        with CONTENT_TYPE_LATEST); rendered now only before the first refresh is done."""
+        if self._rendered is None:
+            self._rendered = generate_latest(self.registry)
+        return self._rendered
 
     async def _read_outbox(self, pool: asyncpg.Pool, snapshot: _Snapshot) -> None:
         snapshot.outbox_backlog = dict.fromkeys(OUTBOX_TOPICS, 0)

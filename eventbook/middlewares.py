@@ -1,4 +1,5 @@
-"""Request id, access log and request metrics: the outermost middleware."""
+"""Request id, access log and request metrics: the outermost middleware; and the hook
+that keeps the Server header out of every answer."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import time
 import uuid
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from eventbook.keys import METRICS, REQUEST_ID
+from eventbook.metrics import UNMATCHED
 
 log = structlog.get_logger("eventbook.access")
 
@@ -20,6 +22,14 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+async def drop_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: no Server header. aiohttp's default names the Python and
+    aiohttp versions, which tells an attacker which known bugs to try. A hook and not
+    a middleware: aiohttp adds the header when it prepares the response, after every
+    middleware has returned, and just before this hook runs."""
+    response.headers.popall(hdrs.SERVER, None)
 
 
 @web.middleware
@@ -40,7 +50,7 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     finally:
         elapsed = time.perf_counter() - started
         route = request.match_info.route.resource
-        canonical = route.canonical if route is not None else None
+        canonical = route.canonical if route is not None else UNMATCHED
         log.info(
             "request",
             method=request.method,

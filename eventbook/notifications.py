@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -12,7 +10,15 @@ from marshmallow import Schema, fields, validate
 from eventbook.api import SIGNED_IN, endpoint, json_response
 from eventbook.auth import principal
 from eventbook.keys import POOL
-from eventbook.pages import PageQuery, decode_cursor, page_of, page_response, split_page
+from eventbook.pages import (
+    TIMESTAMPTZ,
+    UUID,
+    PageQuery,
+    decode_cursor,
+    page_of,
+    page_response,
+    split_page,
+)
 
 routes = web.RouteTableDef()
 
@@ -47,7 +53,7 @@ async def list_notifications(request: web.Request, query: dict[str, Any]) -> web
     args: list[Any] = [principal(request).id]
     before = ""
     if query["cursor"] is not None:
-        args.extend(decode_cursor(query["cursor"], dt.datetime, uuid.UUID))
+        args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
         before = "AND (created_at, id) < ($2, $3)"
     limit = query["limit"]
     rows = await request.app[POOL].fetch(

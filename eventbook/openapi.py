@@ -25,7 +25,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import INCLUDE, Schema, fields
 
 from eventbook import __version__
-from eventbook.api import PUBLIC, SIGNED_IN, Endpoint, endpoint
+from eventbook.api import PUBLIC, SCRAPER, SIGNED_IN, Endpoint, endpoint
 from eventbook.errors import PROBLEM_JSON
 
 log = structlog.get_logger(__name__)
@@ -34,6 +34,7 @@ routes = web.RouteTableDef()
 # Swagger UI 4, which /docs serves, reads OpenAPI 3.0 documents (not 3.1).
 OPENAPI_VERSION = "3.0.3"
 SECURITY_SCHEME = "bearerAuth"
+METRICS_SECURITY_SCHEME = "metricsToken"
 DOCUMENT = web.AppKey("openapi_document", bytes)
 
 # Tags in reading order, with what they hold; a tag not listed here follows them.
@@ -99,12 +100,15 @@ def problems_of(spec: Endpoint, has_path_params: bool) -> dict[int, list[str]]:
         add(400, "malformed_json")
         add(408, "request_timeout")
         add(413, "body_too_large")
-        add(415, "unsupported_media_type")
+        add(415, "unsupported_media_type", "unsupported_content_encoding")
         add(422, "validation_failed")
     if spec.query is not None:
         add(422, "validation_failed")
+    if spec.roles is not PUBLIC or spec.headers:
+        add(400, "repeated_header")
     if spec.roles is not PUBLIC:
         add(401, "unauthorized", "invalid_token")
+    if spec.roles is not PUBLIC and spec.roles != SCRAPER:
         add(403, "forbidden_role")
     if has_path_params:
         add(404, "not_found")
@@ -120,6 +124,8 @@ def role_sentence(roles: tuple[str, ...] | None) -> str:
         return "Anyone may call this; no token needed."
     if roles == SIGNED_IN:
         return "Needs a signed-in user's bearer token (any role)."
+    if roles == SCRAPER:
+        return "Needs the server's metrics token (EVENTBOOK_METRICS_TOKEN) as bearer token."
     return f"Needs a bearer token of the {' or '.join(roles)} role."
 
 
@@ -131,10 +137,17 @@ def _problem_response(status: int, codes: list[str], signed: bool) -> dict[str, 
             "required": True,
             "schema": {"type": "string"},
         }
-    if status == 429:
+    if status == 415 and "unsupported_content_encoding" in codes:
+        headers["Accept-Encoding"] = {
+            "description": "With `unsupported_content_encoding`: `identity`, the only "
+                           "content coding a request body may have.",
+            "schema": {"type": "string"},
+        }
+    if status in (429, 503):
+        # Every 429 says when to retry; a 503 says it when waiting is likely to help.
         headers["Retry-After"] = {
             "description": "Seconds to wait before trying again.",
-            "required": True,
+            "required": status == 429,
             "schema": {"type": "integer", "minimum": 0},
         }
     phrase = HTTPStatus(status).phrase
@@ -219,12 +232,16 @@ def operation_of(
     if parameters:
         operation["parameters"] = parameters
     if spec.body is not None:
-        required = any(field.required for field in spec.body.fields.values())
+        # An absent body reads as {}: it is required exactly when the schema refuses {}
+        # (a PATCH with nothing to change, say), whatever its fields' own flags.
+        required = bool(spec.body.validate({}))
         operation["requestBody"] = {
             "required": required,
             "content": {"application/json": {"schema": spec.body}},
         }
-    if spec.roles is not PUBLIC:
+    if spec.roles == SCRAPER:
+        operation["security"] = [{METRICS_SECURITY_SCHEME: []}]
+    elif spec.roles is not PUBLIC:
         operation["security"] = [{SECURITY_SCHEME: []}]
     return operation
 
@@ -249,12 +266,20 @@ def build_document(app: web.Application) -> dict[str, Any]:
                 "Event booking: organizers publish events, customers book tickets. "
                 "JSON in and out; errors are RFC 9457 problem details "
                 "(application/problem+json) with a stable `code`. Send "
-                "`Authorization: Bearer <access_token>` from register or login."
+                "`Authorization: Bearer <access_token>` from register or login. "
+                "A method a path does not list is answered 405 `method_not_allowed` "
+                "with an `Allow` header naming the methods it does list "
+                "(`components.responses.MethodNotAllowed`)."
             )
         },
     )
     spec.components.security_scheme(
         SECURITY_SCHEME, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
+    spec.components.security_scheme(
+        METRICS_SECURITY_SCHEME,
+        {"type": "http", "scheme": "bearer",
+         "description": "The server's EVENTBOOK_METRICS_TOKEN, for Prometheus."},
     )
     spec.components.schema("Problem", schema=ProblemSchema)
     spec.components.header(
@@ -265,6 +290,15 @@ def build_document(app: web.Application) -> dict[str, Any]:
             "schema": {"type": "string"},
         },
     )
+    # Not referenced by any operation (no listed method answers it): a 405 is the
+    # answer to a method the path does not list.
+    method_not_allowed = _problem_response(405, ["method_not_allowed"], signed=False)
+    method_not_allowed["headers"]["Allow"] = {
+        "description": "The methods the path lists.",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    spec.components.response("MethodNotAllowed", method_not_allowed)
     paths: dict[str, dict[str, Any]] = {}
     tags: list[str] = []
     used_ids: set[str] = set()

@@ -82,37 +82,52 @@ def _bad_cursor() -> Problem:
     )
 
 
-def _restore(value: Any, kind: type) -> Any:
-    if kind is dt.datetime:
-        if not isinstance(value, str):
-            raise ValueError(value)
-        moment = dt.datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            raise ValueError(value)
-        return moment.astimezone(dt.UTC)
-    if kind is uuid.UUID:
-        if not isinstance(value, str):
-            raise ValueError(value)
-        return uuid.UUID(value)
-    if kind is int and isinstance(value, bool):
+def _timestamptz(value: Any) -> dt.datetime:
+    # Every aware datetime Python can hold (years 1..9999) fits PostgreSQL's range.
+    if not isinstance(value, str):
         raise ValueError(value)
-    if not isinstance(value, kind):
+    moment = dt.datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError(value)
+    return moment.astimezone(dt.UTC)
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    if not isinstance(value, str):
+        raise ValueError(value)
+    return uuid.UUID(value)
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(value)
+    if not -(2**31) <= value < 2**31:
         raise ValueError(value)
     return value
 
 
-def decode_cursor(cursor: str, *kinds: type) -> tuple[Any, ...]:
-    """The values encode_cursor packed, converted back to `kinds` (datetime, UUID, int,
-    str) when given; anything else is a 422 validation problem on `cursor`."""
+# The SQL type of a keyset column, as the conversion of a cursor value to it: a value of
+# another type or out of the type's range raises ValueError, so whatever reaches the
+# query binds (asyncpg would otherwise fail the query, a 500).
+Column = Callable[[Any], Any]
+
+TIMESTAMPTZ: Column = _timestamptz
+UUID: Column = _uuid
+INTEGER: Column = _integer
+
+
+def decode_cursor(cursor: str, *columns: Column) -> tuple[Any, ...]:
+    """The values encode_cursor packed, one per keyset column, each converted to its
+    column's type; anything else is a 422 validation problem on `cursor`."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
         values = json.loads(raw)
-        if not isinstance(values, list) or (kinds and len(values) != len(kinds)):
+        if not isinstance(values, list) or len(values) != len(columns):
             raise ValueError(cursor)
-        if not kinds:
-            return tuple(values)
-        return tuple(_restore(value, kind) for value, kind in zip(values, kinds, strict=True))
+        return tuple(
+            column(value) for value, column in zip(values, columns, strict=True)
+        )
     except (ValueError, TypeError, UnicodeError, binascii.Error, RecursionError, OverflowError):
         raise _bad_cursor() from None
 

@@ -16,9 +16,7 @@ from eventbook.actors.stream import dead_letter_key, stream_key
 from eventbook.metrics import stream_state
 
 # Fields the runtime adds when it dead-letters a message; replay strips them.
-DEAD_LETTER_FIELDS = (
-    "error", "cause", "attempts", "stream", "message_id", "consumer", "failed_at",
-)
+DEAD_LETTER_FIELDS = ("error", "cause", "attempts", "stream", "message_id", "consumer", "failed_at")
 DEAD_LETTER_SCAN_LIMIT = 100_000
 
 

@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 import asyncpg
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbook.auth import TOKENS
+from eventbook.keys import CONFIG
 
 _serial = itertools.count()
 T = TypeVar("T")
@@ -72,7 +74,8 @@ class Api:
     async def request(
         self, method: str, path: str, user: User | None = None, **kwargs: Any
     ) -> ClientResponse:
-        headers = dict(kwargs.pop("headers", {}) or {})
+        # A multidict, so a test can send a header twice ([(name, a), (name, b)]).
+        headers = CIMultiDict(kwargs.pop("headers", None) or {})
         if user is not None:
             headers.update(user.headers)
         return await self.client.request(method, path, headers=headers, **kwargs)
@@ -103,11 +106,14 @@ class Api:
         self, pool: asyncpg.Pool, count: int, role: str = "customer"
     ) -> list[User]:
         """`count` users written straight to the database, each with a token: no password
-        hashing, so hundreds cost milliseconds. They cannot log in."""
+        hashing, so hundreds cost milliseconds. They cannot log in. Their addresses are
+        ASCII, so each one's key (eventbook.emails) is its lower case."""
         rows = await pool.fetch(
-            "INSERT INTO users (email, name, role, password_hash)"
-            " SELECT 'seed' || n || '-' || $1 || '@example.com', 'Seeded ' || n, $2, '!'"
-            " FROM generate_series(1, $3) AS n RETURNING id, email",
+            "INSERT INTO users (email, email_key, name, role, password_hash)"
+            " SELECT email, lower(email), 'Seeded ' || n, $2, '!'"
+            " FROM (SELECT n, 'seed' || n || '-' || $1 || '@example.com' AS email"
+            "       FROM generate_series(1, $3) AS n) AS seeded"
+            " RETURNING id, email",
             uuid.uuid4().hex[:8], role, count,
         )
         tokens = self.app[TOKENS]
@@ -145,16 +151,32 @@ class Api:
         )
 
 
+def metrics_headers(api: Api) -> dict[str, str]:
+    """What a scraper sends to the API port: the app's metrics token."""
+    return {"Authorization": f"Bearer {api.app[CONFIG].metrics_token}"}
+
+
 async def metric(api: Api, name: str, **labels: str) -> float | None:
     """One sample's value at GET /metrics (a counter by its full name, `..._total`);
-    None when no such sample is exposed."""
-    answer = await api.get("/metrics")
+    None when no such sample is exposed. The outbox and stream gauges are those of the
+    last background refresh: wait for them with `metric_becomes`."""
+    answer = await api.get("/metrics", headers=metrics_headers(api))
     assert answer.status == 200, await answer.text()
     for family in text_string_to_metric_families(await answer.text()):
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return None
+
+
+async def metric_becomes(api: Api, name: str, value: float, timeout: float = 15.0,
+                         **labels: str) -> None:
+    """Wait until a sample shows `value` (a gauge the background refresh reads)."""
+
+    async def shows() -> bool:
+        return await metric(api, name, **labels) == value
+
+    await eventually(shows, timeout=timeout)
 
 
 class LiveServer:

@@ -8,6 +8,8 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from email import message_from_bytes
+from email.message import Message as EmailMessage
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,14 +18,17 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from eventbook import db
 from eventbook.app import create_app
 from eventbook.config import Config
-from eventbook.embedded import EmbeddedServices
+from eventbook.embedded import EmbeddedServices, free_port
 from tests.client import Api
 
 TEMPLATE = f"eventbook_template_{os.getpid()}"
+METRICS_TOKEN = "test-metrics-token-" + "m" * 16
 
 
 def with_database(url: str, name: str) -> str:
@@ -84,7 +89,10 @@ async def _drop_database(admin_url: str, name: str) -> None:
 
 
 def base_config(database_url: str, redis_url: str, **overrides: Any) -> Config:
-    """Test settings: cheap password hashing, a private Redis prefix, quick reclaim."""
+    """Test settings: cheap password hashing, a private Redis prefix, quick reclaim; no
+    sign-up, booking or browsing limits and room for many hashes at once, as tests make
+    users by the dozen from one address (the limits' own tests set them); /metrics
+    served with a token and its gauges read often."""
     settings: dict[str, Any] = {
         "database_url": database_url,
         "redis_url": redis_url,
@@ -95,6 +103,11 @@ def base_config(database_url: str, redis_url: str, **overrides: Any) -> Config:
         "db_pool_min": 1,
         "db_pool_max": 10,
         "booking_rate": 0,
+        "signup_ip_limit": 0,
+        "hash_queue": 1000,
+        "browse_rate": 0,
+        "metrics_token": METRICS_TOKEN,
+        "metrics_refresh_seconds": 0.2,
         "log_format": "json",
     }
     settings.update(overrides)
@@ -156,3 +169,37 @@ async def organizer(api: Api) -> Any:
 @pytest.fixture
 async def customer(api: Api) -> Any:
     return await api.register(role="customer")
+
+
+# -- a real SMTP server ---------------------------------------------------------------
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps every mail it accepts."""
+
+    def __init__(self) -> None:
+        self.mails: list[tuple[list[str], EmailMessage]] = []
+        self.logins: list[tuple[bytes, bytes]] = []
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                     auth_data: Any) -> AuthResult:
+        self.logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.password == b"secret")
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mails.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[str, Inbox]]:
+    inbox = Inbox()
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=free_port(), authenticator=inbox.authenticate,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        yield f"smtp://robot:secret@127.0.0.1:{controller.port}", inbox
+    finally:
+        controller.stop()

@@ -9,12 +9,14 @@ import asyncpg
 
 
 async def insert_users(pool: asyncpg.Pool, count: int, role: str = "customer") -> list[uuid.UUID]:
-    """`count` users with an unusable password hash (they never log in)."""
+    """`count` users with an unusable password hash (they never log in). Their addresses
+    are ASCII, so each one's key (eventbook.emails) is its lower case."""
     rows = await pool.fetch(
         """
-        INSERT INTO users (email, name, role, password_hash)
-        SELECT 'seed-' || gen_random_uuid() || '@example.com', 'Seeded ' || n, $2, '!'
-          FROM generate_series(1, $1) AS n
+        INSERT INTO users (email, email_key, name, role, password_hash)
+        SELECT email, lower(email), 'Seeded ' || n, $2, '!'
+          FROM (SELECT n, 'seed-' || gen_random_uuid() || '@example.com' AS email
+                  FROM generate_series(1, $1) AS n) AS seeded
         RETURNING id
         """,
         count, role,
@@ -35,6 +37,20 @@ async def insert_event(
         organizer_id, 30, *values.values(),
     )
     return event_id
+
+
+async def move_event(
+    pool: asyncpg.Pool | asyncpg.Connection, event: uuid.UUID | str | dict[str, Any],
+    starts: str, ends: str | None = None,
+) -> None:
+    """Set an event's times relative to now, as PostgreSQL intervals ('-2 hours'): the
+    API only takes future starts, so a test moves an event into the past here."""
+    event_id = uuid.UUID(str(event["id"] if isinstance(event, dict) else event))
+    await pool.execute(
+        "UPDATE events SET starts_at = now() + $2::text::interval,"
+        " ends_at = now() + $3::text::interval WHERE id = $1",
+        event_id, starts, ends,
+    )
 
 
 async def insert_attendees(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+import uuid
+
+import pytest
 
 from eventbook.auth import PASSWORDS
 from tests.client import Api
@@ -120,6 +123,66 @@ async def test_login_is_rate_limited_per_client_address(make_api) -> None:
     assert int(answer.headers["Retry-After"]) >= 1
 
 
+async def test_sign_ups_are_rate_limited_per_client_address(make_api) -> None:
+    api = await make_api(signup_ip_limit=3, signup_window_seconds=60)
+    for _ in range(3):
+        await api.register()
+    answer = await api.post("/api/v1/auth/register", json=sign_up_body())
+    await assert_problem(answer, 429, "too_many_requests")
+    assert 1 <= int(answer.headers["Retry-After"]) <= 60
+
+
+def sign_up_body() -> dict[str, str]:
+    return {"email": f"burst-{uuid.uuid4().hex[:12]}@example.com", "password": "long enough",
+            "name": "Burst", "role": "customer"}
+
+
+# Real Argon2 cost, so that a hash takes far longer than answering a request.
+COSTLY_HASHES = {"argon2_time_cost": 2, "argon2_memory_kib": 32768, "hash_threads": 1}
+
+
+async def test_a_log_in_is_answered_while_a_burst_of_sign_ups_waits_for_hashing(
+    make_api,
+) -> None:
+    api = await make_api(**COSTLY_HASHES)
+    user = await api.register()
+    signups = [
+        asyncio.create_task(api.post("/api/v1/auth/register", json=sign_up_body()))
+        for _ in range(16)
+    ]
+    # Once one sign-up is answered, the others have long been waiting for a hash.
+    await next(asyncio.as_completed(signups))
+    answer = await api.login(user.email, user.password)
+    answered = sum(task.done() for task in signups)
+    assert answer.status == 200, await answer.text()
+    # In a pool shared with the sign-ups the log-in's hash would wait behind most of them;
+    # in its own lane it runs beside the one sign-up hash in progress.
+    assert answered < len(signups) // 2, answered
+    assert [signup.status for signup in await asyncio.gather(*signups)] == [201] * 16
+
+
+async def test_sign_ups_beyond_the_hashing_queue_are_answered_503_at_once(
+    make_api, pool
+) -> None:
+    api = await make_api(**COSTLY_HASHES, hash_queue=1)
+    answers = []
+
+    async def sign_up() -> None:
+        answers.append(await api.post("/api/v1/auth/register", json=sign_up_body()))
+
+    await asyncio.gather(*(sign_up() for _ in range(8)))
+    # One sign-up hashing and one waiting fill the lane; the first answer is a refusal
+    # that did not wait for either hash.
+    busy = [answer for answer in answers if answer.status == 503]
+    assert answers[0].status == 503
+    for answer in busy:
+        await assert_problem(answer, 503, "server_busy")
+        assert answer.headers["Retry-After"] == "1"
+    created = [answer for answer in answers if answer.status == 201]
+    assert len(created) >= 2 and len(created) + len(busy) == 8
+    assert await pool.fetchval("SELECT count(*) FROM users") == len(created)
+
+
 async def test_a_successful_login_resets_the_email_counter(make_api) -> None:
     api = await make_api(login_limit=3, login_window_seconds=60)
     user = await api.register()
@@ -209,6 +272,20 @@ def test_user_create_takes_no_password_on_the_command_line(config) -> None:
     )
     assert result.returncode == 2
     assert "unrecognized arguments: --password" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name", ["Ada\r\nBcc: x@example.com", "Ada\tL", "\u202eadA", "A\u2028B"]
+)
+async def test_a_name_with_control_characters_is_refused(api: Api, name: str) -> None:
+    answer = await api.post(
+        "/api/v1/auth/register",
+        json={"email": "ada@example.com", "password": "correct horse", "name": name,
+              "role": "customer"},
+    )
+    problem = await assert_problem(answer, 422, "validation_failed")
+    assert set(problem["errors"]) == {"name"}
+    assert "control characters" in problem["errors"]["name"][0]
 
 
 async def test_text_the_database_cannot_store_is_a_422_not_a_500(api: Api) -> None:

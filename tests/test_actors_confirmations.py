@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from email import message_from_bytes
-from email.message import Message as EmailMessage
 from typing import Any
 
 import asyncpg
 import pytest
 import structlog
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
 
 from eventbook.actors.confirmations import Confirmations
 from eventbook.actors.mailer import SimulatedMailer
 from eventbook.actors.stream import Message
 from eventbook.config import Config
-from eventbook.embedded import free_port
 from eventbook.keys import REDIS
 from tests.client import Api, User, eventually, expect
+from tests.conftest import Inbox
 
 
 async def booking_row(pool: asyncpg.Pool, booking_id: str) -> asyncpg.Record:
@@ -103,14 +98,21 @@ async def test_a_cancelled_booking_gets_a_cancellation_mail_too(
     booking = await expect(await api.book(customer, event), 201)
     await eventually(lambda: confirmed(pool, booking["id"]))
 
-    await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
+    with structlog.testing.capture_logs() as logs:
+        await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
 
-    async def two_mails() -> list[asyncpg.Record]:
-        mails = await sent_mails(pool, booking["id"])
-        return mails if len(mails) == 2 and all(m["sent_at"] for m in mails) else []
+        async def two_mails() -> list[asyncpg.Record]:
+            mails = await sent_mails(pool, booking["id"])
+            return mails if len(mails) == 2 and all(m["sent_at"] for m in mails) else []
 
-    mails = await eventually(two_mails)
+        mails = await eventually(two_mails)
     assert [mail["kind"] for mail in mails] == ["booking_confirmed", "booking_cancelled"]
+    # Logged by its own name, not as a confirmation.
+    sent = [line for line in logs if line.get("booking_id") == booking["id"]
+            and line["event"].endswith("_sent")]
+    assert [(line["event"], line["kind"]) for line in sent] == [
+        ("cancellation_sent", "booking_cancelled")
+    ]
     assert mails[1]["subject"] == "Booking cancelled: Matinee"
     row = await booking_row(pool, booking["id"])
     assert row["confirmation_status"] == "sent"
@@ -150,37 +152,6 @@ async def test_every_actor_log_line_for_a_booking_carries_its_request_id(
 
 
 # -- real SMTP -------------------------------------------------------------------------
-
-
-class Inbox:
-    """An aiosmtpd handler that keeps every mail it accepts."""
-
-    def __init__(self) -> None:
-        self.mails: list[tuple[list[str], EmailMessage]] = []
-        self.logins: list[tuple[bytes, bytes]] = []
-
-    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
-                     auth_data: Any) -> AuthResult:
-        self.logins.append((auth_data.login, auth_data.password))
-        return AuthResult(success=auth_data.password == b"secret")
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.mails.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
-        return "250 Message accepted for delivery"
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[str, Inbox]]:
-    inbox = Inbox()
-    controller = Controller(
-        inbox, hostname="127.0.0.1", port=free_port(), authenticator=inbox.authenticate,
-        auth_require_tls=False,
-    )
-    controller.start()
-    try:
-        yield f"smtp://robot:secret@127.0.0.1:{controller.port}", inbox
-    finally:
-        controller.stop()
 
 
 async def test_a_real_smtp_server_receives_the_confirmation_mail(

@@ -16,7 +16,7 @@ from eventbook.actors import ACTOR_NAMES, Supervisor, build_actors
 from eventbook.actors.confirmations import Confirmations
 from eventbook.actors.mailer import MailError, SimulatedMailer
 from eventbook.actors.relay import OutboxRelay
-from eventbook.actors.stream import dead_letter_key, stream_key
+from eventbook.actors.stream import dead_letter_key, heartbeat_key, stream_key
 from eventbook.config import Config
 from eventbook.keys import REDIS
 from tests.client import Api, User, eventually, expect
@@ -31,6 +31,9 @@ class StuckMailer:
     async def send(self, to: str, subject: str, body: str) -> None:
         self.called.set()
         await asyncio.Event().wait()
+
+    async def probe(self) -> None:
+        """It accepts connections; it just never finishes a mail."""
 
 
 class RefusingMailer(SimulatedMailer):
@@ -225,3 +228,53 @@ async def test_handled_messages_are_trimmed_so_the_stream_does_not_grow_forever(
         stopping.set()
         await task
     assert await pending_count(client, config, "confirmations") == 0
+
+
+# -- consumers: listed while they run, forgotten when their process is gone ----------------
+
+
+async def consumer_names(client: redis.asyncio.Redis, actor: Confirmations) -> set[str]:
+    if not await client.exists(actor.stream):  # the actor has not made its group yet
+        return set()
+    return {c["name"] for c in await client.xinfo_consumers(actor.stream, actor.group)}
+
+
+async def listed(client: redis.asyncio.Redis, actor: Confirmations) -> bool:
+    return actor.consumer in await consumer_names(client, actor)
+
+
+async def test_a_consumer_is_listed_from_its_start_before_any_message(
+    api: Api, config: Config, pool: asyncpg.Pool
+) -> None:
+    client = api.app[REDIS]
+    actor = Confirmations(config, pool, client, SimulatedMailer())
+    stopping = asyncio.Event()
+    running = asyncio.create_task(actor.run(stopping))
+    try:
+        await eventually(lambda: listed(client, actor), timeout=10)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(running, 10)
+    # A clean stop leaves the group, heartbeat and all.
+    assert actor.consumer not in await consumer_names(client, actor)
+    assert not await client.exists(actor.heartbeat)
+
+
+async def test_consumers_of_gone_processes_are_forgotten_but_not_live_or_holding_ones(
+    api: Api, config: Config, pool: asyncpg.Pool
+) -> None:
+    config = config.replace(claim_idle_ms=100)  # gone after 1 s of silence
+    client = api.app[REDIS]
+    actor = Confirmations(config, pool, client, SimulatedMailer())
+    await actor.ensure_group()
+    await client.xgroup_createconsumer(actor.stream, actor.group, "gone-empty")
+    await client.xgroup_createconsumer(actor.stream, actor.group, "alive")
+    await client.set(heartbeat_key(config.redis_prefix, actor.topic, "alive"), "1")
+    await client.xadd(actor.stream, {"kind": "booking_confirmed", "payload": "{}"})
+    await client.xreadgroup(actor.group, "gone-holding", {actor.stream: ">"}, count=1)
+    await asyncio.sleep(1.2)
+
+    assert await actor.forget_gone_consumers() == ["gone-empty"]
+    assert await consumer_names(client, actor) == {actor.consumer, "alive", "gone-holding"}
+    # The one holding a message keeps it, to be claimed by a live consumer.
+    assert (await client.xpending(actor.stream, actor.group))["pending"] == 1

@@ -164,6 +164,29 @@ async def test_refusals_carry_the_codes_of_book_tickets(
     assert await pool.fetchval("SELECT count(*) FROM bookings") == 0
 
 
+async def test_a_customers_requests_in_one_call_count_toward_the_cap_in_arrival_order(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    capped = await insert_event(
+        pool, organizer, capacity=20, max_tickets_per_customer=5, max_tickets_per_booking=5
+    )
+    free = await insert_event(pool, organizer, capacity=20)
+    ada, bob = await insert_users(pool, 2)
+    answers = await asyncio.gather(
+        batcher.book(capped, request(ada, capped, 3)),
+        batcher.book(capped, request(ada, capped, 3, key="k")),
+        batcher.book(free, request(ada, free, 9)),
+        batcher.book(capped, request(bob, capped, 5)),
+        batcher.book(capped, request(ada, capped, 2)),
+    )
+    assert batcher.calls == 1
+    assert [(a.outcome, a.available) for a in answers] == [
+        ("created", 17), ("customer_limit_reached", 2), ("created", 11), ("created", 12),
+        ("created", 10),
+    ]
+    assert await ledger(pool, capped) == (20, 10, 10)
+
+
 async def test_a_failing_batch_falls_back_so_one_bad_request_fails_alone(
     batcher: BookingBatcher, pool, organizer
 ) -> None:

@@ -7,7 +7,9 @@ import random
 from collections import Counter
 
 import pytest
+from aiohttp import ClientResponse
 
+from eventbook.booking_batcher import BOOKING_BATCHER
 from tests.client import Api, expect
 from tests.seed import ledger
 
@@ -41,6 +43,77 @@ async def test_500_simultaneous_bookings_sell_exactly_the_capacity(
         "SELECT count(*) FROM outbox WHERE kind = 'booking_confirmed'"
     )
     assert confirmations == sum(answer.status == 201 for answer in answers)
+
+
+@pytest.mark.parametrize("alone", [False, True], ids=["batched", "one_by_one"])
+async def test_one_customer_firing_200_bookings_at_once_stops_at_the_cap(
+    api: Api, organizer, pool, alone: bool
+) -> None:
+    event = await api.create_event(
+        organizer, capacity=1000, max_tickets_per_customer=10, max_tickets_per_booking=2
+    )
+    [customer] = await api.seed_users(pool, 1)
+    calls_before = api.app[BOOKING_BATCHER].calls
+
+    def grab() -> asyncio.Future[list[ClientResponse]]:
+        # Different keys: each is a booking of its own.
+        return asyncio.gather(
+            *(api.book(customer, event, quantity=2, key=f"grab-{n}") for n in range(200))
+        )
+
+    if alone:
+        async with pool.acquire() as conn, conn.transaction():
+            # Someone else holds the event's row past the batch's lock_timeout, so the
+            # batcher falls back to book_tickets for each request: they race for the row.
+            await conn.execute("SELECT 1 FROM events WHERE id = $1::uuid FOR UPDATE", event["id"])
+            grabbing = grab()
+            await asyncio.sleep(1)
+        answers = await grabbing
+    else:
+        answers = await grab()
+        # Many were decided together, in one batch: the cap holds inside a batch.
+        assert api.app[BOOKING_BATCHER].calls - calls_before < 100
+    outcomes = Counter([(answer.status, (await answer.json()).get("code")) for answer in answers])
+    assert outcomes == {(201, None): 5, (409, "customer_limit_reached"): 195}
+    assert await ledger(pool, event) == (1000, 990, 10)
+
+
+async def test_many_customers_at_once_each_stop_at_the_cap(api: Api, organizer, pool) -> None:
+    event = await api.create_event(organizer, capacity=1000, max_tickets_per_customer=7)
+    customers = await api.seed_users(pool, 20)
+    requests = [customer for customer in customers for _ in range(30)]
+    random.Random(20).shuffle(requests)
+    answers = await asyncio.gather(*(api.book(customer, event) for customer in requests))
+    assert {answer.status for answer in answers} == {201, 409}
+    held = await pool.fetch(
+        "SELECT user_id::text AS user_id, sum(quantity) AS held FROM bookings"
+        " WHERE event_id = $1::uuid AND status = 'confirmed' GROUP BY user_id",
+        event["id"],
+    )
+    assert {row["user_id"]: row["held"] for row in held} == {c.id: 7 for c in customers}
+    assert await ledger(pool, event) == (1000, 1000 - 20 * 7, 20 * 7)
+
+
+async def test_capped_customers_racing_for_a_small_event_respect_both_limits(
+    api: Api, organizer, pool
+) -> None:
+    event = await api.create_event(
+        organizer, capacity=50, max_tickets_per_customer=8, max_tickets_per_booking=3
+    )
+    customers = await api.seed_users(pool, 12)
+    rng = random.Random(12)
+    requests = [(c, rng.randint(1, 3)) for c in customers for _ in range(15)]
+    rng.shuffle(requests)
+    answers = await asyncio.gather(*(api.book(c, event, quantity=q) for c, q in requests))
+    codes = {(answer.status, (await answer.json()).get("code")) for answer in answers}
+    assert codes <= {(201, None), (409, "sold_out"), (409, "customer_limit_reached")}
+    held = await pool.fetchval(
+        "SELECT max(held) FROM (SELECT sum(quantity) AS held FROM bookings"
+        " WHERE event_id = $1::uuid AND status = 'confirmed' GROUP BY user_id) h",
+        event["id"],
+    )
+    assert held <= 8
+    assert await ledger(pool, event) == (50, 0, 50)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

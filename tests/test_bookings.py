@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 
 from tests.client import Api, expect
+from tests.seed import ledger, move_event
 from tests.test_problems import assert_problem
 
 BOOKING_KEYS = {
@@ -116,6 +118,58 @@ async def test_a_started_event_is_not_bookable(api: Api, organizer, customer, po
     await assert_problem(await api.book(customer, event), 409, "event_not_bookable")
 
 
+async def test_a_customer_stops_at_the_events_per_customer_cap(
+    api: Api, organizer, customer
+) -> None:
+    event = await api.create_event(
+        organizer, capacity=100, max_tickets_per_customer=5, max_tickets_per_booking=2
+    )
+    for _ in range(2):
+        await expect(await api.book(customer, event, quantity=2), 201)
+    problem = await assert_problem(
+        await api.book(customer, event, quantity=2), 409, "customer_limit_reached"
+    )
+    assert problem["customer_tickets_left"] == 1
+    assert "1 more ticket " in problem["detail"]
+    await expect(await api.book(customer, event, quantity=1), 201)
+    problem = await assert_problem(
+        await api.book(customer, event, quantity=1), 409, "customer_limit_reached"
+    )
+    assert problem["customer_tickets_left"] == 0
+    assert (await api.get_event(event))["available_tickets"] == 95
+    other = await api.register()
+    await expect(await api.book(other, event, quantity=2), 201)
+
+
+async def test_cancelled_bookings_do_not_count_toward_the_cap(
+    api: Api, organizer, customer
+) -> None:
+    event = await api.create_event(organizer, max_tickets_per_customer=2)
+    booking = await expect(await api.book(customer, event, quantity=2), 201)
+    await assert_problem(await api.book(customer, event), 409, "customer_limit_reached")
+    await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
+    await expect(await api.book(customer, event, quantity=2), 201)
+
+
+async def test_a_retry_at_the_cap_still_answers_its_booking(
+    api: Api, organizer, customer
+) -> None:
+    event = await api.create_event(organizer, max_tickets_per_customer=2)
+    booking = await expect(await api.book(customer, event, quantity=2, key="k-1"), 201)
+    assert await expect(await api.book(customer, event, quantity=2, key="k-1"), 200) == booking
+
+
+async def test_lifting_the_cap_lets_the_customer_book_again(
+    api: Api, organizer, customer
+) -> None:
+    event = await api.create_event(organizer, max_tickets_per_customer=1)
+    await expect(await api.book(customer, event), 201)
+    await assert_problem(await api.book(customer, event), 409, "customer_limit_reached")
+    path = f"/api/v1/events/{event['id']}"
+    await expect(await api.patch(path, organizer, json={"max_tickets_per_customer": None}), 200)
+    await expect(await api.book(customer, event), 201)
+
+
 async def test_bookings_per_customer_are_rate_limited(make_api, pool) -> None:
     api = await make_api(booking_rate=2)
     customer, other = await api.seed_users(pool, 2)
@@ -186,6 +240,19 @@ async def test_a_malformed_idempotency_key_is_refused(
     )
     problem = await assert_problem(answer, 422, "validation_failed")
     assert set(problem["errors"]) == {"Idempotency-Key"}
+
+
+async def test_two_idempotency_keys_are_a_400_and_book_nothing(
+    api: Api, organizer, customer
+) -> None:
+    event = await api.create_event(organizer)
+    for second in ("order-1", "order-2"):
+        answer = await api.post(
+            f"/api/v1/events/{event['id']}/bookings", customer, json={},
+            headers=[("Idempotency-Key", "order-1"), ("Idempotency-Key", second)],
+        )
+        await assert_problem(answer, 400, "repeated_header")
+    assert (await api.get_event(event))["available_tickets"] == event["capacity"]
 
 
 # -- list and read ---------------------------------------------------------------------
@@ -269,6 +336,53 @@ async def test_cancelling_a_booking_gives_its_tickets_back(
     assert cancelled["status"] == "cancelled"
     assert cancelled["id"] == booking["id"]
     assert (await api.get_event(event))["available_tickets"] == 10
+
+
+async def test_a_booking_cannot_be_cancelled_once_its_event_started(
+    api: Api, organizer, customer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=10)
+    booking = await expect(await api.book(customer, event, quantity=4), 201)
+    await move_event(pool, event, starts="-1 minute", ends="2 hours")
+    answer = await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer)
+    await assert_problem(answer, 409, "event_started")
+    seen = await expect(await api.get(f"/api/v1/bookings/{booking['id']}", customer), 200)
+    assert seen["status"] == "confirmed"
+    assert await ledger(pool, event) == (10, 6, 4)
+    assert await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE kind = 'booking_cancelled'"
+    ) == 0
+
+
+async def test_a_cancelled_booking_of_a_started_event_is_still_already_cancelled(
+    api: Api, organizer, customer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=10)
+    booking = await expect(await api.book(customer, event), 201)
+    await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
+    await move_event(pool, event, starts="-1 minute")
+    answer = await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer)
+    await assert_problem(answer, 409, "booking_already_cancelled")
+
+
+async def test_cancels_waiting_while_the_event_starts_are_refused(
+    api: Api, organizer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=200)
+    customers = await api.seed_users(pool, 100)
+    bookings = [await expect(await api.book(c, event), 201) for c in customers]
+    async with pool.acquire() as conn, conn.transaction():
+        # The start arrives while every cancel waits for the event's row.
+        await move_event(conn, event, starts="-1 second")
+        cancels = asyncio.gather(*(
+            api.post(f"/api/v1/bookings/{b['id']}/cancel", c)
+            for b, c in zip(bookings, customers, strict=True)
+        ))
+        await asyncio.sleep(0.5)
+    answers = await cancels
+    assert {answer.status for answer in answers} == {409}
+    assert {(await answer.json())["code"] for answer in answers} == {"event_started"}
+    assert await ledger(pool, event) == (200, 100, 100)
 
 
 async def test_a_second_booking_cancel_is_a_conflict(api: Api, organizer, customer) -> None:

@@ -77,6 +77,20 @@ async def test_naive_concurrent_decrements_still_cannot_oversell(
     assert await pool.fetchval("SELECT available_tickets FROM events WHERE id = $1", event) == 0
 
 
+# -- the per-customer cap ------------------------------------------------------------------
+
+
+async def test_a_per_customer_cap_stays_in_range(pool: asyncpg.Pool, event) -> None:
+    await refused(pool, "events_customer_cap_in_range",
+                  "UPDATE events SET max_tickets_per_customer = 1000001 WHERE id = $1", event)
+
+
+async def test_a_per_customer_cap_fits_a_booking(pool: asyncpg.Pool, event) -> None:
+    await refused(pool, "events_customer_cap_fits_a_booking",
+                  "UPDATE events SET max_tickets_per_customer = 4, max_tickets_per_booking = 5"
+                  " WHERE id = $1", event)
+
+
 # -- one booking per customer and Idempotency-Key ------------------------------------------
 
 
@@ -152,3 +166,14 @@ async def test_a_mail_cannot_escape_its_unique_key(pool: asyncpg.Pool, booking) 
                   user, "event_updated", event_id, 2, booking["id"])
     await refused(pool, "notifications_key_matches_kind", RECORD_EVENT_MAIL,
                   user, "event_cancelled", event_id, None, None)
+
+
+# -- a user is found by the key of its e-mail address ---------------------------------------
+
+
+async def test_a_user_has_an_email_key_and_no_other_user_has_it(pool: asyncpg.Pool) -> None:
+    insert = ("INSERT INTO users (email, email_key, name, role, password_hash)"
+              " VALUES ($1, $2, 'X', 'customer', '!')")
+    await refused(pool, "users_email_key_present", insert, "x@example.com", None)
+    await pool.execute(insert, "x@example.com", "x@example.com")
+    await refused(pool, "users_email_key", insert, "X@example.com", "x@example.com")

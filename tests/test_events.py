@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from tests.client import Api, expect, future
+from eventbook.keys import SEARCH_POOL
+from tests.client import Api, User, expect, future
+from tests.seed import insert_users, move_event
 from tests.test_problems import assert_problem
 
 EVENT_KEYS = {
     "id", "organizer_id", "title", "description", "venue", "starts_at", "ends_at", "capacity",
-    "available_tickets", "max_tickets_per_booking", "status", "version", "created_at",
-    "updated_at",
+    "available_tickets", "max_tickets_per_booking", "max_tickets_per_customer", "status",
+    "version", "created_at", "updated_at",
 }
 
 
@@ -42,6 +46,7 @@ async def test_an_organizer_publishes_an_event(api: Api, organizer) -> None:
     assert event["organizer_id"] == organizer.id
     assert event["available_tickets"] == 50
     assert event["max_tickets_per_booking"] == 10
+    assert event["max_tickets_per_customer"] is None
     assert event["status"] == "scheduled"
     assert event["version"] == 1
     assert event["starts_at"] == "2099-05-01T18:00:00+00:00"
@@ -96,6 +101,17 @@ async def test_a_client_cannot_set_server_fields(api: Api, organizer, field, val
         ("title", "t" * 201),
         ("title", None),
         ("title", "nul\x00byte"),
+        ("title", "Concert\r\nBcc: everyone@example.com"),
+        ("title", "tab\there"),
+        ("title", "bell\x07"),
+        ("title", "C1\x85control"),
+        ("title", "\u202eright to left override"),
+        ("title", "isolate\u2066d"),
+        ("title", "line\u2028separator"),
+        ("venue", "Hall\nB"),
+        ("venue", "paragraph\u2029separator"),
+        ("description", "escape\x1b[31mred"),
+        ("description", "\u202ereversed"),
         ("description", "d" * 10_001),
         ("venue", "v" * 201),
         ("starts_at", "2001-01-01T00:00:00+00:00"),
@@ -110,6 +126,10 @@ async def test_a_client_cannot_set_server_fields(api: Api, organizer, field, val
         ("capacity", 2.5),
         ("max_tickets_per_booking", 0),
         ("max_tickets_per_booking", 101),
+        ("max_tickets_per_customer", 0),
+        ("max_tickets_per_customer", 1_000_001),
+        ("max_tickets_per_customer", "4"),
+        ("max_tickets_per_customer", 2.5),
     ],
 )
 async def test_an_invalid_field_is_refused(api: Api, organizer, field, value) -> None:
@@ -118,6 +138,39 @@ async def test_an_invalid_field_is_refused(api: Api, organizer, field, value) ->
         await api.post("/api/v1/events", organizer, json=body), 422, "validation_failed"
     )
     assert set(problem["errors"]) == {field}
+
+
+async def test_an_event_caps_the_tickets_of_each_customer(api: Api, organizer) -> None:
+    event = await api.create_event(
+        organizer, max_tickets_per_customer=6, max_tickets_per_booking=2
+    )
+    assert (event["max_tickets_per_customer"], event["max_tickets_per_booking"]) == (6, 2)
+    assert (await api.get_event(event))["max_tickets_per_customer"] == 6
+
+
+async def test_a_cap_below_the_default_per_booking_maximum_lowers_it(
+    api: Api, organizer
+) -> None:
+    event = await api.create_event(organizer, max_tickets_per_customer=4)
+    assert (event["max_tickets_per_customer"], event["max_tickets_per_booking"]) == (4, 4)
+
+
+async def test_a_cap_below_the_per_booking_maximum_is_refused(api: Api, organizer) -> None:
+    body = {"title": "X", "starts_at": future(), "capacity": 50,
+            "max_tickets_per_customer": 3, "max_tickets_per_booking": 5}
+    problem = await assert_problem(
+        await api.post("/api/v1/events", organizer, json=body), 422, "validation_failed"
+    )
+    assert set(problem["errors"]) == {"max_tickets_per_customer"}
+
+
+async def test_text_keeps_any_script_and_emoji_and_descriptions_keep_their_lines(
+    api: Api, organizer
+) -> None:
+    text = {"title": "Café 🎸 العربية 👨\u200d👩\u200d👧", "venue": "Salle Pleyel",
+            "description": "Line one\r\nLine two\n\tindented"}
+    event = await api.create_event(organizer, **text)
+    assert {name: event[name] for name in text} == text
 
 
 @pytest.mark.parametrize("missing", ["title", "starts_at", "capacity"])
@@ -210,6 +263,9 @@ async def test_a_change_needs_at_least_one_field(api: Api, organizer) -> None:
         {"starts_at": "2001-01-01T00:00:00+00:00"},
         {"starts_at": "2099-01-01T00:00:00"},
         {"capacity": 0},
+        {"title": "New\r\ntitle"},
+        {"venue": "Hall\u2028B"},
+        {"description": "form\x0cfeed"},
         {"available_tickets": 5},
         {"version": 9},
         {"status": "cancelled"},
@@ -238,6 +294,41 @@ async def test_moving_the_start_past_the_existing_end_is_refused(api: Api, organ
     )
     await assert_problem(answer, 422, "validation_failed")
     assert (await api.get_event(event))["version"] == 1
+
+
+async def test_the_organizer_sets_and_lifts_the_per_customer_cap(api: Api, organizer) -> None:
+    event = await api.create_event(organizer, max_tickets_per_booking=2)
+    path = f"/api/v1/events/{event['id']}"
+    capped = await expect(
+        await api.patch(path, organizer, json={"max_tickets_per_customer": 4}), 200
+    )
+    assert capped["max_tickets_per_customer"] == 4
+    assert capped["version"] == 2
+    lifted = await expect(
+        await api.patch(path, organizer, json={"max_tickets_per_customer": None}), 200
+    )
+    assert lifted["max_tickets_per_customer"] is None
+    assert lifted == await api.get_event(event)
+
+
+async def test_a_change_cannot_leave_the_cap_below_the_per_booking_maximum(
+    api: Api, organizer
+) -> None:
+    event = await api.create_event(organizer)  # max_tickets_per_booking 10
+    path = f"/api/v1/events/{event['id']}"
+    problem = await assert_problem(
+        await api.patch(path, organizer, json={"max_tickets_per_customer": 4}),
+        422, "validation_failed",
+    )
+    assert set(problem["errors"]) == {"max_tickets_per_customer"}
+    both = {"max_tickets_per_customer": 4, "max_tickets_per_booking": 4}
+    await expect(await api.patch(path, organizer, json=both), 200)
+    problem = await assert_problem(
+        await api.patch(path, organizer, json={"max_tickets_per_booking": 5}),
+        422, "validation_failed",
+    )
+    assert set(problem["errors"]) == {"max_tickets_per_booking"}
+    assert (await api.get_event(event))["max_tickets_per_booking"] == 4
 
 
 async def test_remaining_tickets_follow_a_capacity_change(api: Api, organizer, customer) -> None:
@@ -271,6 +362,48 @@ async def test_a_cancelled_event_cannot_change(api: Api, organizer) -> None:
     await assert_problem(answer, 409, "event_cancelled")
 
 
+async def test_an_event_that_has_ended_cannot_change(api: Api, organizer, pool) -> None:
+    event = await api.create_event(organizer, title="Last night")
+    await move_event(pool, event, starts="-3 hours", ends="-1 hour")
+    answer = await api.patch(f"/api/v1/events/{event['id']}", organizer, json={"title": "Oops"})
+    await assert_problem(answer, 409, "event_ended")
+    assert (await api.get_event(event))["title"] == "Last night"
+    assert (await api.get_event(event))["version"] == 1
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_an_event_without_an_end_has_ended_once_it_started(
+    api: Api, organizer, pool
+) -> None:
+    event = await api.create_event(organizer)
+    await move_event(pool, event, starts="-1 minute")
+    answer = await api.patch(f"/api/v1/events/{event['id']}", organizer, json={"venue": "Hall"})
+    await assert_problem(answer, 409, "event_ended")
+
+
+async def test_an_event_under_way_can_still_change(api: Api, organizer, pool) -> None:
+    event = await api.create_event(organizer)
+    await move_event(pool, event, starts="-1 hour", ends="1 hour")
+    answer = await api.patch(f"/api/v1/events/{event['id']}", organizer, json={"venue": "Hall"})
+    assert (await expect(answer, 200))["venue"] == "Hall"
+
+
+async def test_changes_waiting_while_the_event_ends_are_refused(api: Api, organizer, pool) -> None:
+    event = await api.create_event(organizer)
+    async with pool.acquire() as conn, conn.transaction():
+        # The end arrives while every change waits for the event's row.
+        await move_event(conn, event, starts="-2 hours", ends="-1 second")
+        changes = asyncio.gather(*(
+            api.patch(f"/api/v1/events/{event['id']}", organizer, json={"title": f"Take {n}"})
+            for n in range(50)
+        ), api.post(f"/api/v1/events/{event['id']}/cancel", organizer))
+        await asyncio.sleep(0.5)
+    answers = await changes
+    assert {answer.status for answer in answers} == {409}
+    assert {(await answer.json())["code"] for answer in answers} == {"event_ended"}
+    assert (await api.get_event(event))["version"] == 1
+
+
 # -- cancel ----------------------------------------------------------------------------
 
 
@@ -295,6 +428,22 @@ async def test_a_second_cancel_is_a_conflict(api: Api, organizer) -> None:
     await expect(await api.post(f"/api/v1/events/{event['id']}/cancel", organizer), 200)
     answer = await api.post(f"/api/v1/events/{event['id']}/cancel", organizer)
     await assert_problem(answer, 409, "event_cancelled")
+
+
+async def test_an_event_that_has_ended_cannot_be_cancelled(
+    api: Api, organizer, customer, pool
+) -> None:
+    event = await api.create_event(organizer, capacity=10)
+    booking = await expect(await api.book(customer, event, quantity=2), 201)
+    await move_event(pool, event, starts="-3 hours", ends="-1 hour")
+    answer = await api.post(f"/api/v1/events/{event['id']}/cancel", organizer)
+    await assert_problem(answer, 409, "event_ended")
+    assert (await api.get_event(event))["status"] == "scheduled"
+    seen = await expect(await api.get(f"/api/v1/bookings/{booking['id']}", customer), 200)
+    assert seen["status"] == "confirmed"
+    assert await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE kind = 'event_cancelled'"
+    ) == 0
 
 
 async def test_another_organizer_cannot_cancel_an_event(api: Api, organizer) -> None:
@@ -420,7 +569,7 @@ async def test_search_matches_word_prefixes_in_any_letter_case(api: Api, organiz
 async def test_search_operators_are_only_words(api: Api, organizer) -> None:
     await api.create_event(organizer, title="Rock night")
     assert await titles(api, q="rock:* | !(night') & <->") == ["Rock night"]
-    assert await titles(api, q="rock' | 'x") == []
+    assert await titles(api, q="rock' | 'xyz") == []
 
 
 async def test_search_without_a_word_is_refused(api: Api) -> None:
@@ -428,6 +577,102 @@ async def test_search_without_a_word_is_refused(api: Api) -> None:
         await api.get("/api/v1/events", params={"q": "&|!:*"}), 422, "validation_failed"
     )
     assert set(problem["errors"]) == {"q"}
+
+
+@pytest.mark.parametrize(
+    ("q", "message"),
+    [
+        ("a b c d e f 1 2", "at most 4 words; this has 8"),
+        ("rock jazz folk soul blues", "at most 4 words; this has 5"),
+        ("rock n roll", "at least 2 letters or digits; 'n' has fewer"),
+        ("x", "at least 2 letters or digits; 'x' has fewer"),
+    ],
+)
+async def test_a_search_of_too_many_or_too_short_words_is_refused(
+    api: Api, q: str, message: str
+) -> None:
+    problem = await assert_problem(
+        await api.get("/api/v1/events", params={"q": q}), 422, "validation_failed"
+    )
+    assert message in problem["errors"]["q"][0]
+
+
+async def seed_events(pool, count: int, description: str) -> None:
+    """`count` scheduled events written straight to the database."""
+    [organizer] = await insert_users(pool, 1, role="organizer")
+    await pool.execute(
+        "INSERT INTO events (organizer_id, title, description, starts_at, capacity,"
+        " available_tickets)"
+        " SELECT $1, 'Event ' || n, $2, now() + n * interval '1 minute', 10, 10"
+        " FROM generate_series(1, $3) AS n",
+        organizer, description, count,
+    )
+
+
+async def test_a_search_past_the_search_timeout_is_stopped_as_too_broad(
+    make_api: Callable[..., Awaitable[Api]], pool
+) -> None:
+    await seed_events(pool, 20_000, "music and dance all night")
+    api = await make_api(search_timeout_ms=5)
+    answer = await api.get("/api/v1/events", params={"q": "mu"})
+    problem = await assert_problem(answer, 422, "search_too_broad")
+    assert "longer words" in problem["errors"]["q"][0]
+    # Browsing without words does not search, and is not stopped.
+    assert len((await expect(await api.get("/api/v1/events"), 200))["items"]) == 20
+
+
+async def test_searches_wait_for_a_free_search_connection_then_are_told_to_retry(
+    make_api: Callable[..., Awaitable[Api]],
+) -> None:
+    api = await make_api(search_concurrency=1, search_timeout_ms=200)
+    organizer = await api.register(role="organizer")
+    await api.create_event(organizer, title="Rock night")
+    held = await api.app[SEARCH_POOL].acquire()
+    try:
+        answer = await api.get("/api/v1/events", params={"q": "rock"})
+        await assert_problem(answer, 503, "search_busy")
+        assert answer.headers["Retry-After"] == "1"
+        assert (await api.get("/api/v1/events")).status == 200
+    finally:
+        await api.app[SEARCH_POOL].release(held)
+    assert await titles(api, q="rock") == ["Rock night"]
+
+
+async def statuses(api: Api, paths: list[str], user: User | None = None) -> list[int]:
+    """The statuses of GETs of `paths`, sent all at once."""
+    answers = await asyncio.gather(*(api.get(path, user) for path in paths))
+    return [answer.status for answer in answers]
+
+
+async def test_anonymous_reads_of_events_are_limited_per_address(
+    make_api: Callable[..., Awaitable[Api]],
+) -> None:
+    api = await make_api(browse_rate=3)
+    organizer = await api.register(role="organizer")
+    event = await api.create_event(organizer)
+    # Twelve at once: however they fall across the 1 s windows, at most 6 are served.
+    paths = ["/api/v1/events", f"/api/v1/events/{event['id']}", "/api/v1/events?q=concert"] * 4
+    seen = await statuses(api, paths)
+    assert 3 <= seen.count(200) <= 6 and seen.count(429) == 12 - seen.count(200), seen
+    refused = await api.get("/api/v1/events")
+    problem = await assert_problem(refused, 429, "too_many_requests")
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "wait a second" in problem["detail"]
+    # A token that is not valid does not make a request anyone else's.
+    forged = await api.get("/api/v1/events", headers={"Authorization": "Bearer forged"})
+    await assert_problem(forged, 429, "too_many_requests")
+    # A signed-in user's reads count against that user, not the address.
+    assert (await api.get("/api/v1/events", organizer)).status == 200
+
+
+async def test_signed_in_reads_of_events_are_limited_per_user(
+    make_api: Callable[..., Awaitable[Api]],
+) -> None:
+    api = await make_api(browse_rate=3)
+    customer, other = await api.register(), await api.register()
+    seen = await statuses(api, ["/api/v1/events"] * 12, customer)
+    assert 3 <= seen.count(200) <= 6 and seen.count(429) == 12 - seen.count(200), seen
+    assert (await api.get("/api/v1/events", other)).status == 200
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
 import asyncpg
 
+from eventbook import queues
+from eventbook.actors.fanout import Fanout
+from eventbook.actors.mailer import SimulatedMailer
+from eventbook.actors.stream import Message
+from eventbook.app import redis_client
 from eventbook.config import Config
+from eventbook.keys import REDIS
 from tests.client import Api, User, eventually
+from tests.conftest import Inbox
 from tests.processes import Process, environment
 from tests.seed import insert_attendees, insert_users
 
@@ -221,3 +229,77 @@ async def _delivered_at_least(pool: asyncpg.Pool, event: dict, count: int) -> bo
         event["id"],
     )
     return delivered >= count
+
+
+# -- given up on -----------------------------------------------------------------------
+
+
+async def test_attendees_of_a_page_given_up_on_are_counted_failed_and_a_replay_tells_them(
+    make_api, pool: asyncpg.Pool, smtp_server: tuple[str, Inbox], config: Config
+) -> None:
+    url, inbox = smtp_server
+    api = await make_api(actors=True, smtp_url=url, max_attempts=2)
+    organizer = await api.register(role="organizer")
+    event, attendees = await event_with_attendees(api, pool, organizer, 5)
+    # A title with a line break, as stored before such titles were refused: every mail
+    # about the event fails to build (the subject is a header) and the page is given up.
+    await pool.execute(
+        "UPDATE events SET title = 'Gala\r\nBcc: everyone@example.com' WHERE id = $1::uuid",
+        event["id"],
+    )
+    answer = await api.patch(f"/api/v1/events/{event['id']}", organizer, json={"venue": "B"})
+    assert answer.status == 200
+
+    done = await eventually(lambda: finished(api, organizer, event, 2), timeout=60)
+    assert (done["recipients_total"], done["delivered"], done["failed"]) == (5, 0, 5)
+    assert inbox.mails == []
+
+    # The operator fixes the title and replays the dead letter: everyone is told once.
+    await pool.execute(
+        "UPDATE events SET title = 'Gala' WHERE id = $1::uuid", event["id"]
+    )
+    [replayed] = await queues.replay(api.app[REDIS], config.redis_prefix, None, "notifications")
+    assert replayed["topic"] == "notifications"
+
+    async def all_delivered() -> dict | None:
+        [item] = [a for a in await announcements(api, organizer, event) if a["version"] == 2]
+        return item if item["delivered"] == 5 else None
+
+    item = await eventually(all_delivered, timeout=30)
+    assert item["failed"] == 0
+    assert await mails_per_attendee(pool, event, 2) == once_each(attendees)
+    assert sorted(rcpt for rcpts, _ in inbox.mails for rcpt in rcpts) == sorted(
+        await pool.fetchval(
+            "SELECT array_agg(email) FROM users WHERE id = ANY($1::uuid[])", attendees
+        )
+    )
+
+
+async def test_an_expansion_given_up_on_counts_every_attendee_failed_until_replayed(
+    make_api, pool: asyncpg.Pool, config: Config
+) -> None:
+    quiet = await make_api()  # no actors: the change waits in the outbox
+    organizer = await quiet.register(role="organizer")
+    event, attendees = await event_with_attendees(quiet, pool, organizer, 30)
+    await quiet.patch(f"/api/v1/events/{event['id']}", organizer, json={"venue": "Hall B"})
+
+    client = redis_client(config)
+    try:
+        fanout = Fanout(config, pool, client, SimulatedMailer(), page_size=10)
+        expand = Message("1-0", {
+            "kind": "event_updated",
+            "payload": json.dumps({"event_id": event["id"], "version": 2}),
+        }, attempts=5)
+        await fanout.on_dead_letter(expand, "RuntimeError('boom')")
+        await fanout.on_dead_letter(expand, "RuntimeError('boom')")  # the hook may run twice
+    finally:
+        await client.aclose()
+    [item] = await announcements(quiet, organizer, event)
+    assert (item["recipients_total"], item["delivered"], item["failed"]) == (30, 0, 30)
+    assert item["finished_at"] is None
+
+    # Replayed (here: relayed from the outbox for the first time), it tells everyone.
+    api = await make_api(actors=True)
+    done = await eventually(lambda: finished(api, organizer, event, 2), timeout=60)
+    assert (done["delivered"], done["failed"]) == (30, 0)
+    assert await mails_per_attendee(pool, event, 2) == once_each(attendees)

@@ -9,6 +9,12 @@ tests/test_accounts.py. Slow clients are cut off in tests/faults/test_slow_clien
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import struct
+import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +26,7 @@ from eventbook.api import CUSTOMER, ORGANIZER, PUBLIC, SIGNED_IN
 from eventbook.embedded import EmbeddedServices
 from eventbook.keys import CONFIG
 from eventbook.pages import MAX_LIMIT, PageQuery
-from tests.client import Api, User
+from tests.client import Api, User, eventually
 from tests.test_problems import assert_problem
 
 
@@ -116,6 +122,113 @@ async def test_a_body_over_the_default_1_mib_is_a_413_problem(api: Api) -> None:
         "/api/v1/auth/login", data=chunks(), headers={"Content-Type": "application/json"},
     )
     await assert_problem(streamed, 413, "body_too_large")
+
+
+def gzip_bomb(mib: int) -> bytes:
+    """`mib` MiB of zeros as one valid gzip member about a thousandth its size. Made in
+    milliseconds: after a full flush each further MiB of zeros compresses to the same
+    bytes, so one is compressed and repeated."""
+    zeros = bytes(1 << 20)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    first = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
+    repeated = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(mib):
+        crc = zlib.crc32(zeros, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    trailer = struct.pack("<II", crc, (mib << 20) & 0xFFFFFFFF)
+    return header + first + repeated * (mib - 1) + deflate.flush() + trailer
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 answer with a Content-Length: status, headers, body."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in head[1:] if line)
+    body = await reader.readexactly(int(headers["Content-Length"]))
+    return int(head[0].split()[1]), headers, body
+
+
+@contextlib.asynccontextmanager
+async def healthz_latencies(api: Api) -> AsyncIterator[list[float]]:
+    """/healthz asked again and again meanwhile, on a connection of its own: how long
+    each answer took."""
+    latencies: list[float] = []
+
+    async def probe() -> None:
+        while True:
+            started = time.perf_counter()
+            await (await api.get("/healthz")).read()
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(probe())
+    try:
+        yield latencies
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_compressed_body_is_refused_with_a_415_problem(api: Api) -> None:
+    """Request bodies are read as sent: any Content-Encoding but identity is refused,
+    well-formed (gzip, deflate, br) or not (a malformed one never reaches a decoder)."""
+    body = json.dumps({"email": "a@example.com", "password": "x"}).encode()
+    for coding, data in [
+        ("gzip", zlib.compress(body, wbits=31)),
+        ("deflate", zlib.compress(body)),
+        ("br", b"\x0b\x02\x80hello\x03"),
+        ("gzip", b"\x1f\x8b\x08\x00 this is not gzip"),
+        ("GZip, identity", zlib.compress(body, wbits=31)),
+    ]:
+        answer = await api.post(
+            "/api/v1/auth/login", data=data,
+            headers={"Content-Type": "application/json", "Content-Encoding": coding},
+        )
+        await assert_problem(answer, 415, "unsupported_content_encoding")
+        assert answer.headers["Accept-Encoding"] == "identity"
+    plain = await api.post(
+        "/api/v1/auth/login", data=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": "identity"},
+    )
+    await assert_problem(plain, 401, "invalid_credentials")
+
+
+async def test_a_gzip_bomb_is_refused_without_being_inflated(api: Api) -> None:
+    """1 GiB of zeros in 1 MiB of gzip: inflating it would take the server's one event
+    loop about a second (measured: 1.05 s of CPU, /healthz stalled 0.7 s), even
+    after the answer, as aiohttp reads and discards the rest of a body. Refused
+    unread, it costs what 1 MiB of plain bytes costs. The bomb goes on a raw connection
+    with a second request after it, which aiohttp answers only once it has read the
+    whole first body, so the measurement covers all the work the bomb causes."""
+    bomb = gzip_bomb(1024)
+    assert len(bomb) < 1100 * 1024
+    host, port = api.client.host, api.client.port
+    reader, writer = await asyncio.open_connection(host, port)
+    cpu_before = time.process_time()
+    try:
+        async with healthz_latencies(api) as latencies:
+            await eventually(lambda: latencies)
+            writer.write(
+                b"POST /api/v1/auth/login HTTP/1.1\r\nHost: eventbook\r\n"
+                b"Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                + f"Content-Length: {len(bomb)}\r\n\r\n".encode() + bomb
+                + b"GET /healthz HTTP/1.1\r\nHost: eventbook\r\n\r\n"
+            )
+            async with asyncio.timeout(10):
+                status, headers, body = await read_answer(reader)
+                follow_up, _, _ = await read_answer(reader)
+            probed = len(latencies)
+            await eventually(lambda: len(latencies) > probed)
+        cpu = time.process_time() - cpu_before
+    finally:
+        writer.close()
+    assert status == 415
+    assert headers["Content-Type"].startswith("application/problem+json")
+    assert json.loads(body)["code"] == "unsupported_content_encoding"
+    assert follow_up == 200
+    assert cpu < 0.3, f"the server spent {cpu:.2f} s of CPU on the bomb"
+    assert max(latencies) < 0.5, latencies
 
 
 async def test_a_request_line_too_long_for_aiohttp_is_a_400_never_a_500(api: Api) -> None:

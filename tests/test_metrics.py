@@ -1,19 +1,90 @@
-"""GET /metrics: request counts by route pattern, domain counters, outbox and stream gauges."""
+"""GET /metrics: who may scrape it and where, request counts by route pattern, domain
+counters, and the outbox and stream gauges a background task refreshes."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import aiohttp
 import pytest
+import structlog
 
+from eventbook.app import create_app
+from eventbook.config import Config
+from eventbook.embedded import free_port
 from eventbook.keys import METRICS, REDIS
-from tests.client import Api, metric
+from tests.client import Api, eventually, metric, metric_becomes, metrics_headers
+from tests.test_problems import assert_problem
 
 EVENT_ROUTE = "/api/v1/events/{id}"
 
 
+async def test_metrics_are_not_served_on_the_api_port_without_a_metrics_token(
+    make_api: Callable[..., Awaitable[Api]],
+) -> None:
+    api = await make_api(metrics_token=None)
+    await assert_problem(await api.get("/metrics"), 404, "not_found")
+    paths = (await (await api.get("/openapi.json")).json())["paths"]
+    assert "/metrics" not in paths
+
+
+async def test_a_scrape_needs_the_metrics_token(api: Api, customer) -> None:
+    missing = await api.get("/metrics")
+    await assert_problem(missing, 401, "unauthorized")
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
+    for wrong in ("Bearer not-the-token", f"Bearer {customer.token}", "Basic bWV0cmljcw=="):
+        answer = await api.get("/metrics", headers={"Authorization": wrong})
+        code = "unauthorized" if wrong.startswith("Basic") else "invalid_token"
+        await assert_problem(answer, 401, code)
+        assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await api.get("/metrics", headers=metrics_headers(api))).status == 200
+
+
+async def test_the_metrics_token_is_documented_as_its_own_scheme(api: Api) -> None:
+    doc = await (await api.get("/openapi.json")).json()
+    scrape = doc["paths"]["/metrics"]["get"]
+    assert scrape["security"] == [{"metricsToken": []}]
+    assert "401" in scrape["responses"] and "403" not in scrape["responses"]
+    assert "EVENTBOOK_METRICS_TOKEN" in scrape["description"]
+
+
+async def test_serve_metrics_port_serves_them_privately_without_a_token(
+    config: Config, aiohttp_client: Any
+) -> None:
+    port = free_port()
+    app = create_app(config.replace(metrics_token=None),
+                     private_metrics=("127.0.0.1", port))
+    api = Api(await aiohttp_client(app))
+    assert (await api.get("/healthz")).status == 200
+    await assert_problem(await api.get("/metrics"), 404, "not_found")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as answer:
+            assert answer.status == 200
+            text = await answer.text()
+        async with session.get(f"http://127.0.0.1:{port}/readyz") as answer:
+            assert answer.status == 200
+    # The same registry as the API's: its requests are counted there.
+    assert 'route="/healthz",status="200"' in text
+    assert "eventbook_outbox_backlog" in text
+
+
+async def test_a_scrape_serves_what_the_last_refresh_read_and_rendered(
+    make_api: Callable[..., Awaitable[Api]], pool
+) -> None:
+    api = await make_api(metrics_refresh_seconds=3600)
+    await metric_becomes(api, "eventbook_outbox_backlog", 0, topic="confirmations")
+    await pool.execute(
+        "INSERT INTO outbox (topic, kind, payload) VALUES ('confirmations', 'x', '{}')"
+    )
+    api.app[METRICS].booking_outcome("created")
+    assert await metric(api, "eventbook_outbox_backlog", topic="confirmations") == 0
+    assert await metric(api, "eventbook_bookings_total", outcome="created") == 0
+
+
 async def test_metrics_are_prometheus_text(api: Api) -> None:
-    answer = await api.get("/metrics")
+    answer = await api.get("/metrics", headers=metrics_headers(api))
     assert answer.status == 200
     assert answer.content_type == "text/plain"
     assert "# TYPE eventbook_http_requests_total counter" in await answer.text()
@@ -24,17 +95,17 @@ async def test_a_request_increments_the_counter_of_its_route_pattern(api: Api) -
     assert await metric(api, "eventbook_http_requests_total", **labels) is None
     missing = f"/api/v1/events/{uuid.uuid4()}"
     assert (await api.get(missing)).status == 404
-    assert await metric(api, "eventbook_http_requests_total", **labels) == 1
+    await metric_becomes(api, "eventbook_http_requests_total", 1, **labels)
     assert (await api.get(f"/api/v1/events/{uuid.uuid4()}")).status == 404
-    assert await metric(api, "eventbook_http_requests_total", **labels) == 2
-    assert await metric(api, "eventbook_http_request_duration_seconds_count", **labels) == 2
-    assert missing not in await (await api.get("/metrics")).text()
+    await metric_becomes(api, "eventbook_http_requests_total", 2, **labels)
+    await metric_becomes(api, "eventbook_http_request_duration_seconds_count", 2, **labels)
+    assert missing not in await (await api.get("/metrics", headers=metrics_headers(api))).text()
 
 
 async def test_a_path_no_route_matches_is_counted_as_unmatched(api: Api) -> None:
     await api.get("/no/such/thing")
     labels = {"method": "GET", "route": "unmatched", "status": "404"}
-    assert await metric(api, "eventbook_http_requests_total", **labels) == 1
+    await metric_becomes(api, "eventbook_http_requests_total", 1, **labels)
 
 
 async def test_every_app_starts_from_zero(make_api) -> None:
@@ -42,14 +113,15 @@ async def test_every_app_starts_from_zero(make_api) -> None:
     await first.get("/healthz")
     second = await make_api()
     labels = {"method": "GET", "route": "/healthz", "status": "200"}
-    assert await metric(first, "eventbook_http_requests_total", **labels) == 1
+    await metric_becomes(first, "eventbook_http_requests_total", 1, **labels)
+    await metric_becomes(second, "eventbook_outbox_backlog", 0, topic="confirmations")
     assert await metric(second, "eventbook_http_requests_total", **labels) is None
 
 
 async def test_booking_outcomes_are_counted_by_name(api: Api) -> None:
     assert await metric(api, "eventbook_bookings_total", outcome="sold_out") == 0
     api.app[METRICS].booking_outcome("sold_out")
-    assert await metric(api, "eventbook_bookings_total", outcome="sold_out") == 1
+    await metric_becomes(api, "eventbook_bookings_total", 1, outcome="sold_out")
     with pytest.raises(ValueError):
         api.app[METRICS].booking_outcome("sold out")
 
@@ -61,25 +133,25 @@ async def test_actor_and_mail_counters(api: Api) -> None:
     metrics.mail_sent("booking_confirmed")
     metrics.mail_failed("event_updated")
     metrics.fanout_progress("event_updated", 250)
-    assert await metric(api, "eventbook_actor_restarts_total", actor="confirmations") == 1
+    await metric_becomes(api, "eventbook_actor_restarts_total", 1, actor="confirmations")
     sent = {"kind": "booking_confirmed", "result": "sent"}
     assert await metric(api, "eventbook_mails_total", **sent) == 2
     failed = {"kind": "event_updated", "result": "failed"}
     assert await metric(api, "eventbook_mails_total", **failed) == 1
     assert await metric(api, "eventbook_fanout_recipients_total", kind="event_updated") == 250
     with metrics.fanout_running():
-        assert await metric(api, "eventbook_fanout_in_progress") == 1
-    assert await metric(api, "eventbook_fanout_in_progress") == 0
+        await metric_becomes(api, "eventbook_fanout_in_progress", 1)
+    await metric_becomes(api, "eventbook_fanout_in_progress", 0)
 
 
 async def test_outbox_backlog_and_the_age_of_its_oldest_row(api: Api, pool) -> None:
-    assert await metric(api, "eventbook_outbox_backlog", topic="confirmations") == 0
+    await metric_becomes(api, "eventbook_outbox_backlog", 0, topic="confirmations")
     await pool.execute(
         "INSERT INTO outbox (topic, kind, payload, created_at)"
         " VALUES ('confirmations', 'booking_confirmed', '{}', now() - interval '90 seconds'),"
         "        ('confirmations', 'booking_confirmed', '{}', now())"
     )
-    assert await metric(api, "eventbook_outbox_backlog", topic="confirmations") == 2
+    await metric_becomes(api, "eventbook_outbox_backlog", 2, topic="confirmations")
     assert await metric(api, "eventbook_outbox_backlog", topic="notifications") == 0
     age = await metric(api, "eventbook_outbox_oldest_age_seconds", topic="confirmations")
     assert age is not None and 90 <= age < 150
@@ -92,7 +164,7 @@ async def test_stream_length_pending_lag_and_dead_letters(api: Api, config) -> N
     dead = f"{config.redis_prefix}dead:confirmations"
     api.app[METRICS].watch_stream(stream, "confirmations", dead)
     labels = {"stream": stream, "group": "confirmations"}
-    assert await metric(api, "eventbook_stream_length", **labels) == 0
+    await metric_becomes(api, "eventbook_stream_length", 0, **labels)
 
     await client.xgroup_create(stream, "confirmations", id="0", mkstream=True)
     for n in range(5):
@@ -100,8 +172,22 @@ async def test_stream_length_pending_lag_and_dead_letters(api: Api, config) -> N
     await client.xreadgroup("confirmations", "worker-1", {stream: ">"}, count=2)
     await client.xadd(dead, {"kind": "booking_confirmed", "error": "boom"})
 
-    assert await metric(api, "eventbook_stream_length", **labels) == 5
-    assert await metric(api, "eventbook_stream_pending", **labels) == 2  # read, not acked
-    assert await metric(api, "eventbook_stream_lag", **labels) == 3  # never delivered
-    assert await metric(api, "eventbook_dead_letters", **labels) == 1
+    async def gauges() -> list[float | None]:
+        names = ("stream_length", "stream_pending", "stream_lag", "dead_letters")
+        return [await metric(api, f"eventbook_{name}", **labels) for name in names]
+
+    # 5 entries, 2 read and not acked, 3 never delivered, 1 given up on.
+    await eventually(lambda: _equal(gauges(), [5, 2, 3, 1]))
     assert await metric(api, "eventbook_metrics_source_up", source="redis") == 1
+
+
+async def _equal(values: Awaitable[list[float | None]], expected: list[float]) -> bool:
+    return await values == expected
+
+
+async def test_the_access_log_names_an_unmatched_route_as_the_metrics_do(api: Api) -> None:
+    with structlog.testing.capture_logs() as logs:
+        assert (await api.get("/no/such/route")).status == 404
+        assert (await api.request("DELETE", "/api/v1/events")).status == 405
+    routes = [line["route"] for line in logs if line["event"] == "request"]
+    assert routes == ["unmatched", "unmatched"]

@@ -107,3 +107,49 @@ async def test_docs_is_a_page_whose_assets_all_come_from_this_server(api: Api) -
     script = await (await api.get("/docs/docs.js")).text()
     assert '"/openapi.json"' in script
     assert "http" not in script.replace("validatorUrl: null", "")
+
+
+async def test_the_time_rules_are_among_the_documented_conflicts(api: Api) -> None:
+    paths = (await document(api))["paths"]
+    conflicts = {
+        ("patch", "/api/v1/events/{id}"): "event_ended",
+        ("post", "/api/v1/events/{id}/cancel"): "event_ended",
+        ("post", "/api/v1/bookings/{id}/cancel"): "event_started",
+    }
+    for (method, path), code in conflicts.items():
+        assert f"`{code}`" in paths[path][method]["responses"]["409"]["description"], path
+
+
+async def test_the_per_customer_cap_is_documented(api: Api) -> None:
+    doc = await document(api)
+    book = doc["paths"]["/api/v1/events/{id}/bookings"]["post"]
+    assert "`customer_limit_reached`" in book["responses"]["409"]["description"]
+    event = doc["components"]["schemas"]["Event"]
+    assert "max_tickets_per_customer" in event["required"]
+    assert event["properties"]["max_tickets_per_customer"]["nullable"] is True
+
+
+async def test_a_body_is_required_exactly_when_an_empty_one_is_refused(
+    api: Api, organizer, customer
+) -> None:
+    paths = (await (await api.get("/openapi.json")).json())["paths"]
+    patch = paths["/api/v1/events/{id}"]["patch"]["requestBody"]
+    book = paths["/api/v1/events/{id}/bookings"]["post"]["requestBody"]
+    assert (patch["required"], book["required"]) == (True, False)
+    event = await api.create_event(organizer)
+    empty_patch = await api.request("PATCH", f"/api/v1/events/{event['id']}", organizer)
+    assert empty_patch.status == 422
+    empty_booking = await api.request("POST", f"/api/v1/events/{event['id']}/bookings", customer)
+    assert empty_booking.status == 201
+
+
+async def test_the_document_describes_the_405_answer(api: Api) -> None:
+    document = await (await api.get("/openapi.json")).json()
+    declared = document["components"]["responses"]["MethodNotAllowed"]
+    assert "method_not_allowed" in declared["description"]
+    assert "Allow" in declared["headers"]
+    assert "405" in document["info"]["description"]
+    answer = await api.request("DELETE", "/api/v1/events")
+    assert answer.status == 405
+    assert set(declared["headers"]) <= {*answer.headers, "X-Request-ID"}
+    assert (await answer.json())["code"] == "method_not_allowed"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import asyncpg
+import pytest
 import redis.asyncio
 
 from eventbook.actors.stream import dead_letter_key
+from eventbook.cli import build_parser
 from eventbook.config import Config
+from eventbook.embedded import free_port
 from tests.client import Api, eventually
 from tests.processes import environment, run
 
@@ -106,3 +110,141 @@ def test_replay_needs_ids_or_all(config: Config) -> None:
     result = run(["dlq", "replay"], environment(config))
     assert result.returncode == 2
     assert "--all" in result.stderr
+
+
+# -- output: the answer on stdout, logs on stderr ----------------------------------------
+
+
+def leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict:
+    """Every runnable subcommand of the parser, by its words (("dlq", "list"), ...)."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= leaf_commands(sub, (*path, name))
+    return found or {path: parser}
+
+
+def test_every_operator_command_takes_json_and_only_serve_and_worker_log_to_stdout() -> None:
+    commands = leaf_commands(build_parser())
+    processes = {words for words, parser in commands.items()
+                 if parser.get_default("logs_to_stdout")}
+    assert processes == {("serve",), ("worker",)}
+    without_json = [" ".join(words) for words, parser in commands.items()
+                    if words not in processes
+                    and "--json" not in parser._option_string_actions]
+    assert without_json == []
+
+
+@pytest.mark.parametrize(
+    "args", [["migrate"], ["queues"], ["check"], ["dlq", "list"]], ids=" ".join
+)
+def test_json_answers_are_the_whole_of_stdout_and_logs_go_to_stderr(
+    config: Config, args: list[str]
+) -> None:
+    result = run([*args, "--json"], environment(config))
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)
+    if args == ["migrate"]:
+        assert "migrations_done" in result.stderr
+
+
+def test_user_create_answers_json(config: Config) -> None:
+    result = run(
+        ["user", "create", "--role", "customer", "--email", "json@example.com",
+         "--name", "J", "--json"],
+        environment(config), input="a long password\n",
+    )
+    assert result.returncode == 0, result.stderr
+    user = json.loads(result.stdout)
+    assert (user["email"], user["role"]) == ("json@example.com", "customer")
+
+
+# -- errors: one line naming what to do ----------------------------------------------------
+
+
+def closed_port_environment(config: Config, service: str) -> dict[str, str]:
+    port = free_port()  # bound and released: nothing listens there
+    if service == "postgres":
+        return environment(config, DATABASE_URL=f"postgresql://app:hunter2@127.0.0.1:{port}/x")
+    return environment(config, REDIS_URL=f"redis://127.0.0.1:{port}/0")
+
+
+@pytest.mark.parametrize(
+    ("args", "service", "variable"),
+    [
+        (["migrate"], "postgres", "DATABASE_URL"),
+        (["check"], "postgres", "DATABASE_URL"),
+        (["queues"], "postgres", "DATABASE_URL"),
+        (["queues"], "redis", "REDIS_URL"),
+        (["dlq", "list"], "redis", "REDIS_URL"),
+        (["serve", "--port", "0"], "postgres", "DATABASE_URL"),
+        (["worker"], "postgres", "DATABASE_URL"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else value,
+)
+def test_an_unreachable_server_is_one_line_naming_its_variable(
+    config: Config, args: list[str], service: str, variable: str
+) -> None:
+    result = run(args, closed_port_environment(config, service))
+    assert result.returncode == 1
+    [line] = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    what = "PostgreSQL" if service == "postgres" else "Redis"
+    assert line.startswith(f"eventbook: cannot reach {what} at ")
+    assert variable in line and "hunter2" not in line
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["dlq", "show", "hello"], ["dlq", "show", "1-99999999999999999999"],
+     ["dlq", "replay", "1764000000000-0", "nope"]],
+    ids=" ".join,
+)
+def test_a_malformed_dead_letter_id_is_one_line(config: Config, args: list[str]) -> None:
+    result = run(args, environment(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"eventbook: {args[-1]!r} is not a dead-letter id: ids look like 1764000000000-0 "
+        "(`eventbook dlq list` shows them)"
+    ]
+
+
+def test_an_unknown_dead_letter_is_one_line(config: Config) -> None:
+    result = run(["dlq", "show", "1-0"], environment(config))
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "eventbook: no dead letter 1-0 (`eventbook dlq list` shows them)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "message"),
+    [
+        ("x@example.com", "short\n", "password: Length must be between 8 and 1024."),
+        ("not an address", "a long password\n", "--email: Not a valid email address."),
+        ("x@example.com", "", "no password on standard input: give it as the first line"),
+        ("x@example.com", "\n", "no password on standard input: give it as the first line"),
+    ],
+)
+def test_user_create_explains_bad_input_in_one_line(
+    config: Config, email: str, password: str, message: str
+) -> None:
+    result = run(
+        ["user", "create", "--role", "organizer", "--email", email, "--name", "X"],
+        environment(config), input=password,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"eventbook: {message}")
+    assert "{" not in line
+
+
+def test_user_create_names_a_taken_email_in_one_line(config: Config) -> None:
+    args = ["user", "create", "--role", "customer", "--email", "twice@example.com",
+            "--name", "T"]
+    assert run(args, environment(config), input="a long password\n").returncode == 0
+    again = run(args, environment(config), input="a long password\n")
+    assert again.returncode == 1
+    assert again.stderr.splitlines()[-1] == "eventbook: An account with this e-mail exists."
+    assert "Traceback" not in again.stderr

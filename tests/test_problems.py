@@ -86,3 +86,14 @@ async def test_an_unexpected_error_is_a_500_that_leaks_nothing(config, aiohttp_c
     answer = await api.get("/test/explode")
     await assert_problem(answer, 500, "internal_error")
     assert "secret" not in await answer.text()
+
+
+async def test_no_answer_names_the_server_software(api: Api) -> None:
+    """aiohttp's default Server header names the Python and aiohttp versions."""
+    for path in ("/healthz", "/openapi.json", "/docs", "/no/such/thing"):
+        answer = await api.get(path)
+        assert "Server" not in answer.headers, (path, answer.headers["Server"])
+    answer = await api.post("/api/v1/auth/login", data=b"{", headers={
+        "Content-Type": "application/json"})
+    await assert_problem(answer, 400, "malformed_json")
+    assert "Server" not in answer.headers

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import shlex
 import signal
 from pathlib import Path
 
@@ -11,10 +14,12 @@ import asyncpg
 import pytest
 
 from eventbook import db
+from eventbook.actors import ACTOR_NAMES
 from eventbook.config import SETTINGS, Config, ConfigError
 from eventbook.embedded import EmbeddedServices
-from tests.client import Api
-from tests.conftest import with_database
+from eventbook.keys import REDIS
+from tests.client import Api, User
+from tests.conftest import Servers, with_database
 from tests.processes import Process, Server, environment, run
 from tests.test_problems import assert_problem
 
@@ -69,6 +74,11 @@ def test_help_names_every_subcommand_and_variable() -> None:
     assert "--no-actors" in serve_help and "DATABASE_URL" in serve_help
 
 
+def test_worker_help_names_every_actor() -> None:
+    worker_help = " ".join(run(["worker", "--help"], environment()).stdout.split())
+    assert f"actor names: {', '.join(ACTOR_NAMES)}" in worker_help
+
+
 def test_startup_log_redacts_secrets(config: Config) -> None:
     shown = config.replace(
         database_url="postgresql://app:hunter2@db.internal/eventbook"
@@ -106,7 +116,8 @@ async def test_concurrent_starts_apply_each_migration_exactly_once(servers) -> N
 def test_migrate_command_applies_pending_migrations(config: Config) -> None:
     result = run(["migrate"], environment(config))
     assert result.returncode == 0, result.stderr
-    assert "migrations_done" in result.stdout
+    assert "migrations_done" in result.stderr
+    assert result.stdout.startswith(("applied ", "no pending migrations"))
 
 
 # -- readiness -------------------------------------------------------------------------
@@ -131,6 +142,43 @@ async def test_readyz_is_503_while_redis_is_down_and_200_after(
         private.stop_redis()
 
 
+async def test_readyz_is_503_while_redis_refuses_writes_and_200_after(make_api) -> None:
+    """Redis that answers PING but refuses writes (out of memory; a replica's READONLY is
+    the same kind of refusal) cannot take the outbox or the rate limits: not ready."""
+    api: Api = await make_api()
+    client = api.app[REDIS]
+    await client.config_set("maxmemory-policy", "noeviction")
+    await client.config_set("maxmemory", "1")
+    try:
+        body = await assert_problem(await api.get("/readyz"), 503, "not_ready")
+        assert body["checks"] == {"postgres": "ok", "redis": "read_only"}
+        assert "redis refuses writes" in body["detail"]
+    finally:
+        await client.config_set("maxmemory", "0")
+    assert (await api.get("/readyz")).status == 200
+
+
+async def test_readyz_is_503_while_postgres_is_read_only_and_bookings_are_503(
+    api: Api, make_api, config: Config, servers: Servers, organizer: User, customer: User
+) -> None:
+    """A database that only reads (a standby, default_transaction_read_only): not ready,
+    and a booking is a 503 to retry, not a 500."""
+    event = await api.create_event(organizer)
+    assert config.database_url is not None
+    name = config.database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        # A new app: its connections start read-only.
+        read_only: Api = await make_api()
+        body = await assert_problem(await read_only.get("/readyz"), 503, "not_ready")
+        assert body["checks"] == {"postgres": "read_only", "redis": "ok"}
+        await assert_problem(await read_only.book(customer, event), 503, "service_unavailable")
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+        await admin.close()
+
+
 # -- processes -------------------------------------------------------------------------
 
 
@@ -146,6 +194,10 @@ async def test_serve_uses_the_servers_it_is_given_and_starts_none(
     finally:
         assert server.stop() == 0
     assert '"event": "stopped"' in server.output
+    # The startup line shows the port of --port, not the environment's default.
+    lines = [json.loads(line) for line in server.output.splitlines() if line.startswith("{")]
+    [starting] = [line for line in lines if line["event"] == "starting"]
+    assert starting["config"]["port"] == server.port
 
 
 def test_worker_starts_logs_and_stops_cleanly_on_sigterm(config: Config, tmp_path: Path) -> None:
@@ -209,7 +261,56 @@ async def test_embedded_servers_are_shared_and_stopped_by_the_last_process(
             second.stop()
 
 
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def exports(output: str) -> dict[str, str]:
+    pairs = [shlex.split(line.removeprefix("export "))[0] for line in output.splitlines()]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+async def test_embedded_start_keeps_the_servers_for_web_and_worker_until_stop(
+    tmp_path: Path,
+) -> None:
+    env = environment(EVENTBOOK_DATA_DIR=str(tmp_path / "data"))
+    assert run(["embedded", "env"], env).returncode == 1  # nothing runs yet
+    started = run(["embedded", "start"], env, timeout=120)
+    assert started.returncode == 0, started.stderr
+    try:
+        given = exports(started.stdout)
+        assert set(given) == {"DATABASE_URL", "REDIS_URL", "JWT_SECRET"}
+        assert json.loads(run(["embedded", "env", "--json"], env).stdout) == given
+        # An embedded-mode process that joins and leaves does not stop kept servers.
+        assert run(["migrate"], env).returncode == 0
+        # A process given the printed environment uses them.
+        migrated = run(["migrate", "--json"], {**environment(), **given})
+        assert migrated.returncode == 0, migrated.stderr
+        conn = await asyncpg.connect(given["DATABASE_URL"])
+        await conn.close()
+    finally:
+        stopped = run(["embedded", "stop"], env, timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    services = EmbeddedServices(tmp_path / "data")
+    assert services.postgres_port() is None and services.redis_port() is None
+
+
 def test_the_readme_documents_every_variable() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    missing = [s.env for s in SETTINGS if f"`{s.env}`" not in readme]
+    missing = [s.env for s in SETTINGS if f"`{s.env}`" not in README]
     assert missing == []
+
+
+def test_the_readme_configuration_table_lists_only_real_variables() -> None:
+    table = README.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    listed = {name for row in rows for name in re.findall(r"`([A-Z0-9_]+)`", row)}
+    assert listed == {s.env for s in SETTINGS}
+    help_text = run(["--help"], environment()).stdout
+    assert [name for name in sorted(listed) if name not in help_text] == []
+
+
+def test_the_readme_shows_every_command_in_help() -> None:
+    help_text = run(["--help"], environment()).stdout
+    commands = re.findall(r"^    ([a-z]+)\s", help_text, re.MULTILINE)
+    assert {"serve", "worker", "migrate", "check", "queues", "dlq", "user"} <= set(commands)
+    for command in commands:
+        assert f"`eventbook {command}" in README or f"\neventbook {command}" in README, command

@@ -49,6 +49,16 @@ async def test_another_scheme_is_a_401(api: Api) -> None:
     await assert_problem(answer, 401, "unauthorized")
 
 
+async def test_two_authorization_headers_are_a_400(api: Api, customer) -> None:
+    """Which of two tokens a request acts for is not for the server to guess, even when
+    both are valid and the same."""
+    for second in (customer.token, "not.a.token"):
+        answer = await api.get("/api/v1/me", headers=[
+            ("Authorization", f"Bearer {customer.token}"), ("Authorization", f"Bearer {second}"),
+        ])
+        await assert_problem(answer, 400, "repeated_header")
+
+
 async def test_a_garbage_token_is_a_401(api: Api) -> None:
     await refused(api, "not.a.token")
 

@@ -13,10 +13,13 @@ import structlog
 from eventbook.actors.mailer import Mailer
 from eventbook.actors.stream import Message, StreamActor
 from eventbook.config import Config
+from eventbook.outages import postgres_writable
 
 log = structlog.get_logger(__name__)
 
 KINDS = ("booking_confirmed", "booking_cancelled")
+# The log line of each mail sent, so that one booking can be followed by name.
+SENT_EVENTS = {"booking_confirmed": "confirmation_sent", "booking_cancelled": "cancellation_sent"}
 
 # The booking, and its mail of this kind if one was recorded already (a redelivery).
 BOOKING = """
@@ -88,7 +91,9 @@ class Confirmations(StreamActor):
         self, config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, mailer: Mailer,
         **options: Any,
     ) -> None:
-        super().__init__(config, client, **options)
+        super().__init__(
+            config, client, probes=[lambda: postgres_writable(pool), mailer.probe], **options
+        )
         self.pool = pool
         self.mailer = mailer
 
@@ -123,7 +128,7 @@ class Confirmations(StreamActor):
             raise
         self.metrics.mail_sent(kind)
         await self.pool.execute(MARK_SENT, note["id"], booking_id, kind)
-        log.info("confirmation_sent", kind=kind, booking_id=str(booking_id),
+        log.info(SENT_EVENTS.get(kind, "mail_sent"), kind=kind, booking_id=str(booking_id),
                  notification_id=str(note["id"]))
 
     async def on_dead_letter(self, message: Message, error: str) -> None:

@@ -13,12 +13,16 @@ stream and consumer group, which lets every worker share one big event:
   does, it stops: that change tells everyone, with the current details (coalescing).
 
 At least once, recorded once: a crash can resend at most the mails in flight at that
-moment; it never records one twice.
+moment; it never records one twice. A message given up on (dead-lettered) records the
+attendees it leaves untold as failed, so the announcement counts them; replayed from
+the dead-letter stream, it tells them after all (a failed mail is sent again by a later
+delivery of its page, a sent one never).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -33,6 +37,7 @@ from eventbook import db
 from eventbook.actors.mailer import Mailer, MailError
 from eventbook.actors.stream import Message, StreamActor
 from eventbook.config import Config
+from eventbook.outages import is_outage, postgres_writable
 
 log = structlog.get_logger(__name__)
 
@@ -62,17 +67,27 @@ def render(kind: str, event: asyncpg.Record, name: str) -> tuple[str, str]:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """A deliver message's page of attendees: those after `after` up to `upto`."""
+
+    number: int
+    kind: str
+    changed_at: dt.datetime
+    after: uuid.UUID | None
+    upto: uuid.UUID
+
+
 def deliver_entry(
-    event_id: uuid.UUID, version: int, kind: str, changed_at: dt.datetime, page: int,
-    after: uuid.UUID | None, upto: uuid.UUID, request_id: str | None,
+    event_id: uuid.UUID, version: int, page: Page, request_id: str | None
 ) -> dict[FieldT, EncodableT]:
-    """The stream entry that hands one page of attendees (after, upto] to the senders."""
+    """The stream entry that hands one page of a change's attendees to the senders."""
     return {
         "kind": "deliver",
         "payload": json.dumps({
-            "event_id": str(event_id), "version": version, "kind": kind,
-            "changed_at": changed_at.isoformat(), "page": page,
-            "after": str(after) if after else None, "upto": str(upto),
+            "event_id": str(event_id), "version": version, "kind": page.kind,
+            "changed_at": page.changed_at.isoformat(), "page": page.number,
+            "after": str(page.after) if page.after else None, "upto": str(page.upto),
         }),
         "request_id": request_id or "",
     }
@@ -94,7 +109,9 @@ class Fanout(StreamActor):
         batch_size: int = 250,
         **kwargs: Any,
     ) -> None:
-        super().__init__(config, client, **kwargs)
+        super().__init__(
+            config, client, probes=[lambda: postgres_writable(pool), mailer.probe], **kwargs
+        )
         self.pool = pool
         self.mailer = mailer
         self.page_size = page_size
@@ -151,7 +168,7 @@ class Fanout(StreamActor):
             # Hand the page on first, then record it: a crash in between hands the same
             # page on again, which deliver takes as a no-op for whoever was already told.
             await self.redis.xadd(self.stream, deliver_entry(
-                event_id, version, kind, changed_at, page, cursor, users[-1],
+                event_id, version, Page(page, kind, changed_at, cursor, users[-1]),
                 message.request_id,
             ))
             async with self.pool.acquire() as conn, conn.transaction():
@@ -196,17 +213,29 @@ class Fanout(StreamActor):
                 break
             batch = recipients[start:start + self.batch_size]
             mails = [(user, *render(kind, event, user["name"])) for user in batch]
-            results = await asyncio.gather(*(self.send(kind, user["email"], subject, body)
-                                             for user, subject, body in mails))
+            outcomes = await asyncio.gather(
+                *(self.send(kind, user["email"], subject, body)
+                  for user, subject, body in mails),
+                return_exceptions=True,
+            )
+            # Recorded: the mails sent and the ones the mail server refused for good. A
+            # mail not sent because the server is down is not recorded, so the page's
+            # next try sends it.
+            done = [(mail, ok) for mail, ok in zip(mails, outcomes, strict=True)
+                    if isinstance(ok, bool)]
             await self.pool.execute(
                 db.query("fanout_record"), event_id, kind, version,
-                [user["id"] for user, _, _ in mails], [user["email"] for user, _, _ in mails],
-                [subject for _, subject, _ in mails], [body for _, _, body in mails],
-                results,
+                [user["id"] for (user, _, _), _ in done],
+                [user["email"] for (user, _, _), _ in done],
+                [subject for (_, subject, _), _ in done], [body for (_, _, body), _ in done],
+                [ok for _, ok in done],
             )
-            sent += sum(results)
-            failed += len(results) - sum(results)
-            self.metrics.fanout_progress(kind, len(results))
+            sent += sum(ok for _, ok in done)
+            failed += sum(not ok for _, ok in done)
+            self.metrics.fanout_progress(kind, len(done))
+            errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            if errors:
+                raise next((error for error in errors if is_outage(error)), errors[0])
         await self.pool.execute(
             "UPDATE announcement_pages SET done_at = now()"
             " WHERE event_id = $1 AND version = $2 AND page = $3 AND done_at IS NULL",
@@ -216,8 +245,113 @@ class Fanout(StreamActor):
                  page=task["page"], sent=sent, failed=failed)
         await self.finish_if_done(event_id, version)
 
+    # -- giving up -------------------------------------------------------------------
+
+    async def on_dead_letter(self, message: Message, error: str) -> None:
+        """Record as failed every attendee the given-up message was to tell and nobody
+        has told yet; a page given up on is done, so the announcement can finish.
+
+        Idempotent (the hook runs again if it fails): a failure is recorded once.
+        """
+        try:
+            payload = message.payload
+            event_id = uuid.UUID(payload["event_id"])
+            version = int(payload["version"])
+            if message.kind == "deliver":
+                page = Page(
+                    int(payload["page"]), payload["kind"],
+                    dt.datetime.fromisoformat(payload["changed_at"]),
+                    uuid.UUID(payload["after"]) if payload["after"] else None,
+                    uuid.UUID(payload["upto"]),
+                )
+        except (ValueError, KeyError, TypeError):
+            return  # a malformed message names nothing to count
+        if message.kind == "deliver":
+            await self.give_up_page(event_id, version, page)
+        elif message.kind in CHANGE_KINDS:
+            await self.give_up_expansion(event_id, version)
+        await self.finish_if_done(event_id, version)
+
+    async def give_up_page(self, event_id: uuid.UUID, version: int, page: Page) -> None:
+        failed = 0
+        # Like deliver: attendees of a superseded change are told by the newer one.
+        if not await self.superseded(event_id, version):
+            failed = await self.record_failed(
+                event_id, version, page.kind, page.changed_at, page.after, page.upto
+            )
+        await self.pool.execute(
+            "UPDATE announcement_pages SET done_at = now()"
+            " WHERE event_id = $1 AND version = $2 AND page = $3 AND done_at IS NULL",
+            event_id, version, page.number,
+        )
+        log.error("fanout_page_given_up", event_id=str(event_id), version=version,
+                  page=page.number, failed=failed)
+
+    async def give_up_expansion(self, event_id: uuid.UUID, version: int) -> None:
+        """The attendees past the pages already handed on: nobody will tell them unless
+        the message is replayed. The announcement stays unfinished (pages_total unset),
+        so a replay resumes the expansion where it stopped."""
+        announcement = await self.pool.fetchrow(
+            "SELECT kind, changed_at, expanded_through, pages_total FROM announcements"
+            " WHERE event_id = $1 AND version = $2",
+            event_id, version,
+        )
+        if announcement is None or announcement["pages_total"] is not None:
+            return  # nothing to count, or every page was handed on and answers for itself
+        kind, changed_at = announcement["kind"], announcement["changed_at"]
+        failed = 0
+        if not await self.superseded(event_id, version):
+            cursor: uuid.UUID | None = announcement["expanded_through"]
+            while True:
+                users = [row["user_id"] for row in await self.pool.fetch(
+                    db.query("fanout_next_page"), event_id, kind, changed_at, cursor,
+                    self.page_size,
+                )]
+                if not users:
+                    break
+                failed += await self.record_failed(
+                    event_id, version, kind, changed_at, cursor, users[-1]
+                )
+                cursor = users[-1]
+        await self.pool.execute(
+            "UPDATE announcements SET recipients_total = $3"
+            " WHERE event_id = $1 AND version = $2 AND recipients_total IS NULL",
+            event_id, version,
+            await self.pool.fetchval(
+                db.query("fanout_count_recipients"), event_id, kind, changed_at
+            ),
+        )
+        log.error("fanout_expansion_given_up", event_id=str(event_id), version=version,
+                  failed=failed)
+
+    async def record_failed(
+        self, event_id: uuid.UUID, version: int, kind: str, changed_at: dt.datetime,
+        after: uuid.UUID | None, upto: uuid.UUID,
+    ) -> int:
+        """Record the untold attendees of one page as failed mails; how many there were."""
+        recipients = await self.pool.fetch(
+            db.query("fanout_page_recipients"), event_id, kind, changed_at, after, upto, version
+        )
+        if not recipients:
+            return 0
+        event = await self.pool.fetchrow(
+            "SELECT title, venue, starts_at, ends_at FROM events WHERE id = $1", event_id
+        )
+        mails = [(user, *render(kind, event, user["name"])) for user in recipients]
+        await self.pool.execute(
+            db.query("fanout_record"), event_id, kind, version,
+            [user["id"] for user, _, _ in mails], [user["email"] for user, _, _ in mails],
+            [subject for _, subject, _ in mails], [body for _, _, body in mails],
+            [False] * len(mails),
+        )
+        self.metrics.fanout_progress(kind, len(mails))
+        return len(mails)
+
+    # -- one mail ----------------------------------------------------------------------
+
     async def send(self, kind: str, to: str, subject: str, body: str) -> bool:
-        """One mail, a few tries; False when the mail server keeps refusing it."""
+        """One mail, a few tries; False when the mail server keeps refusing it.
+        MailUnavailable (the server is down) goes to the caller: the page waits."""
         async with self.sending:
             for attempt in range(1, MAIL_ATTEMPTS + 1):
                 try:

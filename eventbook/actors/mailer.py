@@ -11,15 +11,26 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 
 from eventbook.config import Config
+from eventbook.outages import DependencyUnavailable
 
 
 class MailError(Exception):
-    """The mail was not accepted; the message that asked for it is retried."""
+    """The mail server refused this mail (a permanent 5xx, or the simulated failure):
+    the message that asked for it counts a failed attempt."""
+
+
+class MailUnavailable(DependencyUnavailable):
+    """The mail server cannot be reached, or refused for now (4xx): not the mail's fault.
+    The actor waits for the server and tries again, without counting an attempt."""
 
 
 class Mailer(Protocol):
     async def send(self, to: str, subject: str, body: str) -> None:
-        """Hand one plain-text mail to the mail server; raise MailError when it refuses."""
+        """Hand one plain-text mail to the mail server; MailError when it refuses the
+        mail, MailUnavailable when it is unreachable or refuses for now."""
+
+    async def probe(self) -> None:
+        """Raise unless the mail server answers."""
 
 
 class SimulatedMailer:
@@ -38,6 +49,9 @@ class SimulatedMailer:
         if self.failure_rate and self.rng.random() < self.failure_rate:
             raise MailError("simulated mail server refused the mail")
         self.sent += 1
+
+    async def probe(self) -> None:
+        """The simulated server is always there."""
 
 
 class SmtpMailer:
@@ -67,8 +81,30 @@ class SmtpMailer:
                 mail, hostname=self.hostname, port=self.port, username=self.username,
                 password=self.password, use_tls=self.use_tls, timeout=self.timeout,
             )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [refused.code for refused in exc.recipients]
+            error: type[Exception] = MailUnavailable if all(
+                400 <= code < 500 for code in codes) else MailError
+            raise error(f"SMTP {self.hostname}:{self.port}: {exc}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            error = MailUnavailable if 400 <= exc.code < 500 else MailError
+            raise error(f"SMTP {self.hostname}:{self.port}: {exc}") from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise MailError(f"SMTP {self.hostname}:{self.port}: {exc}") from exc
+            # Refused or dropped connections, timeouts: the server is not there now.
+            raise MailUnavailable(f"SMTP {self.hostname}:{self.port}: {exc!r}") from exc
+
+    async def probe(self) -> None:
+        """Connect and say NOOP; MailUnavailable unless the server answers."""
+        smtp = aiosmtplib.SMTP(hostname=self.hostname, port=self.port, use_tls=self.use_tls,
+                               timeout=min(self.timeout, 2.0))
+        try:
+            await smtp.connect()
+            await smtp.noop()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise MailUnavailable(f"SMTP {self.hostname}:{self.port}: {exc!r}") from exc
+        finally:
+            if smtp.is_connected:
+                smtp.close()
 
 
 def build_mailer(config: Config) -> Mailer:

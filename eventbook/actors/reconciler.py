@@ -10,7 +10,8 @@ consumer group has yet to acknowledge will do:
 
 - confirmations: a booking still `pending` gets its booking_confirmed outbox row again;
 - announcements: an unfinished event change gets its expand message again (when not
-  expanded yet), or a deliver message for each page not delivered;
+  expanded yet), or a deliver message for each page not delivered (not when that
+  message waits in the dead letters: replaying it is the operator's call);
 - dead letters given up on because a server was unreachable go back onto their stream.
 
 PostgreSQL is read first and Redis after: the relay adds an entry to Redis before its
@@ -37,7 +38,7 @@ import redis.exceptions
 import structlog
 
 from eventbook import db, queues
-from eventbook.actors.fanout import CHANGE_KINDS, deliver_entry
+from eventbook.actors.fanout import CHANGE_KINDS, Page, deliver_entry
 from eventbook.actors.stream import pause, stream_key
 from eventbook.config import Config
 from eventbook.metrics import Metrics
@@ -171,25 +172,31 @@ async def _queued_confirmations(
     return queued
 
 
+def _announcement_message(fields: Mapping[str, Any]) -> tuple[str, int, int | None] | None:
+    """What a notifications message is for: (event, version, None) for an expand
+    message, (event, version, page) for a deliver one; None for anything else."""
+    payload = _payload(fields)
+    try:
+        if fields.get("kind") in CHANGE_KINDS:
+            return str(payload["event_id"]), int(payload["version"]), None
+        if fields.get("kind") == "deliver":
+            return str(payload["event_id"]), int(payload["version"]), int(payload["page"])
+    except (KeyError, TypeError, ValueError):
+        pass  # not a message the fan-out would act on either
+    return None
+
+
 async def _queued_announcements(
     client: redis.asyncio.Redis, prefix: str
-) -> tuple[set[tuple[str, int]], set[tuple[str, int, int]]]:
-    """The expand messages (event, version) and deliver messages (event, version, page)
-    of the notifications stream not yet acknowledged."""
-    expands: set[tuple[str, int]] = set()
-    delivers: set[tuple[str, int, int]] = set()
+) -> set[tuple[str, int, int | None]]:
+    """The notifications messages not yet acknowledged (see _announcement_message)."""
+    queued = set()
     async for _, fields in unacknowledged(client, stream_key(prefix, "notifications"),
                                           "notifications"):
-        payload = _payload(fields)
-        try:
-            key = (str(payload["event_id"]), int(payload["version"]))
-            if fields.get("kind") in CHANGE_KINDS:
-                expands.add(key)
-            elif fields.get("kind") == "deliver":
-                delivers.add((*key, int(payload["page"])))
-        except (KeyError, TypeError, ValueError):
-            continue  # not a message the fan-out would act on either
-    return expands, delivers
+        message = _announcement_message(fields)
+        if message is not None:
+            queued.add(message)
+    return queued
 
 
 # -- one pass --------------------------------------------------------------------------
@@ -200,7 +207,8 @@ async def find(
     after_seconds: float, limit: int = BATCH,
 ) -> Findings:
     """What a pass would put back now (for `eventbook check` too). Reads PostgreSQL
-    first and Redis after; see the module's docstring for why."""
+    first, then the streams, then the dead letters; see the module's docstring for why.
+    (A message dead-lettered between the last two reads is seen in its stream.)"""
     bookings = await conn.fetch(db.query("reconcile_confirmations"), after_seconds, limit)
     changes = await conn.fetch(db.query("reconcile_announcements"), after_seconds, limit)
     found = Findings()
@@ -212,30 +220,30 @@ async def find(
              "created_at": row["created_at"].isoformat()}
             for row in bookings if str(row["booking_id"]) not in queued
         ]
+    messages = await _queued_announcements(client, prefix) if changes else set()
+    letters = await queues.dead_letters(client, prefix, limit=queues.DEAD_LETTER_SCAN_LIMIT)
     if changes:
-        found.announcements = _announcements(changes, *await _queued_announcements(client,
-                                                                                   prefix))
-    found.dead_letters = [
-        _letter(letter)
-        for letter in await queues.dead_letters(client, prefix,
-                                                limit=queues.DEAD_LETTER_SCAN_LIMIT)
-        if is_outage(letter)
-    ]
+        # A message given up on for its own sake is the operator's to replay (or purge):
+        # resuming its announcement would retry it behind their back, again and again.
+        for letter in letters:
+            if letter["topic"] == "notifications" and (message := _announcement_message(letter)):
+                messages.add(message)
+        found.announcements = _announcements(changes, messages)
+    found.dead_letters = [_letter(letter) for letter in letters if is_outage(letter)]
     return found
 
 
 def _announcements(
-    rows: Iterable[asyncpg.Record], expands: set[tuple[str, int]],
-    delivers: set[tuple[str, int, int]],
+    rows: Iterable[asyncpg.Record], messages: set[tuple[str, int, int | None]]
 ) -> list[dict[str, Any]]:
     """One item per announcement to resume, with its `action`: expand (not expanded),
-    deliver (its pages not delivered whose message is not in the stream either), finish
+    deliver (its pages not delivered that no message of `messages` is for), finish
     (expanded, every page delivered, yet not marked finished)."""
     items: dict[tuple[str, int], dict[str, Any]] = {}
     for row in rows:
         key = (str(row["event_id"]), row["version"])
-        if key in expands:
-            continue  # being expanded, or about to be
+        if (*key, None) in messages:
+            continue  # its expand message is queued, or was given up on
         item = items.setdefault(key, {
             "event_id": key[0], "version": key[1], "kind": row["kind"],
             "changed_at": row["changed_at"].isoformat(),
@@ -244,13 +252,13 @@ def _announcements(
         if row["page"] is None:
             continue
         item["action"] = "deliver"
-        if (*key, row["page"]) not in delivers:
+        if (*key, row["page"]) not in messages:
             item["pages"].append({
                 "page": row["page"],
                 "after": str(row["after_user"]) if row["after_user"] else None,
                 "upto": str(row["upto_user"]),
             })
-    # An announcement whose every undone page waits in the stream needs nothing.
+    # An announcement whose every undone page has its message queued needs nothing.
     return [item for item in items.values() if item["action"] != "deliver" or item["pages"]]
 
 
@@ -323,8 +331,10 @@ async def _resume(
     async with client.pipeline(transaction=False) as pipe:
         for page in done["pages"]:
             pipe.xadd(stream_key(prefix, "notifications"), deliver_entry(
-                event_id, version, item["kind"], changed_at, page["page"],
-                uuid.UUID(page["after"]) if page["after"] else None, uuid.UUID(page["upto"]),
+                event_id, version,
+                Page(page["page"], item["kind"], changed_at,
+                     uuid.UUID(page["after"]) if page["after"] else None,
+                     uuid.UUID(page["upto"])),
                 done["request_id"],
             ))
         await pipe.execute()

@@ -12,6 +12,7 @@ from redis.typing import EncodableT, FieldT
 
 from eventbook.actors.stream import pause, stream_key
 from eventbook.config import Config
+from eventbook.outages import Availability, is_outage, postgres_writable, redis_writable
 
 log = structlog.get_logger(__name__)
 
@@ -57,12 +58,30 @@ class OutboxRelay:
         self.redis = client
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.availability = Availability([
+            lambda: postgres_writable(pool), lambda: redis_writable(client, config.redis_prefix)
+        ])
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Relay until `stopping`; while PostgreSQL or Redis is down, wait for both to
+        answer (rows wait in the outbox meanwhile) and carry on, without a restart."""
+        while not stopping.is_set():
+            try:
+                await self._listen_and_relay(stopping)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                log.warning("relay_waiting_for_dependencies", error=repr(exc))
+                await self.availability.wait(stopping)
+        await self.availability.close()
+
+    async def _listen_and_relay(self, stopping: asyncio.Event) -> None:
         assert self.config.database_url is not None
         wake = asyncio.Event()
         # A connection of its own: a pooled one would be handed to others while listening.
-        listener = await asyncpg.connect(self.config.database_url, timeout=5)
+        listener = await asyncpg.connect(
+            self.config.database_url, timeout=self.config.db_connect_timeout_seconds
+        )
         try:
             await listener.add_listener(CHANNEL, lambda *_: wake.set())
             log.info("relay_listening", channel=CHANNEL)

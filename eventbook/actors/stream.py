@@ -2,11 +2,27 @@
 
 A `StreamActor` reads one Redis Stream through its consumer group, handles up to
 `concurrency` messages at a time, and acknowledges each once `handle` returned.
-Delivery is at least once, so `handle` must be idempotent. Messages a dead consumer
-left pending are claimed again (XAUTOCLAIM) after `claim_idle_ms`. A failing message
-is retried with backoff; the attempt count is Redis's own delivery count, so attempts
-made by consumers that died are counted too. After `max_attempts` the message goes to
-the dead-letter stream `{prefix}dead:{topic}` with its error and attempt count.
+Delivery is at least once, so `handle` must be idempotent.
+
+Two kinds of failure are told apart. When a dependency is down (PostgreSQL, Redis or
+the mail server unreachable or refusing writes: `eventbook.outages`), the message is
+not at fault: it stays in hand, the actor waits until the dependencies answer again
+(one probe loop, capped backoff) and tries it again, and nothing is counted. A failure
+with the dependencies healthy is the message's own: it is counted in Redis
+(`{prefix}failures:{topic}`), retried with backoff, and after `max_attempts` such
+failures the message goes to the dead-letter stream `{prefix}dead:{topic}` with its
+error, attempts and `cause`.
+
+Messages in hand are kept claimed (XCLAIM JUSTID, which does not count a delivery), so
+a message waiting out an outage or a slow page is not taken by another consumer.
+Messages a dead consumer left pending are claimed again (XAUTOCLAIM) after
+`claim_idle_ms`; one delivered `delivery_limit` times without ever finishing (its
+consumers keep dying on it) is dead-lettered too.
+
+A consumer is registered in its group when its actor starts (Redis would otherwise
+list it only once it is handed a message) and keeps a heartbeat key alive while it
+runs. Consumers of processes that are gone (no heartbeat, silent for `gone_after_ms`,
+holding no pending message) are removed from the group, so operators see the live ones.
 """
 
 from __future__ import annotations
@@ -26,10 +42,11 @@ from typing import Any, cast
 import redis.asyncio
 import redis.exceptions
 import structlog
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT, FieldT, StreamIdT
 
 from eventbook.config import Config
 from eventbook.metrics import Metrics
+from eventbook.outages import Availability, Probe, is_outage, redis_writable
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +57,27 @@ def stream_key(prefix: str, topic: str) -> str:
 
 def dead_letter_key(prefix: str, topic: str) -> str:
     return f"{prefix}dead:{topic}"
+
+
+def failures_key(prefix: str, topic: str) -> str:
+    """Hash of message id -> failures that were the message's own, while it is pending."""
+    return f"{prefix}failures:{topic}"
+
+
+def heartbeat_key(prefix: str, topic: str, consumer: str) -> str:
+    """Exists while `consumer` runs: Redis's own idle time is no sign of life, since
+    (before Redis 7.2) a read that finds nothing does not reset it."""
+    return f"{prefix}consumer:{topic}:{consumer}"
+
+
+# Removes consumer ARGV[2] of group ARGV[1] of stream KEYS[1] unless its heartbeat
+# KEYS[2] exists or it holds a pending message, in one step: XGROUP DELCONSUMER drops a
+# consumer's pending messages, which would then never be delivered again.
+FORGET_CONSUMER = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return -1 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+"""
 
 
 def consumer_name() -> str:
@@ -54,6 +92,7 @@ class Message:
     id: str
     fields: dict[str, str]
     attempts: int  # deliveries so far, this one included
+    failures: int = 0  # failures that were the message's own, before this delivery
 
     @property
     def kind(self) -> str:
@@ -91,6 +130,9 @@ class StreamActor:
     # Short enough that a stop request is noticed promptly, and below the client's
     # socket timeout (5 s), which would otherwise cut a blocked read.
     block_ms: int = 1000
+    # Deliveries after which a message that never finished (its consumers kept dying
+    # on it, or kept being cut off from Redis) is given up on, per allowed attempt.
+    deliveries_per_attempt: int = 4
 
     def __init__(
         self,
@@ -102,6 +144,7 @@ class StreamActor:
         retry_delay: float = 0.5,
         max_retry_delay: float = 30.0,
         metrics: Metrics | None = None,
+        probes: list[Probe] | None = None,
     ) -> None:
         if not self.topic:
             raise TypeError(f"{type(self).__name__} must set a topic")
@@ -109,18 +152,27 @@ class StreamActor:
         self.redis = client
         self.stream = stream_key(config.redis_prefix, self.topic)
         self.dead_stream = dead_letter_key(config.redis_prefix, self.topic)
+        self.failures = failures_key(config.redis_prefix, self.topic)
         self.group = self.name
         self.consumer = consumer or consumer_name()
         self.claim_idle_ms = config.claim_idle_ms
+        # A consumer silent this long, with no heartbeat and nothing pending, is gone.
+        self.gone_after_ms = max(10 * config.claim_idle_ms, 1000)
+        self.heartbeat = heartbeat_key(config.redis_prefix, self.topic, self.consumer)
         self.max_attempts = config.max_attempts
+        self.delivery_limit = config.max_attempts * self.deliveries_per_attempt
         if concurrency is not None:
             self.concurrency = concurrency
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self.metrics = metrics or Metrics()
+        self.availability = Availability(
+            [lambda: redis_writable(client, config.redis_prefix), *(probes or [])]
+        )
         self._stopping = asyncio.Event()
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
+        self._in_hand: set[str] = set()
 
     # -- what a subclass provides ----------------------------------------------------
 
@@ -139,12 +191,22 @@ class StreamActor:
         await self.ensure_group()
         log.info("consumer_started", actor=self.name, stream=self.stream, consumer=self.consumer)
         in_flight: set[asyncio.Task[None]] = set()
+        keeper = asyncio.create_task(self.keep_claimed())
         try:
             while not stopping.is_set():
                 if len(in_flight) >= self.concurrency:
                     await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                for message in await self.fetch(self.concurrency - len(in_flight)):
+                try:
+                    messages = await self.fetch(self.concurrency - len(in_flight))
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    log.warning("consumer_waiting_for_dependencies", error=repr(exc))
+                    await self.availability.wait(stopping)
+                    continue
+                for message in messages:
+                    self._in_hand.add(message.id)
                     task = asyncio.create_task(self.process(message))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
@@ -156,16 +218,49 @@ class StreamActor:
         finally:
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            await self.availability.close()
         await self.leave()
         log.info("consumer_stopped", actor=self.name, consumer=self.consumer)
 
     async def ensure_group(self) -> None:
-        # From id 0: entries the relay added before any consumer existed are read too.
+        """Make the group (from id 0: entries the relay added before any consumer existed
+        are read too) and register this consumer in it; forget consumers that are gone."""
         try:
             await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.exceptions.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        await self.beat()
+        await self.forget_gone_consumers()
+
+    async def beat(self) -> None:
+        """Register this consumer (again, if it was forgotten) and renew its heartbeat."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xgroup_createconsumer(self.stream, self.group, self.consumer)
+            pipe.set(self.heartbeat, "1", px=self.gone_after_ms)
+            await pipe.execute()
+
+    async def forget_gone_consumers(self) -> list[str]:
+        """Remove the group's consumers that hold nothing, have no heartbeat and have been
+        silent for gone_after_ms: those of processes that died or were killed."""
+        consumers = await self.redis.xinfo_consumers(self.stream, self.group)
+        forgotten = []
+        for consumer in consumers:
+            name = consumer["name"]
+            if (name == self.consumer or int(consumer["pending"]) > 0
+                    or int(consumer["idle"]) < self.gone_after_ms):
+                continue
+            keys = [self.stream, heartbeat_key(self.config.redis_prefix, self.topic, name)]
+            removed = await self.redis.eval(
+                FORGET_CONSUMER, len(keys), *keys, self.group, name
+            )
+            if removed == 0:
+                forgotten.append(name)
+        if forgotten:
+            log.info("consumers_forgotten", actor=self.name, consumers=forgotten)
+        return forgotten
 
     @property
     def claim_interval(self) -> float:
@@ -173,6 +268,18 @@ class StreamActor:
 
     async def fetch(self, count: int) -> list[Message]:
         """Up to `count` messages: abandoned ones first (now and then), else new ones."""
+        try:
+            return await self._fetch(count)
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the stream or the group (a flush, a restart without its data):
+            # make it again; what it lost is restored by the reconciler.
+            log.warning("consumer_group_missing", stream=self.stream, group=self.group)
+            await self.ensure_group()
+            return []
+
+    async def _fetch(self, count: int) -> list[Message]:
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + self.claim_interval
@@ -182,6 +289,7 @@ class StreamActor:
             if claimed:
                 return claimed
             await self.trim()
+            await self.forget_gone_consumers()
         block_ms = min(self.block_ms, max(50, int(self.claim_interval * 1000)))
         reply: Any = await self.redis.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
@@ -195,26 +303,52 @@ class StreamActor:
         ]
 
     async def claim(self, count: int) -> list[Message]:
-        """Take over messages pending longer than claim_idle_ms, with their delivery counts."""
+        """Take over messages pending longer than claim_idle_ms, with their delivery and
+        failure counts. Messages this consumer has in hand are kept, not handled twice."""
         reply = await self.redis.xautoclaim(
             self.stream, self.group, self.consumer, self.claim_idle_ms,
             start_id=self._claim_cursor, count=count,
         )
         self._claim_cursor = reply[0]
-        entries = [(entry_id, fields) for entry_id, fields in reply[1] if entry_id and fields]
+        entries = [(entry_id, fields) for entry_id, fields in reply[1]
+                   if entry_id and fields and entry_id not in self._in_hand]
         if not entries:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry_id, _ in entries:
                 pipe.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+                pipe.hget(self.failures, entry_id)
             details = await pipe.execute()
         messages = []
-        for (entry_id, fields), detail in zip(entries, details, strict=True):
-            attempts = int(detail[0]["times_delivered"]) if detail else self.max_attempts + 1
-            messages.append(Message(entry_id, fields, attempts))
+        for (entry_id, fields), detail, failures in zip(
+            entries, details[::2], details[1::2], strict=True
+        ):
+            attempts = int(detail[0]["times_delivered"]) if detail else self.delivery_limit + 1
+            messages.append(Message(entry_id, fields, attempts, int(failures or 0)))
             log.info("message_claimed", actor=self.name, message_id=entry_id, attempts=attempts,
-                     request_id=fields.get("request_id") or None)
+                     failures=int(failures or 0), request_id=fields.get("request_id") or None)
         return messages
+
+    async def keep_claimed(self) -> None:
+        """Reset the idle time of the messages in hand, so that no consumer (this one
+        included) claims a message that is being handled, however long that takes.
+        JUSTID: a delivery is not counted. Also renews this consumer's heartbeat."""
+        interval = max(0.02, self.claim_idle_ms / 3000)
+        beat_every = self.gone_after_ms / 5000
+        next_beat = time.monotonic() + beat_every
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + beat_every
+                with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                    await self.beat()
+            mine: list[StreamIdT] = list(self._in_hand)
+            if not mine:
+                continue
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                await self.redis.xclaim(
+                    self.stream, self.group, self.consumer, 0, mine, justid=True
+                )
 
     async def trim(self) -> None:
         """Drop entries every consumer is done with, so the stream does not grow forever.
@@ -236,6 +370,7 @@ class StreamActor:
             mine = await self.redis.xpending_range(
                 self.stream, self.group, "-", "+", 1, consumername=self.consumer
             )
+            await self.redis.delete(self.heartbeat)
             if not mine:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, self.consumer)
 
@@ -248,62 +383,73 @@ class StreamActor:
         ):
             try:
                 await self._process(message)
-            except (redis.exceptions.RedisError, OSError) as exc:
-                # Redis went away before the acknowledgement: the message stays pending
-                # and is claimed again once Redis is back.
-                log.warning("message_left_pending", error=repr(exc))
+            except Exception as exc:
+                # Redis went away before the acknowledgement (or the failure could not be
+                # counted): the message stays pending and is claimed again later.
+                if is_outage(exc):
+                    log.warning("message_left_pending", error=repr(exc))
+                else:
+                    log.exception("message_left_pending", error=repr(exc))
+            finally:
+                self._in_hand.discard(message.id)
 
     async def _process(self, message: Message) -> None:
-        if message.attempts > self.max_attempts:
+        if message.attempts > self.delivery_limit:
             await self.dead_letter(
-                message, "exceeded max attempts: consumers stopped before finishing it"
+                message, "exceeded max deliveries: consumers stopped before finishing it",
+                cause="deliveries",
             )
             return
+        failures = message.failures
+        # An outage-class error while every dependency answers (a pooled connection the
+        # server dropped while idle, say) is retried once at once, uncounted; repeated
+        # with the dependencies healthy, it is the message's own.
+        transient_retry = True
         while True:
             started = time.perf_counter()
             try:
                 await self.handle(message)
             except Exception as exc:
                 error = repr(exc)
-                log.warning("message_failed", kind=message.kind, attempts=message.attempts,
+                if not await self.availability.answers():
+                    log.warning("message_waiting_for_dependencies", kind=message.kind,
+                                error=error)
+                    if not await self.availability.wait(self._stopping):
+                        log.info("message_retry_deferred", failures=failures)
+                        return
+                    transient_retry = True
+                    continue
+                if is_outage(exc) and transient_retry:
+                    log.info("message_retried_after_transient_error", kind=message.kind,
+                             error=error)
+                    transient_retry = False
+                    continue
+                failures = int(await self.redis.hincrby(self.failures, message.id, 1))
+                log.warning("message_failed", kind=message.kind, attempts=failures,
                             max_attempts=self.max_attempts, error=error)
-                if message.attempts >= self.max_attempts:
-                    await self.dead_letter(message, error)
+                if failures >= self.max_attempts:
+                    await self.dead_letter(message, error, cause="message", attempts=failures)
                     return
-                delay = self.backoff(message.attempts)
-                if await pause(delay, self._stopping):
-                    log.info("message_retry_deferred", attempts=message.attempts)
+                if await pause(self.backoff(failures), self._stopping):
+                    log.info("message_retry_deferred", failures=failures)
                     return
-                retry = await self.reclaim(message, delay)
-                if retry is None:
-                    log.info("message_taken_over", attempts=message.attempts)
-                    return
-                message = retry
                 continue
-            await self.redis.xack(self.stream, self.group, message.id)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(self.stream, self.group, message.id)
+                if failures:
+                    pipe.hdel(self.failures, message.id)
+                await pipe.execute()
             log.info("message_handled", kind=message.kind, attempts=message.attempts,
                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
             return
 
-    def backoff(self, attempts: int) -> float:
-        delay = min(self.max_retry_delay, self.retry_delay * 2.0 ** (attempts - 1))
+    def backoff(self, failures: int) -> float:
+        delay = min(self.max_retry_delay, self.retry_delay * 2.0 ** (failures - 1))
         return delay * random.uniform(0.5, 1.5)
 
-    async def reclaim(self, message: Message, waited: float) -> Message | None:
-        """Claim the message again for the next attempt (Redis counts the delivery).
-
-        A consumer that took it over while we waited has reset its idle time below
-        `waited`, so then nothing is claimed and the message is left to that consumer.
-        """
-        entries: Any = await self.redis.xclaim(
-            self.stream, self.group, self.consumer, int(waited * 1000 * 0.9), [message.id]
-        )
-        live = [(entry_id, fields) for entry_id, fields in entries if entry_id and fields]
-        if not live:
-            return None
-        return Message(live[0][0], live[0][1], message.attempts + 1)
-
-    async def dead_letter(self, message: Message, error: str) -> None:
+    async def dead_letter(
+        self, message: Message, error: str, *, cause: str, attempts: int | None = None
+    ) -> None:
         """Give up: run the hook, then copy the message to the dead-letter stream and ack it.
 
         When the hook fails the message stays pending and comes back through a claim,
@@ -314,10 +460,12 @@ class StreamActor:
         except Exception:
             log.exception("dead_letter_hook_failed", kind=message.kind)
             return
+        attempts = message.attempts if attempts is None else attempts
         fields = cast(dict[FieldT, EncodableT], dict(message.fields))
         fields |= {
             "error": error[:2000],
-            "attempts": str(message.attempts),
+            "cause": cause,
+            "attempts": str(attempts),
             "stream": self.stream,
             "message_id": message.id,
             "consumer": self.consumer,
@@ -326,6 +474,7 @@ class StreamActor:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self.dead_stream, fields)
             pipe.xack(self.stream, self.group, message.id)
+            pipe.hdel(self.failures, message.id)
             await pipe.execute()
-        log.error("message_dead_lettered", kind=message.kind, attempts=message.attempts,
-                  error=error, dead_letter_stream=self.dead_stream)
+        log.error("message_dead_lettered", kind=message.kind, attempts=attempts,
+                  cause=cause, error=error, dead_letter_stream=self.dead_stream)

@@ -8,27 +8,16 @@ import random
 import time
 from typing import Protocol
 
-import asyncpg
-import redis.exceptions
 import structlog
 
 from eventbook.metrics import Metrics
+from eventbook.outages import is_outage
 
 log = structlog.get_logger(__name__)
 
-# A server that is down is the whole story: logged without a traceback, since during an
-# outage every restart fails the same way.
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-)
+# The longest wait before a restart, jitter included: an actor that crashed because a
+# server was down is back within this long of the server's return.
+MAX_DELAY = 5.0
 
 
 class Actor(Protocol):
@@ -40,7 +29,7 @@ class Actor(Protocol):
 
 class Supervisor:
     def __init__(
-        self, actors: list[Actor], *, base_delay: float = 0.2, max_delay: float = 30.0,
+        self, actors: list[Actor], *, base_delay: float = 0.2, max_delay: float = MAX_DELAY,
         healthy_after: float = 60.0, metrics: Metrics | None = None,
     ) -> None:
         self.actors = actors
@@ -74,7 +63,9 @@ class Supervisor:
                 if time.monotonic() - started >= self.healthy_after:
                     failures = 0
                 failures += 1
-                if isinstance(exc, UNAVAILABLE):
+                # A server that is down is the whole story: no traceback, since during an
+                # outage every restart fails the same way.
+                if is_outage(exc):
                     log.error("actor_crashed", actor=actor.name, failures=failures,
                               error=repr(exc), cause="dependency_unavailable")
                 else:
@@ -82,8 +73,8 @@ class Supervisor:
                                   error=repr(exc))
             self.restarts[actor.name] += 1
             self.metrics.actor_restarted(actor.name)
-            delay = min(self.max_delay, self.base_delay * 2 ** min(failures, 16))
-            delay *= random.uniform(0.5, 1.5)
+            nominal = self.base_delay * 2 ** min(failures, 16)
+            delay = min(self.max_delay, nominal * random.uniform(0.5, 1.5))
             log.info("actor_restarting", actor=actor.name, delay_s=round(delay, 3))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
+from aiosmtpd.controller import Controller
 
-from eventbook.embedded import EmbeddedServices
+from eventbook import db
+from eventbook.config import Config
+from eventbook.embedded import EmbeddedServices, free_port
+from tests.conftest import Servers, base_config
 from tests.processes import Process, Server
 
 HERE = Path(__file__).parent
@@ -67,3 +75,59 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture
+async def private_world(
+    private: EmbeddedServices, servers: Servers
+) -> AsyncIterator[tuple[Config, asyncpg.Pool]]:
+    """A migrated database and a Redis, both on servers of this test alone (to stop at
+    will), the config naming them and a pool for the test's own queries."""
+    # start_postgres runs an event loop of its own: not on this one.
+    database_url = await asyncio.to_thread(private.start_postgres)
+    redis_url = await asyncio.to_thread(private.start_redis)
+    config = base_config(database_url, redis_url, claim_idle_ms=1000)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await db.migrate(conn)
+    finally:
+        await conn.close()
+    pool = await db.create_pool(database_url, 1, 3)
+    yield config, pool
+    await pool.close()
+
+
+class MailServer:
+    """A real SMTP server (aiosmtpd) on a fixed port, to stop and start again; it keeps
+    the recipient of every mail it accepted."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"smtp://127.0.0.1:{self.port}"
+        self.recipients: list[str] = []
+        self._lock = threading.Lock()
+        self._controller: Controller | None = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self._lock:
+            self.recipients.extend(envelope.rcpt_tos)
+        return "250 Message accepted for delivery"
+
+    def start(self) -> None:
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+
+@pytest.fixture
+def mail_server() -> Iterator[MailServer]:
+    server = MailServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
