@@ -1,12 +1,18 @@
-"""The consistency check behind `eventbook check`: what should never be, listed."""
+"""The consistency check behind `eventbook check`: what should never be, listed, and
+what the reconciler would put back now."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import asyncpg
+import redis.asyncio
 
 from eventbook import db
+from eventbook.actors.reconciler import find
+
+# Rows listed per kind of finding, as the queries of sql/check_*.sql do.
+REPORT_LIMIT = 100
 
 
 async def consistency_report(
@@ -29,4 +35,18 @@ async def consistency_report(
         "users_without_email_key": [
             dict(row) for row in await conn.fetch(db.query("check_users_without_email_key"))
         ],
+    }
+
+
+async def reconciliation_report(
+    conn: asyncpg.Connection, client: redis.asyncio.Redis, prefix: str,
+    reconcile_after_s: float,
+) -> dict[str, list[dict[str, Any]]]:
+    """What a reconciler pass would put back now, by kind; all lists empty means no
+    queue lost anything (that is older than `reconcile_after_s`)."""
+    work = await find(conn, client, prefix, reconcile_after_s, limit=REPORT_LIMIT)
+    return {
+        "confirmations_to_requeue": work.confirmations,
+        "announcements_to_resume": work.announcements,
+        "dead_letters_to_replay": work.dead_letters[:REPORT_LIMIT],
     }

@@ -287,17 +287,18 @@ def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
-    from eventbook.check import consistency_report
+    from eventbook.check import consistency_report, reconciliation_report
 
-    async def check() -> dict[str, list[dict[str, object]]]:
-        conn = await connect_postgres(config)
-        try:
-            return await consistency_report(conn, args.outbox_age, args.confirmation_window)
-        finally:
-            await conn.close()
+    reconcile_after = _reconcile_after(config, args)
 
-    with running_services(config) as config:
-        report = asyncio.run(check())
+    async def check(client: Any, pool: Any) -> dict[str, list[dict[str, object]]]:
+        async with pool.acquire() as conn:
+            report = await consistency_report(conn, args.outbox_age, args.confirmation_window)
+            return report | await reconciliation_report(
+                conn, client, config.redis_prefix, reconcile_after
+            )
+
+    report = with_redis(config, check)
     findings = sum(len(rows) for rows in report.values())
     if args.json:
         print(json.dumps({"ok": findings == 0, **report}, default=str, indent=2))
@@ -307,6 +308,12 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
             "stuck_outbox": f"outbox rows older than {args.outbox_age:g} s",
             "unconfirmed_bookings": f"bookings unconfirmed after {args.confirmation_window:g} s",
             "users_without_email_key": "users whose e-mail address another user has (no log-in)",
+            "confirmations_to_requeue": f"bookings pending after {reconcile_after:g} s with "
+            "no message to confirm them (the reconciler requeues them)",
+            "announcements_to_resume": f"event changes unfinished after {reconcile_after:g} s "
+            "with no message to go on (the reconciler resumes them)",
+            "dead_letters_to_replay": "dead letters an outage caused (the reconciler replays "
+            "them)",
         }
         for kind, rows in report.items():
             print(f"{titles[kind]}: {len(rows)}")
@@ -314,6 +321,39 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
                 print("  " + " ".join(f"{key}={value}" for key, value in row.items()))
         print("ok" if findings == 0 else f"{findings} finding(s)")
     return 0 if findings == 0 else 1
+
+
+def _reconcile_after(config: Config, args: argparse.Namespace) -> float:
+    return float(config.reconcile_after_seconds if args.reconcile_after is None
+                 else args.reconcile_after)
+
+
+def cmd_reconcile(config: Config, args: argparse.Namespace) -> int:
+    from eventbook.actors.reconciler import reconcile
+
+    after = _reconcile_after(config, args)
+
+    async def work(client: Any, pool: Any) -> Any:
+        # wait=True: a pass running elsewhere finishes first, then this one runs.
+        return await reconcile(pool, client, config.redis_prefix, after, wait=True)
+
+    def text(done: dict[str, list[dict[str, Any]]]) -> str:
+        lines = [f"requeued {len(done['confirmations'])} confirmation(s)"]
+        lines += [f"  booking {item['booking_id']} event {item['event_id']}"
+                  f" request_id={item['request_id']}" for item in done["confirmations"]]
+        lines.append(f"resumed {len(done['announcements'])} announcement(s)")
+        for item in done["announcements"]:
+            pages = ",".join(str(page["page"]) for page in item["pages"])
+            lines.append(f"  event {item['event_id']} version {item['version']}"
+                         f" {item['action']}{' pages ' + pages if pages else ''}"
+                         f" request_id={item['request_id']}")
+        lines.append(f"replayed {len(done['dead_letters'])} dead letter(s)")
+        lines += [f"  {item['topic']} {item['id']} -> {item['new_id']} {item['kind']}"
+                  f" request_id={item['request_id']}" for item in done["dead_letters"]]
+        return "\n".join(lines)
+
+    answer(args, with_redis(config, work).as_dict(), text)
+    return 0
 
 
 def _table(rows: list[dict[str, object]], columns: list[str]) -> str:
@@ -527,13 +567,29 @@ def build_parser() -> argparse.ArgumentParser:
         "check", cmd_check,
         "Check the data: remaining tickets against bookings, outbox rows stuck, bookings "
         "left unconfirmed, users who cannot log in because another has their e-mail "
-        "address. Exits 1 when it finds anything.",
+        "address, and what the reconciler would put back (confirmations and event changes "
+        "no queue holds, dead letters an outage caused). Exits 1 when it finds anything.",
     )
     check.add_argument("--outbox-age", type=float, default=60.0,
                        help="report outbox rows older than this many seconds (default 60)")
     check.add_argument("--confirmation-window", type=float, default=600.0,
                        help="report bookings pending confirmation longer (default 600 s)")
+    check.add_argument("--reconcile-after", type=float, metavar="SECONDS",
+                       help="report what the reconciler would put back, counting work this "
+                       "old as lost (default $EVENTBOOK_RECONCILE_AFTER_SECONDS, 300)")
     check.add_argument("--json", action="store_true", help="print JSON")
+
+    reconcile_cmd = add(
+        "reconcile", cmd_reconcile,
+        "Run one reconciler pass now (waiting for one running elsewhere): requeue the "
+        "confirmations and resume the event changes that no queue holds any more, replay "
+        "the dead letters an outage caused. Prints what it did.",
+    )
+    reconcile_cmd.add_argument(
+        "--reconcile-after", type=float, metavar="SECONDS",
+        help="count work this old as lost (default $EVENTBOOK_RECONCILE_AFTER_SECONDS, 300)",
+    )
+    reconcile_cmd.add_argument("--json", action="store_true", help="print JSON")
 
     queues_cmd = add(
         "queues", cmd_queues,

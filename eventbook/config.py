@@ -80,6 +80,9 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_CLAIM_IDLE_MS", "reclaim messages pending this long (default 30000)"),
     Setting("EVENTBOOK_MAX_ATTEMPTS", "attempts before a message is dead-lettered (default 5)"),
     Setting("EVENTBOOK_FANOUT_CONCURRENCY", "mails in flight per fan-out actor (default 500)"),
+    Setting("EVENTBOOK_RECONCILE_INTERVAL_SECONDS", "time between reconciler passes (default 30)"),
+    Setting("EVENTBOOK_RECONCILE_AFTER_SECONDS",
+            "work this old that no queue holds is put back (default 300)"),
     Setting("EVENTBOOK_ACTORS", "actors this process runs, comma-separated (default all)"),
 ]
 
@@ -129,6 +132,8 @@ class Config:
     claim_idle_ms: int = 30000
     max_attempts: int = 5
     fanout_concurrency: int = 500
+    reconcile_interval_seconds: int = 30
+    reconcile_after_seconds: int = 300
     actors: tuple[str, ...] = ()
 
     @classmethod
@@ -194,6 +199,12 @@ class Config:
             claim_idle_ms=reader.integer("EVENTBOOK_CLAIM_IDLE_MS", 30000, 100, 86_400_000),
             max_attempts=reader.integer("EVENTBOOK_MAX_ATTEMPTS", 5, 1, 1000),
             fanout_concurrency=reader.integer("EVENTBOOK_FANOUT_CONCURRENCY", 500, 1, 10000),
+            reconcile_interval_seconds=reader.integer(
+                "EVENTBOOK_RECONCILE_INTERVAL_SECONDS", 30, 1, 86400
+            ),
+            reconcile_after_seconds=reader.integer(
+                "EVENTBOOK_RECONCILE_AFTER_SECONDS", 300, 1, 30 * 86400
+            ),
             actors=reader.names("EVENTBOOK_ACTORS"),
         )
         config.validate()

@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WatchedStream"]
 
 BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "customer_limit", "replayed")
+RECONCILED_KINDS = ("confirmation", "announcement", "dead_letter")
 OUTBOX_TOPICS = ("confirmations", "notifications")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The route label of a request no route matched (404, 405): never the raw path, whose
@@ -187,8 +188,18 @@ class Metrics:
             "Event changes whose attendees are being notified right now.",
             registry=registry,
         )
+        self.reconciled_work = Counter(
+            "eventbook_reconciled",
+            "Work the reconciler put back after a store lost it, by kind: confirmation (a"
+            " booking's confirmation requeued), announcement (an event change resumed),"
+            " dead_letter (a message an outage made fail, replayed).",
+            ["kind"],
+            registry=registry,
+        )
         for outcome in BOOKING_OUTCOMES:
             self.bookings.labels(outcome)
+        for kind in RECONCILED_KINDS:
+            self.reconciled_work.labels(kind)
         self.watched: set[WatchedStream] = set()
         self._snapshot = _SnapshotCollector()
         registry.register(self._snapshot)
@@ -228,6 +239,12 @@ class Metrics:
     def fanout_running(self) -> AbstractContextManager[Any]:
         """`with metrics.fanout_running(): ...` around the expansion of one event change."""
         return self.fanout_active.track_inprogress()
+
+    def reconciled(self, kind: str, count: int = 1) -> None:
+        """The reconciler put back `count` items of `kind` (see RECONCILED_KINDS)."""
+        if kind not in RECONCILED_KINDS:
+            raise ValueError(f"unknown reconciled kind {kind!r}")
+        self.reconciled_work.labels(kind).inc(count)
 
     def watch_stream(self, stream: str, group: str, dead_letter: str | None = None) -> None:
         """Report this stream's length, the group's pending and lag, and its dead letters."""

@@ -9,11 +9,12 @@ from typing import Any, cast
 import asyncpg
 import redis.asyncio
 
-from eventbook.actors import STREAM_ACTORS, watched_streams
+# The package, not its names: the reconciler (eventbook.actors.reconciler) replays dead
+# letters through this module, so this module is imported while eventbook.actors is.
+from eventbook import actors
 from eventbook.actors.stream import dead_letter_key, stream_key
 from eventbook.metrics import stream_state
 
-TOPICS = tuple(actor.topic for actor in STREAM_ACTORS)
 # Fields the runtime adds when it dead-letters a message; replay strips them.
 DEAD_LETTER_FIELDS = ("error", "cause", "attempts", "stream", "message_id", "consumer", "failed_at")
 DEAD_LETTER_SCAN_LIMIT = 100_000
@@ -29,7 +30,7 @@ async def _xrange(
 async def stream_stats(client: redis.asyncio.Redis, prefix: str) -> list[dict[str, Any]]:
     """One row per actor stream and its consumer group."""
     rows: list[dict[str, Any]] = []
-    for actor, watched in zip(STREAM_ACTORS, watched_streams(prefix), strict=True):
+    for actor, watched in zip(actors.STREAM_ACTORS, actors.watched_streams(prefix), strict=True):
         state = await stream_state(client, watched)
         rows.append({"stream": actor.topic, "group": watched.group, **dataclasses.asdict(state)})
     return rows
@@ -45,8 +46,11 @@ async def outbox_stats(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, Any
     return {"backlog": row["backlog"], "oldest_age_s": round(row["oldest_age_s"], 3)}
 
 
-def _topics(topic: str | None) -> tuple[str, ...]:
-    return TOPICS if topic is None else (topic,)
+def _topics(topic: str | None = None) -> tuple[str, ...]:
+    """The topic given, or every stream actor's."""
+    if topic is not None:
+        return (topic,)
+    return tuple(actor.topic for actor in actors.STREAM_ACTORS)
 
 
 async def dead_letters(
@@ -62,7 +66,7 @@ async def dead_letters(
 async def dead_letter(
     client: redis.asyncio.Redis, prefix: str, entry_id: str
 ) -> dict[str, Any] | None:
-    for name in TOPICS:
+    for name in _topics():
         entries = await _xrange(client, dead_letter_key(prefix, name), min=entry_id, max=entry_id)
         if entries:
             return {"id": entries[0][0], "topic": name, **entries[0][1]}

@@ -71,6 +71,28 @@ async def insert_attendees(
     )
 
 
+async def insert_unconfirmed_booking(
+    pool: asyncpg.Pool, event_id: uuid.UUID, user_id: uuid.UUID, age_seconds: float = 3600,
+    confirmation_status: str = "pending",
+) -> uuid.UUID:
+    """A booking of one ticket made `age_seconds` ago whose confirmation mail was never
+    sent, with no outbox row: as if the message that would send it had been lost."""
+    booking_id: uuid.UUID = await pool.fetchval(
+        """
+        WITH made AS (
+            INSERT INTO bookings (event_id, user_id, quantity, confirmation_status, created_at)
+            VALUES ($1, $2, 1, $4, now() - make_interval(secs => $3))
+            RETURNING id
+        ), taken AS (
+            UPDATE events SET available_tickets = available_tickets - 1 WHERE id = $1
+        )
+        SELECT id FROM made
+        """,
+        event_id, user_id, age_seconds, confirmation_status,
+    )
+    return booking_id
+
+
 async def ledger(
     pool: asyncpg.Pool, event: uuid.UUID | str | dict[str, Any]
 ) -> tuple[int, int, int]:

@@ -28,7 +28,9 @@ async def test_consistent_data_reports_nothing(config: Config, pool: asyncpg.Poo
     code, report = check(config)
     assert code == 0
     assert report == {"ok": True, "ticket_counts": [], "stuck_outbox": [],
-                      "unconfirmed_bookings": [], "users_without_email_key": []}
+                      "unconfirmed_bookings": [], "users_without_email_key": [],
+                      "confirmations_to_requeue": [], "announcements_to_resume": [],
+                      "dead_letters_to_replay": []}
 
 
 async def test_remaining_tickets_that_disagree_with_bookings_are_reported(

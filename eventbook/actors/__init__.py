@@ -10,6 +10,7 @@ import redis.asyncio
 from eventbook.actors.confirmations import Confirmations
 from eventbook.actors.fanout import Fanout
 from eventbook.actors.mailer import build_mailer
+from eventbook.actors.reconciler import Reconciler
 from eventbook.actors.relay import OutboxRelay
 from eventbook.actors.stream import StreamActor, dead_letter_key, stream_key
 from eventbook.actors.supervisor import Actor, Supervisor
@@ -28,6 +29,9 @@ FACTORIES: dict[str, ActorFactory] = {
     ),
     "notifications": lambda config, pool, client, metrics: Fanout(
         config, pool, client, build_mailer(config), metrics=metrics
+    ),
+    "reconciler": lambda config, pool, client, metrics: Reconciler(
+        config, pool, client, metrics
     ),
 }
 

@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio
 import structlog
+from redis.typing import EncodableT, FieldT
 
 from eventbook import db
 from eventbook.actors.mailer import Mailer, MailError
@@ -75,6 +76,21 @@ class Page:
     changed_at: dt.datetime
     after: uuid.UUID | None
     upto: uuid.UUID
+
+
+def deliver_entry(
+    event_id: uuid.UUID, version: int, page: Page, request_id: str | None
+) -> dict[FieldT, EncodableT]:
+    """The stream entry that hands one page of a change's attendees to the senders."""
+    return {
+        "kind": "deliver",
+        "payload": json.dumps({
+            "event_id": str(event_id), "version": version, "kind": page.kind,
+            "changed_at": page.changed_at.isoformat(), "page": page.number,
+            "after": str(page.after) if page.after else None, "upto": str(page.upto),
+        }),
+        "request_id": request_id or "",
+    }
 
 
 class Fanout(StreamActor):
@@ -151,15 +167,10 @@ class Fanout(StreamActor):
                 break
             # Hand the page on first, then record it: a crash in between hands the same
             # page on again, which deliver takes as a no-op for whoever was already told.
-            await self.redis.xadd(self.stream, {
-                "kind": "deliver",
-                "payload": json.dumps({
-                    "event_id": str(event_id), "version": version, "kind": kind,
-                    "changed_at": changed_at.isoformat(), "page": page,
-                    "after": str(cursor) if cursor else None, "upto": str(users[-1]),
-                }),
-                "request_id": message.request_id or "",
-            })
+            await self.redis.xadd(self.stream, deliver_entry(
+                event_id, version, Page(page, kind, changed_at, cursor, users[-1]),
+                message.request_id,
+            ))
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute(
                     "INSERT INTO announcement_pages"
@@ -363,18 +374,7 @@ class Fanout(StreamActor):
         ))
 
     async def finish_if_done(self, event_id: uuid.UUID, version: int) -> None:
-        finished = await self.pool.fetchval(
-            """
-            UPDATE announcements a SET finished_at = now()
-             WHERE a.event_id = $1 AND a.version = $2
-               AND a.finished_at IS NULL AND a.pages_total IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM announcement_pages p
-                                WHERE p.event_id = a.event_id AND p.version = a.version
-                                  AND p.done_at IS NULL)
-            RETURNING a.recipients_total
-            """,
-            event_id, version,
-        )
+        finished = await self.pool.fetchrow(db.query("fanout_finish"), event_id, version)
         if finished is not None:
             log.info("fanout_finished", event_id=str(event_id), version=version,
-                     recipients=finished)
+                     recipients=finished["recipients_total"])

@@ -16,13 +16,16 @@ from tests.processes import environment, run
 
 
 def assert_check_reports_nothing(
-    config: Config, *, outbox_age: float = 0, confirmation_window: float = 0
+    config: Config, *, outbox_age: float = 0, confirmation_window: float = 0,
+    reconcile_after: float = 0,
 ) -> None:
     """`eventbook check --json` finds nothing. The defaults (0 s) leave no slack at all:
-    no outbox row left, no booking still waiting for its confirmation."""
+    no outbox row left, no booking still waiting for its confirmation, nothing for the
+    reconciler to put back."""
     result = run(
         ["check", "--json", "--outbox-age", str(outbox_age),
-         "--confirmation-window", str(confirmation_window)],
+         "--confirmation-window", str(confirmation_window),
+         "--reconcile-after", str(reconcile_after)],
         environment(config),
     )
     report = json.loads(result.stdout)
