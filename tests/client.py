@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiohttp
 import asyncpg
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
@@ -224,3 +225,14 @@ class LiveServer:
         finally:
             self._loop.run_until_complete(runner.cleanup())
             self._loop.close()
+
+
+async def scrape_private_port(port: int) -> tuple[str, int]:
+    """What a private metrics port (`--metrics-port`) serves: the /metrics text, and the
+    status of its /readyz."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as answer:
+            assert answer.status == 200
+            text = await answer.text()
+        async with session.get(f"http://127.0.0.1:{port}/readyz") as answer:
+            return text, answer.status

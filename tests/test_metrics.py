@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 import structlog
 
@@ -15,7 +14,14 @@ from eventbook.app import create_app
 from eventbook.config import Config
 from eventbook.embedded import free_port
 from eventbook.keys import METRICS, REDIS
-from tests.client import Api, eventually, metric, metric_becomes, metrics_headers
+from tests.client import (
+    Api,
+    eventually,
+    metric,
+    metric_becomes,
+    metrics_headers,
+    scrape_private_port,
+)
 from tests.test_problems import assert_problem
 
 EVENT_ROUTE = "/api/v1/events/{id}"
@@ -59,12 +65,8 @@ async def test_serve_metrics_port_serves_them_privately_without_a_token(
     api = Api(await aiohttp_client(app))
     assert (await api.get("/healthz")).status == 200
     await assert_problem(await api.get("/metrics"), 404, "not_found")
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/metrics") as answer:
-            assert answer.status == 200
-            text = await answer.text()
-        async with session.get(f"http://127.0.0.1:{port}/readyz") as answer:
-            assert answer.status == 200
+    text, ready = await scrape_private_port(port)
+    assert ready == 200
     # The same registry as the API's: its requests are counted there.
     assert 'route="/healthz",status="200"' in text
     assert "eventbook_outbox_backlog" in text

@@ -10,7 +10,7 @@ import asyncpg
 
 from eventbook.config import Config
 from eventbook.embedded import free_port
-from tests.client import Api, eventually, metric, metric_becomes
+from tests.client import Api, eventually, metric, metric_becomes, scrape_private_port
 from tests.processes import Process, Server, environment
 
 
@@ -67,12 +67,8 @@ async def test_a_worker_serves_its_own_metrics(config: Config, tmp_path: Path) -
                      tmp_path / "worker.log")
     try:
         worker.wait_for_output("metrics_listening")
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/metrics") as answer:
-                assert answer.status == 200
-                text = await answer.text()
-            async with session.get(f"http://127.0.0.1:{port}/readyz") as answer:
-                assert answer.status == 200
+        text, ready = await scrape_private_port(port)
+        assert ready == 200
         assert "eventbook_stream_length" in text
     finally:
         assert worker.stop() == 0
