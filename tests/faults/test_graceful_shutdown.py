@@ -24,15 +24,16 @@ from tests.processes import environment
 
 HELD = 10
 # aiohttp names a refused connect ClientConnectorError, or ClientOSError when the refusal
-# comes while it reuses the pool's slot; a reset shows as ServerDisconnectedError, or as
-# ClientOSError "Can not write request body" when it comes while the body is sent on a
-# kept-alive connection the server has just closed. A
+# comes while it reuses the pool's slot; a reset shows as ServerDisconnectedError,
+# ConnectionResetError or ClientOSError(104, "Connection reset by peer") depending on
+# where aiohttp meets it, or as ClientOSError "Can not write request body" when it comes
+# while the body is sent on a kept-alive connection the server has just closed. A
 # connection accepted in the instant before the listener closed, whose request arrives
 # after, is ignored by aiohttp (3.14) and closed only at the end of the shutdown: the
 # client times out. In every case the request had no effect; none got a 5xx.
 REFUSED_RESET_OR_IGNORED = re.compile(
     r"ClientConnectorError|ServerDisconnectedError|ConnectionRefusedError"
-    r"|ConnectionResetError|TimeoutError|Can not write request body"
+    r"|ConnectionResetError|Connection reset by peer|TimeoutError|Can not write request body"
 )
 
 
