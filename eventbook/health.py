@@ -44,8 +44,6 @@ async def _check(probe: Awaitable[None]) -> str:
         await asyncio.wait_for(probe, CHECK_TIMEOUT)
     except ReadOnly:
         return "read_only"
-    except (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError):
-        return "read_only"
     except redis.exceptions.RedisError:
         return "down"
     except Exception as exc:

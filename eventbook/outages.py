@@ -138,5 +138,9 @@ async def postgres_writable(pool: asyncpg.Pool) -> None:
 
 
 async def redis_writable(client: redis.asyncio.Redis, prefix: str) -> None:
-    """Raise unless Redis answers and takes a write (a replica or a full Redis refuses)."""
-    await client.set(f"{prefix}writable", "1", px=10_000)
+    """Raise unless Redis answers and takes a write; ReadOnly when it answers but refuses
+    (a replica's READONLY, OOM)."""
+    try:
+        await client.set(f"{prefix}writable", "1", px=10_000)
+    except (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError) as exc:
+        raise ReadOnly(f"Redis refuses writes: {exc}") from exc

@@ -28,12 +28,12 @@ OUTAGE_SECONDS = 6
 
 def outage(
     dependency: str, private: EmbeddedServices, mail_server: MailServer
-) -> tuple[Callable[[], None], Callable[[], None]]:
+) -> tuple[Callable[[], object], Callable[[], object]]:
     """How to take `dependency` away and bring it back."""
     if dependency == "postgres":
-        return private.stop_postgres, lambda: (private.start_postgres(), None)[1]
+        return private.stop_postgres, private.start_postgres
     if dependency == "redis":
-        return private.stop_redis, lambda: (private.start_redis(), None)[1]
+        return private.stop_redis, private.start_redis
     return mail_server.stop, mail_server.start
 
 
