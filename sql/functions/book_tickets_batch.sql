@@ -12,9 +12,7 @@
 -- bookings of other events: after lock_timeout the call fails and the server decides
 -- each request of the batch alone with book_tickets, which waits for its own event only.
 
-DROP FUNCTION book_tickets_batch(uuid, uuid[], integer[], text[], text[], text[]);
-
-CREATE FUNCTION book_tickets_batch(
+CREATE OR REPLACE FUNCTION book_tickets_batch(
     p_events       uuid[],
     p_users        uuid[],
     p_quantities   integer[],
@@ -39,14 +37,21 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_count    integer := coalesce(cardinality(p_events), 0);
-    -- per event, in id order: id, open for booking, per-booking maximum, count left
+    -- per event, in id order: id, open for booking, per-booking maximum, count left,
+    -- per-customer cap
     v_ids      uuid[];
     v_open     boolean[];
     v_max      integer[];
     v_left     integer[];
     v_before   integer[];
+    v_cap      integer[];
+    v_capped   boolean;
     -- per request: its event's position in v_ids (NULL: no such event), and the decision
     v_at       integer[];
+    -- per request on a capped event: the first request of the same event and customer,
+    -- whose v_held entry counts what that customer holds, this batch's bookings included
+    v_pair     integer[];
+    v_held     integer[];
     k          integer;
     v_quantity integer;
     v_booking  bookings;
@@ -68,14 +73,30 @@ BEGIN
     SELECT coalesce(array_agg(e.id ORDER BY e.id), '{}'),
            array_agg(e.status = 'scheduled' AND e.starts_at > now() ORDER BY e.id),
            array_agg(e.max_tickets_per_booking ORDER BY e.id),
-           array_agg(e.available_tickets ORDER BY e.id)
-      INTO v_ids, v_open, v_max, v_left
+           array_agg(e.available_tickets ORDER BY e.id),
+           array_agg(e.max_tickets_per_customer ORDER BY e.id),
+           coalesce(bool_or(e.max_tickets_per_customer IS NOT NULL), false)
+      INTO v_ids, v_open, v_max, v_left, v_cap, v_capped
       FROM (SELECT * FROM events e WHERE e.id = ANY (p_events) ORDER BY e.id FOR UPDATE) e;
     v_before := v_left;
 
     SELECT array_agg(d.k ORDER BY r.n) INTO v_at
       FROM unnest(p_events) WITH ORDINALITY AS r(event_id, n)
       LEFT JOIN unnest(v_ids) WITH ORDINALITY AS d(event_id, k) ON d.event_id = r.event_id;
+
+    IF v_capped THEN
+        -- After the locks, with a snapshot newer than them (see the top); only the
+        -- requests of capped events look their customer up.
+        SELECT array_agg(r.pair ORDER BY r.n), array_agg(coalesce(h.held, 0) ORDER BY r.n)
+          INTO v_pair, v_held
+          FROM (SELECT u.n, u.event_id, u.user_id, v_cap[v_at[u.n::integer]] AS cap,
+                       min(u.n) OVER (PARTITION BY u.event_id, u.user_id)::integer AS pair
+                  FROM unnest(p_events, p_users) WITH ORDINALITY AS u(event_id, user_id, n)) r
+          LEFT JOIN LATERAL (
+                SELECT sum(b.quantity)::integer AS held FROM bookings b
+                 WHERE r.cap IS NOT NULL AND b.event_id = r.event_id
+                   AND b.user_id = r.user_id AND b.status = 'confirmed') h ON true;
+    END IF;
 
     FOR i IN 1 .. v_count LOOP
         v_quantity := p_quantities[i];
@@ -102,6 +123,9 @@ BEGIN
         ELSIF v_quantity > v_left[k] THEN
             v_outcomes[i] := 'sold_out';
             v_availables[i] := v_left[k];
+        ELSIF v_cap[k] IS NOT NULL AND v_held[v_pair[i]] + v_quantity > v_cap[k] THEN
+            v_outcomes[i] := 'customer_limit_reached';
+            v_availables[i] := greatest(v_cap[k] - v_held[v_pair[i]], 0);
         ELSIF p_keys[i] IS NULL THEN
             v_left[k] := v_left[k] - v_quantity;
             v_outcomes[i] := 'created';
@@ -128,6 +152,9 @@ BEGIN
                                       THEN 'replayed' ELSE 'key_reused' END;
                 v_bookings[i] := v_booking.id;
             END IF;
+        END IF;
+        IF v_cap[k] IS NOT NULL AND v_outcomes[i] = 'created' THEN
+            v_held[v_pair[i]] := v_held[v_pair[i]] + v_quantity;
         END IF;
     END LOOP;
 
