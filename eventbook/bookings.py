@@ -189,10 +189,10 @@ async def book(request: web.Request, body: dict[str, Any]) -> web.Response:
         )
     if outcome == "too_many_tickets":
         raise validation_problem(
-            {"quantity": [f"At most {decided.available} tickets per booking for this event."]}
+            {"quantity": [f"At most {decided.allowed} tickets per booking for this event."]}
         )
     if outcome == "customer_limit_reached":
-        left = decided.available
+        left = decided.allowed
         raise Problem(
             409, "customer_limit_reached",
             "You hold as many tickets as one customer may for this event." if not left
