@@ -181,3 +181,18 @@ async def test_every_trigger_is_in_place_after_migrate(conn: asyncpg.Connection)
         " AND NOT tgisinternal ORDER BY tgname"
     )
     assert [row["tgname"] for row in triggers] == ["outbox_announce", "outbox_wake"]
+
+
+# -- queries ------------------------------------------------------------------------------
+
+
+async def test_every_named_query_prepares_against_the_schema(conn: asyncpg.Connection) -> None:
+    names = sorted(path.stem for path in (db.sql_dir() / "queries").glob("*.sql"))
+    assert names
+    for name in names:
+        await conn.prepare(db.query(name))
+
+
+def test_an_unknown_query_name_is_a_key_error() -> None:
+    with pytest.raises(KeyError, match="no query 'no_such_query'"):
+        db.query("no_such_query")

@@ -1,8 +1,8 @@
--- Users without an e-mail key: their address folds to the key of another user's
--- (eventbook/emails.py), found when the key was added. They cannot log in until their
--- address changes.
+-- Users without an e-mail key (eventbook/emails.py). The schema requires one
+-- (users_email_key_present), so none are found unless that constraint was lifted by
+-- hand; such a user could not log in.
 SELECT id, email, created_at
   FROM users
  WHERE email_key IS NULL
  ORDER BY created_at, id
- LIMIT 100
+ LIMIT $1
