@@ -41,7 +41,8 @@ async def answer_json(request: web.Request) -> web.Response:
 async def answer_booking(request: web.Request) -> web.Response:
     await request.read()
     row = await request.app[POOL].fetchrow(
-        "SELECT outcome, available, (booking).id FROM book_tickets($1, $2, 1, NULL, NULL, NULL)",
+        "SELECT outcome, available, id FROM book_tickets("
+        " ARRAY[$1::uuid], ARRAY[$2::uuid], '{1}', '{NULL}', '{NULL}', '{NULL}', NULL)",
         uuid.UUID(request.match_info["id"]), uuid.UUID(request.headers["X-User"]),
     )
     assert row is not None

@@ -65,8 +65,9 @@ async def pgbench_ceiling(world: World, *, connections: int, duration: float) ->
     script = world.directory / "pgbench.sql"
     script.write_text(
         f"\\set n random(1, {customers})\n"
-        f"SELECT outcome FROM book_tickets('{event}'::uuid,"
-        " (SELECT id FROM bench_customers WHERE n = :n), 1, NULL, NULL, NULL);\n"
+        f"SELECT outcome FROM book_tickets(ARRAY['{event}'::uuid],"
+        " ARRAY[(SELECT id FROM bench_customers WHERE n = :n)], '{1}', '{NULL}', '{NULL}',"
+        " '{NULL}', NULL);\n"
     )
     logs = world.directory / "pgbench-log"
     logs.mkdir(exist_ok=True)

@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
-from eventbook import emails
+from eventbook import db, emails
 from eventbook.api import PUBLIC, SIGNED_IN, Line, Text, endpoint, json_response
 from eventbook.auth import PASSWORDS, ROLES, TOKENS, principal
 from eventbook.errors import Problem
@@ -69,7 +69,10 @@ class SessionSchema(Schema):
 
 USER = UserSchema()
 SESSION = SessionSchema()
-USER_COLUMNS = "id, email, name, role, created_at"
+CREATE_USER = db.query("user_create")
+USER_BY_EMAIL_KEY = db.query("user_by_email_key")
+SET_PASSWORD_HASH = db.query("user_set_password_hash")
+USER_BY_ID = db.query("user_by_id")
 
 
 def session(request: web.Request, user: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
@@ -92,9 +95,7 @@ async def create_user(
     another letter case or Unicode form, see eventbook.emails)."""
     try:
         user = await pool.fetchrow(
-            "INSERT INTO users (email, email_key, name, role, password_hash)"
-            f" VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}",
-            email, emails.key(email), name, role, password_hash,
+            CREATE_USER, email, emails.key(email), name, role, password_hash,
         )
     except asyncpg.UniqueViolationError:
         raise Problem(409, "email_taken", "An account with this e-mail exists.") from None
@@ -161,9 +162,7 @@ async def login(request: web.Request, body: dict[str, Any]) -> web.Response:
     await limiter.enforce(
         "login-email", email_key, config.login_limit, config.login_window_seconds, detail
     )
-    row = await request.app[POOL].fetchrow(
-        f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email_key = $1", email_key
-    )
+    row = await request.app[POOL].fetchrow(USER_BY_EMAIL_KEY, email_key)
     passwords = request.app[PASSWORDS]
     ok = await passwords.verify(row["password_hash"] if row else None, body["password"])
     if row is None or not ok:
@@ -171,9 +170,7 @@ async def login(request: web.Request, body: dict[str, Any]) -> web.Response:
         raise Problem(401, "invalid_credentials", "The e-mail or password is wrong.")
     if passwords.needs_rehash(row["password_hash"]):
         new_hash = await passwords.rehash(body["password"])
-        await request.app[POOL].execute(
-            "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], new_hash
-        )
+        await request.app[POOL].execute(SET_PASSWORD_HASH, row["id"], new_hash)
         log.info("password_rehashed", user_id=str(row["id"]))
     await limiter.reset("login-email", email_key)
     log.info("login_succeeded", user_id=str(row["id"]))
@@ -183,9 +180,7 @@ async def login(request: web.Request, body: dict[str, Any]) -> web.Response:
 @routes.get("/api/v1/me")
 @endpoint("The signed-in user", roles=SIGNED_IN, response=USER, tag="accounts")
 async def me(request: web.Request) -> web.Response:
-    user = await request.app[POOL].fetchrow(
-        f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", principal(request).id
-    )
+    user = await request.app[POOL].fetchrow(USER_BY_ID, principal(request).id)
     if user is None:
         raise Problem(401, "invalid_token", "The account no longer exists.",
                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})

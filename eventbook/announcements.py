@@ -22,6 +22,8 @@ from eventbook.pages import (
 
 routes = web.RouteTableDef()
 
+ANNOUNCEMENTS_LIST = db.query("announcements_list")
+
 
 class AnnouncementSchema(Schema):
     version = fields.Integer(required=True, metadata={"description": "the event's version"})
@@ -65,7 +67,7 @@ async def list_announcements(request: web.Request, query: dict[str, Any]) -> web
     if query["cursor"] is not None:
         (before,) = decode_cursor(query["cursor"], INTEGER)
     rows = await request.app[POOL].fetch(
-        db.query("announcements_list"), event, before, query["limit"] + 1
+        ANNOUNCEMENTS_LIST, event, before, query["limit"] + 1
     )
     page, next_cursor = split_page(rows, query["limit"], lambda row: (row["version"],))
     return json_response(page_response(ANNOUNCEMENT.dump(page, many=True), next_cursor))

@@ -3,8 +3,9 @@
 Every booking locks its event's row until commit, so bookings of one event one at a
 time are capped near 1 / commit latency, whatever the server. The batcher keeps one
 call in flight; the requests that arrive meanwhile wait and go together in the next
-call to book_tickets_batch, which locks each event of the batch once, decides each
-request in arrival order against its own event's count, and commits once. Like group
+call to book_tickets (sql/functions/book_tickets.sql), which locks each event of the
+batch once, decides each request in arrival order against its own event's count, and
+commits once. Like group
 commit, this adds no delay at low load (a lone request is sent at once) and makes
 batches as large as the load. Requests for different events share the call too: a
 commit per booking was also most of the cost of bookings spread over many events.
@@ -23,16 +24,16 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from eventbook import db
 from eventbook.keys import CONFIG, POOL
 
 log = structlog.get_logger(__name__)
 
-BATCH = """
-SELECT outcome, available, id, event_id, user_id, quantity, status, confirmation_status,
-       confirmed_at, created_at
-  FROM book_tickets_batch($1::uuid[], $2, $3, $4, $5, $6)
-"""
-ALONE = "SELECT outcome, available, booking FROM book_tickets($1, $2, $3, $4, $5, $6)"
+BOOK = db.query("book_tickets")
+
+# How long a batch waits for an event's row lock before it is refused and its requests
+# are decided alone (each then waits for its own event as long as a statement may).
+BATCH_LOCK_TIMEOUT = "100ms"
 
 # Bounds one transaction's work (and so the wait of the batch queued behind it).
 MAX_BATCH = 256
@@ -51,14 +52,21 @@ class BookingRequest:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Booked:
-    """The decision on one request: book_tickets' outcome code, the count it reports
-    (remaining tickets; the per-booking maximum for too_many_tickets; the tickets the
-    customer may still book for customer_limit_reached) and the booking for created,
-    replayed and key_reused."""
+    """The decision on one request, as book_tickets reports it."""
 
     outcome: str
-    available: int | None
+    # The booking made (created) or found by the Idempotency-Key (replayed, key_reused).
     booking: Mapping[str, Any] | None
+    # The tickets left on the event (created, sold_out, event_not_bookable).
+    available: int | None
+    # too_many_tickets: the event's per-booking maximum; customer_limit_reached: the
+    # tickets the customer may still book.
+    allowed: int | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Booked:
+        booking = row if row["id"] is not None else None
+        return cls(row["outcome"], booking, row["available"], row["allowed"])
 
 
 Waiting = tuple[uuid.UUID, BookingRequest, "asyncio.Future[Booked]"]
@@ -135,10 +143,10 @@ class BookingBatcher:
         try:
             try:
                 rows = await self.pool.fetch(
-                    BATCH, [event for event, _, _ in batch],
+                    BOOK, [event for event, _, _ in batch],
                     [r.user for _, r, _ in batch], [r.quantity for _, r, _ in batch],
                     [r.key for _, r, _ in batch], [r.fingerprint for _, r, _ in batch],
-                    [r.request_id for _, r, _ in batch],
+                    [r.request_id for _, r, _ in batch], BATCH_LOCK_TIMEOUT,
                 )
             except asyncpg.PostgresConnectionError:
                 raise
@@ -167,17 +175,17 @@ class BookingBatcher:
             return
         for (_, _, future), row in zip(batch, rows, strict=True):
             if not future.done():
-                booking = row if row["id"] is not None else None
-                future.set_result(Booked(row["outcome"], row["available"], booking))
+                future.set_result(Booked.from_row(row))
 
     async def _decide_alone(
         self, event: uuid.UUID, request: BookingRequest, future: asyncio.Future[Booked]
     ) -> None:
         try:
             async with self._alone_slots:
+                # A batch of one, with no bound on the wait for its event's lock.
                 row = await self.pool.fetchrow(
-                    ALONE, event, request.user, request.quantity, request.key,
-                    request.fingerprint, request.request_id,
+                    BOOK, [event], [request.user], [request.quantity], [request.key],
+                    [request.fingerprint], [request.request_id], None,
                 )
         except Exception as exc:
             if not future.done():
@@ -185,7 +193,7 @@ class BookingBatcher:
             return
         assert row is not None
         if not future.done():
-            future.set_result(Booked(row["outcome"], row["available"], row["booking"]))
+            future.set_result(Booked.from_row(row))
 
 
 def _fail(waiting: list[Waiting], exc: BaseException) -> None:

@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
+from eventbook import db
 from eventbook.api import (
     CUSTOMER,
     SIGNED_IN,
@@ -39,9 +40,10 @@ from eventbook.ratelimit import RATE_LIMITER
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
-BOOKING_COLUMNS = (
-    "id, event_id, user_id, quantity, status, confirmation_status, confirmed_at, created_at"
-)
+BOOKINGS_OF_USER = db.query("bookings_of_user")
+BOOKINGS_OF_USER_AFTER = db.query("bookings_of_user_after")
+BOOKING_WITH_ORGANIZER = db.query("booking_with_organizer")
+CANCEL_BOOKING = db.query("cancel_booking")
 IDEMPOTENCY_KEY = "Idempotency-Key"
 # Printable ASCII: the key is stored and compared as is, and may be logged.
 _SANE_KEY = re.compile(r"[\x20-\x7e]{1,255}")
@@ -189,10 +191,10 @@ async def book(request: web.Request, body: dict[str, Any]) -> web.Response:
         )
     if outcome == "too_many_tickets":
         raise validation_problem(
-            {"quantity": [f"At most {decided.available} tickets per booking for this event."]}
+            {"quantity": [f"At most {decided.allowed} tickets per booking for this event."]}
         )
     if outcome == "customer_limit_reached":
-        left = decided.available
+        left = decided.allowed
         raise Problem(
             409, "customer_limit_reached",
             "You hold as many tickets as one customer may for this event." if not left
@@ -221,15 +223,11 @@ async def book(request: web.Request, body: dict[str, Any]) -> web.Response:
 async def list_bookings(request: web.Request, query: dict[str, Any]) -> web.Response:
     limit = query["limit"]
     args: list[Any] = [principal(request).id, limit + 1]
-    before = ""
+    sql = BOOKINGS_OF_USER
     if query["cursor"] is not None:
         args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
-        before = "AND (created_at, id) < ($3, $4)"
-    rows = await request.app[POOL].fetch(
-        f"SELECT {BOOKING_COLUMNS} FROM bookings WHERE user_id = $1 {before}"
-        f" ORDER BY created_at DESC, id DESC LIMIT $2",
-        *args,
-    )
+        sql = BOOKINGS_OF_USER_AFTER
+    rows = await request.app[POOL].fetch(sql, *args)
     page, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["id"]))
     return json_response(page_response(BOOKING.dump(page, many=True), next_cursor))
 
@@ -244,12 +242,7 @@ async def list_bookings(request: web.Request, query: dict[str, Any]) -> web.Resp
     description="For its customer and its event's organizer; anyone else gets 404.",
 )
 async def get_booking(request: web.Request) -> web.Response:
-    row = await request.app[POOL].fetchrow(
-        "SELECT b.id, b.event_id, b.user_id, b.quantity, b.status, b.confirmation_status,"
-        " b.confirmed_at, b.created_at, e.organizer_id"
-        " FROM bookings b JOIN events e ON e.id = b.event_id WHERE b.id = $1",
-        booking_id(request),
-    )
+    row = await request.app[POOL].fetchrow(BOOKING_WITH_ORGANIZER, booking_id(request))
     # Someone else's booking is answered as if it did not exist: nothing is learnt.
     if row is None or not can_read_booking(principal(request), row["user_id"], row["organizer_id"]):
         raise booking_not_found()
@@ -271,8 +264,7 @@ async def get_booking(request: web.Request) -> web.Response:
 async def cancel_booking(request: web.Request) -> web.Response:
     booking = booking_id(request)
     row = await request.app[POOL].fetchrow(
-        "SELECT outcome, booking FROM cancel_booking($1, $2, $3)",
-        booking, principal(request).id, request[REQUEST_ID],
+        CANCEL_BOOKING, booking, principal(request).id, request[REQUEST_ID]
     )
     assert row is not None
     if row["outcome"] == "booking_not_found":

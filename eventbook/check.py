@@ -11,8 +11,13 @@ import redis.asyncio
 from eventbook import db
 from eventbook.actors.reconciler import find
 
-# Rows listed per kind of finding, as the queries of sql/check_*.sql do.
+# Rows listed per kind of finding.
 REPORT_LIMIT = 100
+
+TICKET_COUNTS = db.query("check_ticket_counts")
+STUCK_OUTBOX = db.query("check_stuck_outbox")
+UNCONFIRMED_BOOKINGS = db.query("check_unconfirmed_bookings")
+USERS_WITHOUT_EMAIL_KEY = db.query("check_users_without_email_key")
 
 
 async def consistency_report(
@@ -21,19 +26,18 @@ async def consistency_report(
     """Every finding, by kind; all lists empty means the data is consistent."""
     return {
         "ticket_counts": [
-            dict(row) for row in await conn.fetch(db.query("check_ticket_counts"))
+            dict(row) for row in await conn.fetch(TICKET_COUNTS, REPORT_LIMIT)
         ],
         "stuck_outbox": [
-            dict(row) for row in await conn.fetch(db.query("check_stuck_outbox"), outbox_age_s)
+            dict(row) for row in await conn.fetch(STUCK_OUTBOX, outbox_age_s, REPORT_LIMIT)
         ],
         "unconfirmed_bookings": [
-            dict(row)
-            for row in await conn.fetch(
-                db.query("check_unconfirmed_bookings"), confirmation_window_s
+            dict(row) for row in await conn.fetch(
+                UNCONFIRMED_BOOKINGS, confirmation_window_s, REPORT_LIMIT
             )
         ],
         "users_without_email_key": [
-            dict(row) for row in await conn.fetch(db.query("check_users_without_email_key"))
+            dict(row) for row in await conn.fetch(USERS_WITHOUT_EMAIL_KEY, REPORT_LIMIT)
         ],
     }
 

@@ -123,6 +123,8 @@ async def migrate_database(config: Config) -> list[str]:
     conn = await connect_postgres(config)
     try:
         return await db.migrate(conn)
+    except db.MigrationError as exc:
+        raise CommandError(str(exc)) from None
     finally:
         await conn.close()
 

@@ -4,13 +4,8 @@ taken and which account a log-in is for."""
 from __future__ import annotations
 
 import unicodedata
-import uuid
 
-import asyncpg
 import idna
-import structlog
-
-log = structlog.get_logger(__name__)
 
 
 def key(address: str) -> str:
@@ -39,27 +34,3 @@ def _fold(text: str) -> str:
     # combining mark), so normalise again after it.
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
-
-async def fill_keys(conn: asyncpg.Connection) -> None:
-    """Give every user that has no key yet its key: the data step of the migration that
-    added the column. Where several users now share a key, the one that could log in
-    before keeps it (then the oldest); the others keep no key, so they cannot log in until
-    an operator changes their address, and `eventbook check` lists them."""
-    rows = await conn.fetch(
-        "SELECT id, email, lower(email) AS old_lookup FROM users"
-        " WHERE email_key IS NULL ORDER BY created_at, id"
-    )
-    # Log-in compared the database's lower(email) with Python's lower() of what was typed,
-    # so only an address whose database lower case Python's lower() keeps could log in.
-    ranked = sorted(rows, key=lambda row: row["old_lookup"].lower() != row["old_lookup"])
-    owners: dict[str, uuid.UUID] = {}
-    for row in ranked:
-        address_key = key(row["email"])
-        owner = owners.setdefault(address_key, row["id"])
-        if owner != row["id"]:
-            log.warning("email_key_taken", user_id=str(row["id"]), key_owner=str(owner))
-    await conn.execute(
-        "UPDATE users SET email_key = new.key"
-        " FROM unnest($1::uuid[], $2::text[]) AS new (id, key) WHERE users.id = new.id",
-        list(owners.values()), list(owners),
-    )

@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from eventbook import db
 from eventbook.api import (
     ORGANIZER,
     PUBLIC,
@@ -41,6 +42,15 @@ log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
 STATUSES = ("scheduled", "cancelled")
+EVENT_ORGANIZER = db.query("event_organizer")
+CREATE_EVENT = db.query("event_create")
+EVENT_BY_ID = db.query("event_by_id")
+UPDATE_EVENT = db.query("update_event")
+CANCEL_EVENT = db.query("cancel_event")
+ATTENDEES = db.query("attendees")
+ATTENDEES_AFTER = db.query("attendees_after")
+# The browse and search queries are built per request (see list_events); they return
+# these columns, those of event_by_id.
 EVENT_COLUMNS = (
     "id, organizer_id, title, description, venue, starts_at, ends_at, capacity,"
     " available_tickets, max_tickets_per_booking, max_tickets_per_customer, status, version,"
@@ -264,9 +274,7 @@ async def limit_browsing(request: web.Request) -> None:
 async def owned_event(request: web.Request) -> uuid.UUID:
     """The path's event id, after checking the caller organizes it (404, 403)."""
     event = event_id(request)
-    organizer = await request.app[POOL].fetchval(
-        "SELECT organizer_id FROM events WHERE id = $1", event
-    )
+    organizer = await request.app[POOL].fetchval(EVENT_ORGANIZER, event)
     if organizer is None:
         raise event_not_found()
     ensure_event_owner(principal(request), organizer)
@@ -293,10 +301,7 @@ async def create_event(request: web.Request, body: dict[str, Any]) -> web.Respon
     user = principal(request)
     try:
         event = await request.app[POOL].fetchrow(
-            f"INSERT INTO events (organizer_id, title, description, venue, starts_at, ends_at,"
-            f" capacity, available_tickets, max_tickets_per_booking, max_tickets_per_customer)"
-            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) RETURNING {EVENT_COLUMNS}",
-            user.id, body["title"], body["description"] or "", body["venue"],
+            CREATE_EVENT, user.id, body["title"], body["description"] or "", body["venue"],
             body["starts_at"], body["ends_at"], body["capacity"],
             body["max_tickets_per_booking"], body["max_tickets_per_customer"],
         )
@@ -336,8 +341,9 @@ async def create_event(request: web.Request, body: dict[str, Any]) -> web.Respon
 )
 async def list_events(request: web.Request, query: dict[str, Any]) -> web.Response:
     await limit_browsing(request)
-    # Only the filters given become SQL conditions: a fixed `$n IS NULL OR ...` query
-    # would get a generic plan that cannot use the search or organizer index.
+    # Dynamic SQL, the one place it is: only the filters given become SQL conditions (each
+    # value a $n parameter), because a fixed `$n IS NULL OR ...` query would get a generic
+    # plan that cannot use the search or organizer index.
     conditions = ["status = 'scheduled'"]
     args: list[Any] = []
 
@@ -403,9 +409,7 @@ async def list_events(request: web.Request, query: dict[str, Any]) -> web.Respon
 )
 async def get_event(request: web.Request) -> web.Response:
     await limit_browsing(request)
-    event = await request.app[POOL].fetchrow(
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1", event_id(request)
-    )
+    event = await request.app[POOL].fetchrow(EVENT_BY_ID, event_id(request))
     if event is None:
         raise event_not_found()
     return json_response(EVENT.dump(event))
@@ -435,8 +439,7 @@ async def get_event(request: web.Request) -> web.Response:
 async def update_event(request: web.Request, body: dict[str, Any]) -> web.Response:
     event = await owned_event(request)
     row = await request.app[POOL].fetchrow(
-        "SELECT outcome, sold, event FROM update_event($1, $2, $3)",
-        event, _as_json(body), request[REQUEST_ID],
+        UPDATE_EVENT, event, _as_json(body), request[REQUEST_ID]
     )
     assert row is not None
     outcome = row["outcome"]
@@ -496,9 +499,7 @@ def _cap_below_booking_max(
 )
 async def cancel_event(request: web.Request) -> web.Response:
     event = await owned_event(request)
-    row = await request.app[POOL].fetchrow(
-        "SELECT outcome, event FROM cancel_event($1, $2)", event, request[REQUEST_ID]
-    )
+    row = await request.app[POOL].fetchrow(CANCEL_EVENT, event, request[REQUEST_ID])
     assert row is not None
     if row["outcome"] == "event_not_found":
         raise event_not_found()
@@ -525,18 +526,11 @@ async def list_attendees(request: web.Request, query: dict[str, Any]) -> web.Res
     event = await owned_event(request)
     limit = query["limit"]
     args: list[Any] = [event, limit + 1]
-    after = ""
+    sql = ATTENDEES
     if query["cursor"] is not None:
         args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
-        after = "AND (b.created_at, b.id) > ($3, $4)"
-    rows = await request.app[POOL].fetch(
-        f"SELECT b.id AS booking_id, b.user_id, u.name, u.email, b.quantity,"
-        f" b.created_at AS booked_at"
-        f" FROM bookings b JOIN users u ON u.id = b.user_id"
-        f" WHERE b.event_id = $1 AND b.status = 'confirmed' {after}"
-        f" ORDER BY b.created_at, b.id LIMIT $2",
-        *args,
-    )
+        sql = ATTENDEES_AFTER
+    rows = await request.app[POOL].fetch(sql, *args)
     page, next_cursor = split_page(
         rows, limit, lambda row: (row["booked_at"], row["booking_id"])
     )

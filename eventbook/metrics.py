@@ -36,6 +36,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from eventbook import db
+
 log = structlog.get_logger(__name__)
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WatchedStream"]
@@ -43,6 +45,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WatchedStream"]
 BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "customer_limit", "replayed")
 RECONCILED_KINDS = ("confirmation", "announcement", "dead_letter")
 OUTBOX_TOPICS = ("confirmations", "notifications")
+OUTBOX_BY_TOPIC = db.query("metrics_outbox_by_topic")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The route label of a request no route matched (404, 405): never the raw path, whose
 # values are unbounded.
@@ -291,12 +294,7 @@ class Metrics:
         snapshot.outbox_oldest_seconds = dict.fromkeys(OUTBOX_TOPICS, 0.0)
         try:
             rows = await asyncio.wait_for(
-                pool.fetch(
-                    "SELECT topic, count(*) AS backlog,"
-                    " extract(epoch FROM now() - min(created_at))::float8 AS oldest"
-                    " FROM outbox GROUP BY topic",
-                    timeout=SCRAPE_TIMEOUT,
-                ),
+                pool.fetch(OUTBOX_BY_TOPIC, timeout=SCRAPE_TIMEOUT),
                 SCRAPE_TIMEOUT,
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
+from eventbook import db
 from eventbook.api import SIGNED_IN, endpoint, json_response
 from eventbook.auth import principal
 from eventbook.keys import POOL
@@ -38,6 +39,8 @@ class NotificationSchema(Schema):
 
 NOTIFICATION = NotificationSchema()
 NOTIFICATION_PAGE = page_of(NotificationSchema)
+NOTIFICATIONS_OF_USER = db.query("notifications_of_user")
+NOTIFICATIONS_OF_USER_AFTER = db.query("notifications_of_user_after")
 
 
 @routes.get("/api/v1/me/notifications")
@@ -50,17 +53,12 @@ NOTIFICATION_PAGE = page_of(NotificationSchema)
     description="Only mails actually sent; one still being sent appears once it is.",
 )
 async def list_notifications(request: web.Request, query: dict[str, Any]) -> web.Response:
-    args: list[Any] = [principal(request).id]
-    before = ""
+    limit = query["limit"]
+    args: list[Any] = [principal(request).id, limit + 1]
+    sql = NOTIFICATIONS_OF_USER
     if query["cursor"] is not None:
         args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
-        before = "AND (created_at, id) < ($2, $3)"
-    limit = query["limit"]
-    rows = await request.app[POOL].fetch(
-        "SELECT id, kind, event_id, booking_id, subject, body, created_at, sent_at"
-        f" FROM notifications WHERE user_id = $1 AND sent_at IS NOT NULL {before}"
-        f" ORDER BY created_at DESC, id DESC LIMIT {limit + 1:d}",
-        *args,
-    )
+        sql = NOTIFICATIONS_OF_USER_AFTER
+    rows = await request.app[POOL].fetch(sql, *args)
     page, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["id"]))
     return json_response(page_response(NOTIFICATION.dump(page, many=True), next_cursor))

@@ -11,13 +11,14 @@ import redis.asyncio
 
 # The package, not its names: the reconciler (eventbook.actors.reconciler) replays dead
 # letters through this module, so this module is imported while eventbook.actors is.
-from eventbook import actors
+from eventbook import actors, db
 from eventbook.actors.stream import dead_letter_key, stream_key
 from eventbook.metrics import stream_state
 
 # Fields the runtime adds when it dead-letters a message; replay strips them.
 DEAD_LETTER_FIELDS = ("error", "cause", "attempts", "stream", "message_id", "consumer", "failed_at")
 DEAD_LETTER_SCAN_LIMIT = 100_000
+OUTBOX_STATS = db.query("outbox_stats")
 
 
 async def _xrange(
@@ -37,11 +38,7 @@ async def stream_stats(client: redis.asyncio.Redis, prefix: str) -> list[dict[st
 
 
 async def outbox_stats(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, Any]:
-    row = await conn.fetchrow(
-        "SELECT count(*) AS backlog,"
-        " coalesce(extract(epoch FROM now() - min(created_at)), 0)::float AS oldest_age_s"
-        " FROM outbox"
-    )
+    row = await conn.fetchrow(OUTBOX_STATS)
     assert row is not None
     return {"backlog": row["backlog"], "oldest_age_s": round(row["oldest_age_s"], 3)}
 

@@ -10,6 +10,7 @@ import asyncpg
 import redis.asyncio
 import structlog
 
+from eventbook import db
 from eventbook.actors.mailer import Mailer
 from eventbook.actors.stream import Message, StreamActor
 from eventbook.config import Config
@@ -21,41 +22,11 @@ KINDS = ("booking_confirmed", "booking_cancelled")
 # The log line of each mail sent, so that one booking can be followed by name.
 SENT_EVENTS = {"booking_confirmed": "confirmation_sent", "booking_cancelled": "cancellation_sent"}
 
-# The booking, and its mail of this kind if one was recorded already (a redelivery).
-BOOKING = """
-SELECT b.id, b.event_id, b.user_id, b.quantity, u.email, u.name,
-       e.title, e.starts_at, e.venue,
-       n.id AS note_id, n.recipient, n.subject, n.body, n.sent_at
-  FROM bookings b
-  JOIN users u ON u.id = b.user_id
-  JOIN events e ON e.id = b.event_id
-  LEFT JOIN notifications n ON n.booking_id = b.id AND n.kind = $2
- WHERE b.id = $1
-"""
-
-# Recorded before it is sent (sent_at NULL): the unique (booking_id, kind) key makes a
-# redelivered message find this row instead of writing a second one.
-RECORD = """
-INSERT INTO notifications (user_id, kind, event_id, booking_id, recipient, subject, body)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (booking_id, kind) WHERE booking_id IS NOT NULL DO NOTHING
-RETURNING id, recipient, subject, body, sent_at
-"""
-
-RECORDED = """
-SELECT id, recipient, subject, body, sent_at FROM notifications
- WHERE booking_id = $1 AND kind = $2
-"""
-
-# One statement, so one commit: the mail is stamped sent and, for a confirmation, the
-# booking with it.
-MARK_SENT = """
-WITH sent AS (
-    UPDATE notifications SET sent_at = now() WHERE id = $1 AND sent_at IS NULL
-)
-UPDATE bookings SET confirmation_status = 'sent', confirmed_at = now()
- WHERE id = $2 AND $3 = 'booking_confirmed' AND confirmation_status <> 'sent'
-"""
+BOOKING = db.query("confirmation_booking")
+RECORD = db.query("confirmation_record")
+RECORDED = db.query("confirmation_recorded")
+MARK_SENT = db.query("confirmation_mark_sent")
+MARK_FAILED = db.query("confirmation_mark_failed")
 
 
 def compose(kind: str, booking: asyncpg.Record | dict[str, Any]) -> tuple[str, str]:
@@ -138,10 +109,5 @@ class Confirmations(StreamActor):
             booking_id = uuid.UUID(str(message.payload["booking_id"]))
         except (ValueError, KeyError, TypeError):
             return  # a malformed message names no booking to mark
-        # Never overwrite 'sent': a slower twin of this message may have succeeded.
-        await self.pool.execute(
-            "UPDATE bookings SET confirmation_status = 'failed'"
-            " WHERE id = $1 AND confirmation_status = 'pending'",
-            booking_id,
-        )
+        await self.pool.execute(MARK_FAILED, booking_id)
         log.error("confirmation_failed", booking_id=str(booking_id), error=error)

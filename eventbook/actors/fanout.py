@@ -41,6 +41,23 @@ from eventbook.outages import is_outage, postgres_writable
 
 log = structlog.get_logger(__name__)
 
+START = db.query("fanout_start")
+PAGES_HANDED_ON = db.query("fanout_pages_handed_on")
+SET_PAGES_TOTAL = db.query("fanout_set_pages_total")
+EVENT_DETAILS = db.query("fanout_event_details")
+PAGE_DONE = db.query("fanout_page_done")
+ANNOUNCEMENT = db.query("fanout_announcement")
+SET_TOTAL_IF_UNSET = db.query("fanout_set_total_if_unset")
+SET_TOTAL = db.query("fanout_set_total")
+SUPERSEDED = db.query("fanout_superseded")
+RECORD_PAGE = db.query("fanout_record_page")
+SET_EXPANDED_THROUGH = db.query("fanout_set_expanded_through")
+COUNT_RECIPIENTS = db.query("fanout_count_recipients")
+NEXT_PAGE = db.query("fanout_next_page")
+PAGE_RECIPIENTS = db.query("fanout_page_recipients")
+RECORD = db.query("fanout_record")
+FINISH = db.query("fanout_finish")
+
 CHANGE_KINDS = ("event_updated", "event_cancelled")
 MAIL_ATTEMPTS = 3
 
@@ -134,8 +151,7 @@ class Fanout(StreamActor):
 
     async def expand(self, event_id: uuid.UUID, version: int, message: Message) -> None:
         announcement = await self.pool.fetchrow(
-            "UPDATE announcements SET started_at = coalesce(started_at, now())"
-            " WHERE event_id = $1 AND version = $2 RETURNING *",
+            START,
             event_id, version,
         )
         if announcement is None:
@@ -145,23 +161,22 @@ class Fanout(StreamActor):
         kind, changed_at = announcement["kind"], announcement["changed_at"]
         if announcement["recipients_total"] is None:
             total = await self.pool.fetchval(
-                db.query("fanout_count_recipients"), event_id, kind, changed_at
+                COUNT_RECIPIENTS, event_id, kind, changed_at
             )
             await self.pool.execute(
-                "UPDATE announcements SET recipients_total = $3"
-                " WHERE event_id = $1 AND version = $2",
+                SET_TOTAL,
                 event_id, version, total,
             )
             log.info("fanout_started", event_id=str(event_id), version=version, kind=kind,
                      recipients=total)
         cursor: uuid.UUID | None = announcement["expanded_through"]
         page = await self.pool.fetchval(
-            "SELECT count(*) FROM announcement_pages WHERE event_id = $1 AND version = $2",
+            PAGES_HANDED_ON,
             event_id, version,
         )
         while True:
             users = [row["user_id"] for row in await self.pool.fetch(
-                db.query("fanout_next_page"), event_id, kind, changed_at, cursor, self.page_size
+                NEXT_PAGE, event_id, kind, changed_at, cursor, self.page_size
             )]
             if not users:
                 break
@@ -173,20 +188,17 @@ class Fanout(StreamActor):
             ))
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute(
-                    "INSERT INTO announcement_pages"
-                    " (event_id, version, page, after_user, upto_user, recipients)"
-                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    RECORD_PAGE,
                     event_id, version, page, cursor, users[-1], len(users),
                 )
                 await conn.execute(
-                    "UPDATE announcements SET expanded_through = $3"
-                    " WHERE event_id = $1 AND version = $2",
+                    SET_EXPANDED_THROUGH,
                     event_id, version, users[-1],
                 )
             cursor = users[-1]
             page += 1
         await self.pool.execute(
-            "UPDATE announcements SET pages_total = $3 WHERE event_id = $1 AND version = $2",
+            SET_PAGES_TOTAL,
             event_id, version, page,
         )
         log.info("fanout_expanded", event_id=str(event_id), version=version, pages=page)
@@ -200,10 +212,10 @@ class Fanout(StreamActor):
         after = uuid.UUID(task["after"]) if task["after"] else None
         upto = uuid.UUID(task["upto"])
         recipients = await self.pool.fetch(
-            db.query("fanout_page_recipients"), event_id, kind, changed_at, after, upto, version
+            PAGE_RECIPIENTS, event_id, kind, changed_at, after, upto, version
         )
         event = await self.pool.fetchrow(
-            "SELECT title, venue, starts_at, ends_at FROM events WHERE id = $1", event_id
+            EVENT_DETAILS, event_id
         )
         sent = failed = 0
         for start in range(0, len(recipients), self.batch_size):
@@ -224,7 +236,7 @@ class Fanout(StreamActor):
             done = [(mail, ok) for mail, ok in zip(mails, outcomes, strict=True)
                     if isinstance(ok, bool)]
             await self.pool.execute(
-                db.query("fanout_record"), event_id, kind, version,
+                RECORD, event_id, kind, version,
                 [user["id"] for (user, _, _), _ in done],
                 [user["email"] for (user, _, _), _ in done],
                 [subject for (_, subject, _), _ in done], [body for (_, _, body), _ in done],
@@ -237,8 +249,7 @@ class Fanout(StreamActor):
             if errors:
                 raise next((error for error in errors if is_outage(error)), errors[0])
         await self.pool.execute(
-            "UPDATE announcement_pages SET done_at = now()"
-            " WHERE event_id = $1 AND version = $2 AND page = $3 AND done_at IS NULL",
+            PAGE_DONE,
             event_id, version, task["page"],
         )
         log.info("fanout_page_delivered", event_id=str(event_id), version=version,
@@ -280,8 +291,7 @@ class Fanout(StreamActor):
                 event_id, version, page.kind, page.changed_at, page.after, page.upto
             )
         await self.pool.execute(
-            "UPDATE announcement_pages SET done_at = now()"
-            " WHERE event_id = $1 AND version = $2 AND page = $3 AND done_at IS NULL",
+            PAGE_DONE,
             event_id, version, page.number,
         )
         log.error("fanout_page_given_up", event_id=str(event_id), version=version,
@@ -292,8 +302,7 @@ class Fanout(StreamActor):
         the message is replayed. The announcement stays unfinished (pages_total unset),
         so a replay resumes the expansion where it stopped."""
         announcement = await self.pool.fetchrow(
-            "SELECT kind, changed_at, expanded_through, pages_total FROM announcements"
-            " WHERE event_id = $1 AND version = $2",
+            ANNOUNCEMENT,
             event_id, version,
         )
         if announcement is None or announcement["pages_total"] is not None:
@@ -304,7 +313,7 @@ class Fanout(StreamActor):
             cursor: uuid.UUID | None = announcement["expanded_through"]
             while True:
                 users = [row["user_id"] for row in await self.pool.fetch(
-                    db.query("fanout_next_page"), event_id, kind, changed_at, cursor,
+                    NEXT_PAGE, event_id, kind, changed_at, cursor,
                     self.page_size,
                 )]
                 if not users:
@@ -314,11 +323,10 @@ class Fanout(StreamActor):
                 )
                 cursor = users[-1]
         await self.pool.execute(
-            "UPDATE announcements SET recipients_total = $3"
-            " WHERE event_id = $1 AND version = $2 AND recipients_total IS NULL",
+            SET_TOTAL_IF_UNSET,
             event_id, version,
             await self.pool.fetchval(
-                db.query("fanout_count_recipients"), event_id, kind, changed_at
+                COUNT_RECIPIENTS, event_id, kind, changed_at
             ),
         )
         log.error("fanout_expansion_given_up", event_id=str(event_id), version=version,
@@ -330,16 +338,16 @@ class Fanout(StreamActor):
     ) -> int:
         """Record the untold attendees of one page as failed mails; how many there were."""
         recipients = await self.pool.fetch(
-            db.query("fanout_page_recipients"), event_id, kind, changed_at, after, upto, version
+            PAGE_RECIPIENTS, event_id, kind, changed_at, after, upto, version
         )
         if not recipients:
             return 0
         event = await self.pool.fetchrow(
-            "SELECT title, venue, starts_at, ends_at FROM events WHERE id = $1", event_id
+            EVENT_DETAILS, event_id
         )
         mails = [(user, *render(kind, event, user["name"])) for user in recipients]
         await self.pool.execute(
-            db.query("fanout_record"), event_id, kind, version,
+            RECORD, event_id, kind, version,
             [user["id"] for user, _, _ in mails], [user["email"] for user, _, _ in mails],
             [subject for _, subject, _ in mails], [body for _, _, body in mails],
             [False] * len(mails),
@@ -369,12 +377,12 @@ class Fanout(StreamActor):
     async def superseded(self, event_id: uuid.UUID, version: int) -> bool:
         """A newer change exists: it will tell everyone, with the current details."""
         return bool(await self.pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM announcements WHERE event_id = $1 AND version > $2)",
+            SUPERSEDED,
             event_id, version,
         ))
 
     async def finish_if_done(self, event_id: uuid.UUID, version: int) -> None:
-        finished = await self.pool.fetchrow(db.query("fanout_finish"), event_id, version)
+        finished = await self.pool.fetchrow(FINISH, event_id, version)
         if finished is not None:
             log.info("fanout_finished", event_id=str(event_id), version=version,
                      recipients=finished["recipients_total"])

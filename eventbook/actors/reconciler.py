@@ -45,6 +45,14 @@ from eventbook.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
+RECONCILE_CONFIRMATIONS = db.query("reconcile_confirmations")
+RECONCILE_ANNOUNCEMENTS = db.query("reconcile_announcements")
+RECONCILE_REQUEUE_CONFIRMATIONS = db.query("reconcile_requeue_confirmations")
+RECONCILE_REQUEUE_EXPAND = db.query("reconcile_requeue_expand")
+FANOUT_FINISH = db.query("fanout_finish")
+RECONCILE_UNDONE_PAGES = db.query("reconcile_undone_pages")
+RECONCILE_LOCK = db.query("reconcile_lock")
+
 # Bookings (and announcement rows) put back per pass; a pass that requeued a whole batch
 # of bookings is followed by the next at once.
 BATCH = 1000
@@ -209,8 +217,8 @@ async def find(
     """What a pass would put back now (for `eventbook check` too). Reads PostgreSQL
     first, then the streams, then the dead letters; see the module's docstring for why.
     (A message dead-lettered between the last two reads is seen in its stream.)"""
-    bookings = await conn.fetch(db.query("reconcile_confirmations"), after_seconds, limit)
-    changes = await conn.fetch(db.query("reconcile_announcements"), after_seconds, limit)
+    bookings = await conn.fetch(RECONCILE_CONFIRMATIONS, after_seconds, limit)
+    changes = await conn.fetch(RECONCILE_ANNOUNCEMENTS, after_seconds, limit)
     found = Findings()
     if bookings:
         candidates = {str(row["booking_id"]) for row in bookings}
@@ -282,7 +290,7 @@ async def put_back(
     if found.confirmations:
         request_ids = [new_request_id() for _ in found.confirmations]
         rows = await conn.fetch(
-            db.query("reconcile_requeue_confirmations"),
+            RECONCILE_REQUEUE_CONFIRMATIONS,
             [item["booking_id"] for item in found.confirmations], request_ids,
         )
         requeued = {str(row["booking_id"]): row["request_id"] for row in rows}
@@ -312,14 +320,14 @@ async def _resume(
     event_id, version = uuid.UUID(item["event_id"]), item["version"]
     done = {**item, "request_id": new_request_id()}
     if item["action"] == "expand":
-        queued = await conn.fetchval(db.query("reconcile_requeue_expand"), event_id, version,
+        queued = await conn.fetchval(RECONCILE_REQUEUE_EXPAND, event_id, version,
                                      done["request_id"])
         return done if queued is not None else None
     if item["action"] == "finish":
-        finished = await conn.fetchrow(db.query("fanout_finish"), event_id, version)
+        finished = await conn.fetchrow(FANOUT_FINISH, event_id, version)
         return done if finished is not None else None
     undone = {row["page"] for row in await conn.fetch(
-        db.query("reconcile_undone_pages"), event_id, version,
+        RECONCILE_UNDONE_PAGES, event_id, version,
         [page["page"] for page in item["pages"]],
     )}
     done["pages"] = [page for page in item["pages"] if page["page"] in undone]
@@ -349,7 +357,7 @@ async def reconcile(
     None when another pass holds it and `wait` is False (then that pass does the work)."""
     started = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval(db.query("reconcile_lock"), wait):
+        if not await conn.fetchval(RECONCILE_LOCK, wait):
             log.debug("reconcile_skipped", reason="another pass is running")
             return None
         done = await put_back(conn, client, prefix,

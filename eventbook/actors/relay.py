@@ -10,6 +10,7 @@ import redis.asyncio
 import structlog
 from redis.typing import EncodableT, FieldT
 
+from eventbook import db
 from eventbook.actors.stream import pause, stream_key
 from eventbook.config import Config
 from eventbook.outages import Availability, is_outage, postgres_writable, redis_writable
@@ -18,12 +19,7 @@ log = structlog.get_logger(__name__)
 
 CHANNEL = "eventbook_outbox"
 
-# SKIP LOCKED: several relays take disjoint batches instead of queueing on each other.
-TAKE_BATCH = """
-DELETE FROM outbox
- WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING id, topic, kind, payload, request_id, created_at
-"""
+TAKE_BATCH = db.query("relay_take_batch")
 
 
 def message_fields(row: asyncpg.Record) -> dict[FieldT, EncodableT]:

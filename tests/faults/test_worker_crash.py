@@ -35,7 +35,8 @@ async def book_in_sql(
     made = []
     for user in users:
         row = await pool.fetchrow(
-            "SELECT outcome, (booking).id FROM book_tickets($1, $2, 1, NULL, 'fp', $3)",
+            "SELECT outcome, id FROM book_tickets("
+            " ARRAY[$1::uuid], ARRAY[$2::uuid], '{1}', '{NULL}', '{fp}', ARRAY[$3], NULL)",
             event, user, f"crash-{user}",
         )
         assert row["outcome"] == "created"

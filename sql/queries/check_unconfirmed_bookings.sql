@@ -4,4 +4,4 @@ SELECT id, event_id, user_id, created_at, confirmation_status
  WHERE confirmation_status = 'pending'
    AND created_at < now() - make_interval(secs => $1)
  ORDER BY created_at
- LIMIT 100
+ LIMIT $2

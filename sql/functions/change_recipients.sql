@@ -1,6 +1,6 @@
 -- Who an event change is for, in one place for the fan-out's queries. A plain SQL
 -- function, so the planner inlines it and the callers' user-id range reaches the index.
-CREATE FUNCTION change_recipients(p_event uuid, p_kind text, p_changed_at timestamptz)
+CREATE OR REPLACE FUNCTION change_recipients(p_event uuid, p_kind text, p_changed_at timestamptz)
 RETURNS TABLE (user_id uuid) LANGUAGE sql STABLE AS $$
     SELECT b.user_id
       FROM bookings b

@@ -8,4 +8,4 @@ SELECT e.id, e.title, e.status, e.capacity, e.available_tickets,
 HAVING e.available_tickets
        <> e.capacity - COALESCE(sum(b.quantity) FILTER (WHERE b.status = 'confirmed'), 0)
  ORDER BY e.id
- LIMIT 100
+ LIMIT $1

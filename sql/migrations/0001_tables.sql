@@ -1,4 +1,5 @@
--- Users, events, bookings, the outbox and the mails sent.
+-- Users, events, bookings, the outbox and the mails sent. Their stored procedures and
+-- triggers are in sql/functions/.
 -- Every invariant the code relies on is a constraint here, so a bug in Python cannot
 -- oversell or record a mail twice.
 
@@ -8,10 +9,13 @@ CREATE TABLE users (
     name          text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 200),
     role          text NOT NULL CHECK (role IN ('organizer', 'customer')),
     password_hash text NOT NULL,
-    created_at    timestamptz NOT NULL DEFAULT now()
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    -- The form in which two addresses are the same account, computed in Python in one
+    -- place (eventbook/emails.py): the local part in NFKC and case-folded, the domain as
+    -- its IDNA A-label. The address as typed stays in email, for mail and display.
+    email_key     text CONSTRAINT users_email_key_present CHECK (email_key IS NOT NULL)
 );
--- E-mail is unique without regard to case.
-CREATE UNIQUE INDEX users_email_key ON users (lower(email));
+CREATE UNIQUE INDEX users_email_key ON users (email_key);
 
 CREATE TABLE events (
     id                      uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -30,8 +34,16 @@ CREATE TABLE events (
     version                 integer NOT NULL DEFAULT 1 CHECK (version >= 1),
     created_at              timestamptz NOT NULL DEFAULT now(),
     updated_at              timestamptz NOT NULL DEFAULT now(),
+    -- The tickets one customer may hold in confirmed bookings of the event (NULL: no cap).
+    max_tickets_per_customer integer
+                            CONSTRAINT events_customer_cap_in_range
+                            CHECK (max_tickets_per_customer BETWEEN 1 AND 1000000),
     CONSTRAINT events_tickets_in_range CHECK (available_tickets BETWEEN 0 AND capacity),
-    CONSTRAINT events_ends_after_start CHECK (ends_at IS NULL OR ends_at > starts_at)
+    CONSTRAINT events_ends_after_start CHECK (ends_at IS NULL OR ends_at > starts_at),
+    -- A booking the per-booking maximum allows must fit under the cap, or the event
+    -- would advertise bookings it always refuses.
+    CONSTRAINT events_customer_cap_fits_a_booking
+        CHECK (max_tickets_per_customer >= max_tickets_per_booking)
 ) WITH (fillfactor = 70);  -- room for HOT updates of the ticket count on a hot event
 
 -- Browse: scheduled events, soonest first, keyset on (starts_at, id).
@@ -58,7 +70,11 @@ CREATE TABLE bookings (
     request_fingerprint text,
     created_at          timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT bookings_cancelled_consistent
-        CHECK ((status = 'cancelled') = (cancelled_at IS NOT NULL AND cancel_reason IS NOT NULL))
+        CHECK ((status = 'cancelled') = (cancelled_at IS NOT NULL AND cancel_reason IS NOT NULL)),
+    -- confirmed_at is when the confirmation mail was sent (the HTTP contract): it is set
+    -- exactly when the confirmation is 'sent'.
+    CONSTRAINT bookings_confirmed_when_sent
+        CHECK ((confirmation_status = 'sent') = (confirmed_at IS NOT NULL))
 );
 -- One booking per customer and Idempotency-Key, kept as long as the booking.
 CREATE UNIQUE INDEX bookings_idempotency_key ON bookings (user_id, idempotency_key)
@@ -67,6 +83,11 @@ CREATE INDEX bookings_by_user ON bookings (user_id, created_at DESC, id DESC);
 CREATE INDEX bookings_by_event ON bookings (event_id, created_at, id);
 -- Fan-out pages over attendees by user.
 CREATE INDEX bookings_attendees ON bookings (event_id, user_id);
+-- The bookings still waiting for their confirmation mail, oldest first: what the
+-- reconciler and `eventbook check` look for on every pass. Partial, so it holds only the
+-- few bookings in flight, not every booking ever made.
+CREATE INDEX bookings_pending_confirmation ON bookings (created_at, id)
+    WHERE confirmation_status = 'pending';
 
 -- Transactional outbox: work for the actors, written in the same transaction as the
 -- change that causes it, moved to Redis Streams by the relay, deleted once Redis has it.
@@ -78,16 +99,6 @@ CREATE TABLE outbox (
     request_id text,
     created_at timestamptz NOT NULL DEFAULT now()
 );
-
-CREATE FUNCTION outbox_wake() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    -- Identical notifications in one transaction are delivered once.
-    PERFORM pg_notify('eventbook_outbox', '');
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER outbox_wake AFTER INSERT ON outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION outbox_wake();
 
 -- Every mail, recorded before it is sent (sent_at NULL) and stamped after.
 CREATE TABLE notifications (
@@ -103,7 +114,21 @@ CREATE TABLE notifications (
     body          text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now(),
     sent_at       timestamptz,
-    CONSTRAINT notifications_keyed CHECK (booking_id IS NOT NULL OR event_version IS NOT NULL)
+    -- A mail given up on after its retries: recorded, so it is counted and not resent.
+    failed_at     timestamptz,
+    CONSTRAINT notifications_keyed CHECK (booking_id IS NOT NULL OR event_version IS NOT NULL),
+    -- A mail's unique key follows from its kind: a booking mail is one per booking and
+    -- kind (notifications_booking_once), an event mail one per event, version, attendee
+    -- and kind (notifications_event_once, which covers only rows without a booking). A
+    -- booking mail recorded without its booking, or an event mail with a booking or
+    -- without its version (NULLs never collide in a unique index), would escape its
+    -- index and could be recorded twice.
+    CONSTRAINT notifications_key_matches_kind CHECK (
+        CASE WHEN kind IN ('booking_confirmed', 'booking_cancelled')
+             THEN booking_id IS NOT NULL
+             ELSE booking_id IS NULL AND event_version IS NOT NULL
+        END
+    )
 );
 -- One mail per booking and kind; one per attendee and event change.
 CREATE UNIQUE INDEX notifications_booking_once ON notifications (booking_id, kind)

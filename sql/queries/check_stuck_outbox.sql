@@ -4,4 +4,4 @@ SELECT id, topic, kind, request_id, created_at,
   FROM outbox
  WHERE created_at < now() - make_interval(secs => $1)
  ORDER BY id
- LIMIT 100
+ LIMIT $2

@@ -26,21 +26,3 @@ CREATE TABLE announcement_pages (
     PRIMARY KEY (event_id, version, page),
     FOREIGN KEY (event_id, version) REFERENCES announcements (event_id, version)
 );
-
--- A mail given up on after its retries: recorded, so it is counted and not resent.
-ALTER TABLE notifications ADD COLUMN failed_at timestamptz;
-
--- The announcement exists from the moment the change commits (same transaction as the
--- outbox row), so a fan-out of an older version can tell at once that it is superseded.
-CREATE FUNCTION outbox_announce() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO announcements (event_id, version, kind, changed_at)
-    VALUES ((NEW.payload ->> 'event_id')::uuid, (NEW.payload ->> 'version')::integer,
-            NEW.kind, NEW.created_at)
-    ON CONFLICT DO NOTHING;
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER outbox_announce AFTER INSERT ON outbox
-    FOR EACH ROW WHEN (NEW.topic = 'notifications')
-    EXECUTE FUNCTION outbox_announce();

@@ -1,0 +1,1 @@
+SELECT outcome, event FROM cancel_event($1, $2)

@@ -1,0 +1,1 @@
+SELECT organizer_id FROM events WHERE id = $1

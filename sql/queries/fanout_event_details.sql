@@ -1,0 +1,1 @@
+SELECT title, venue, starts_at, ends_at FROM events WHERE id = $1

@@ -1,0 +1,2 @@
+UPDATE announcements SET recipients_total = $3
+ WHERE event_id = $1 AND version = $2 AND recipients_total IS NULL

@@ -1,0 +1,1 @@
+SELECT outcome, sold, event FROM update_event($1, $2, $3)
