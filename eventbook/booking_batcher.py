@@ -59,6 +59,12 @@ class Booked:
     outcome: str
     available: int | None
     booking: Mapping[str, Any] | None
+    allowed: int | None = None
+
+
+def _booked(outcome: str, count: int | None, booking: Mapping[str, Any] | None) -> Booked:
+    limited = outcome in ("too_many_tickets", "customer_limit_reached")
+    return Booked(outcome, None if limited else count, booking, count if limited else None)
 
 
 Waiting = tuple[uuid.UUID, BookingRequest, "asyncio.Future[Booked]"]
@@ -168,7 +174,7 @@ class BookingBatcher:
         for (_, _, future), row in zip(batch, rows, strict=True):
             if not future.done():
                 booking = row if row["id"] is not None else None
-                future.set_result(Booked(row["outcome"], row["available"], booking))
+                future.set_result(_booked(row["outcome"], row["available"], booking))
 
     async def _decide_alone(
         self, event: uuid.UUID, request: BookingRequest, future: asyncio.Future[Booked]
@@ -185,7 +191,7 @@ class BookingBatcher:
             return
         assert row is not None
         if not future.done():
-            future.set_result(Booked(row["outcome"], row["available"], row["booking"]))
+            future.set_result(_booked(row["outcome"], row["available"], row["booking"]))
 
 
 def _fail(waiting: list[Waiting], exc: BaseException) -> None:
