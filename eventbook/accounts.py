@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from eventbook import db, emails
 from eventbook.api import PUBLIC, SIGNED_IN, Line, Text, endpoint, json_response
-from eventbook.auth import PASSWORDS, ROLES, TOKENS, principal
+from eventbook.auth import PASSWORDS, ROLES, TOKENS, account_gone, principal
 from eventbook.errors import Problem
 from eventbook.keys import CONFIG, POOL
 from eventbook.ratelimit import RATE_LIMITER
@@ -182,6 +182,5 @@ async def login(request: web.Request, body: dict[str, Any]) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     user = await request.app[POOL].fetchrow(USER_BY_ID, principal(request).id)
     if user is None:
-        raise Problem(401, "invalid_token", "The account no longer exists.",
-                      headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        raise account_gone()
     return json_response(USER.dump(user))

@@ -178,6 +178,11 @@ def _unauthorized(code: str, detail: str) -> Problem:
     return Problem(401, code, detail, headers={"WWW-Authenticate": f"Bearer{error}"})
 
 
+def account_gone() -> Problem:
+    """A valid token of a user who was deleted since it was issued."""
+    return _unauthorized("invalid_token", "The account no longer exists.")
+
+
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 

@@ -21,9 +21,9 @@ from eventbook.api import (
     path_uuid,
     single_header,
 )
-from eventbook.auth import can_read_booking, principal
-from eventbook.booking_batcher import BOOKING_BATCHER, BookingRequest
-from eventbook.errors import Problem, validation_problem
+from eventbook.auth import account_gone, can_read_booking, principal
+from eventbook.booking_batcher import BOOKING_BATCHER, Booked, BookingRequest
+from eventbook.errors import Outcome, Problem, validation_problem
 from eventbook.events import event_id, event_not_found
 from eventbook.keys import CONFIG, METRICS, POOL, REQUEST_ID
 from eventbook.pages import (
@@ -76,16 +76,6 @@ BOOKING = BookingSchema()
 BOOKING_PAGE = page_of(BookingSchema)
 
 
-# Booking outcomes as the bookings counter labels them.
-METRIC_OUTCOMES = {
-    "created": "created",
-    "sold_out": "sold_out",
-    "event_not_bookable": "not_bookable",
-    "customer_limit_reached": "customer_limit",
-    "replayed": "replayed",
-}
-
-
 def booking_not_found() -> Problem:
     return Problem(404, "booking_not_found", "There is no such booking.")
 
@@ -110,11 +100,56 @@ def fingerprint(event: uuid.UUID, quantity: int) -> str:
     return hashlib.sha256(f"{event}:{quantity}".encode()).hexdigest()
 
 
-def account_gone() -> Problem:
+def _sold_out(decided: Booked) -> Problem:
+    left = decided.available
     return Problem(
-        401, "invalid_token", "The account no longer exists.",
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        409, "sold_out",
+        "No tickets are left." if not left
+        else f"Only {left} ticket{'s are' if left != 1 else ' is'} left.",
+        available_tickets=left,
     )
+
+
+def _customer_limit_reached(decided: Booked) -> Problem:
+    left = decided.allowed
+    return Problem(
+        409, "customer_limit_reached",
+        "You hold as many tickets as one customer may for this event." if not left
+        else f"You may book only {left} more ticket{'s' if left != 1 else ''} for this event.",
+        customer_tickets_left=left,
+    )
+
+
+# Every outcome of book_tickets: the answer, and the label of the bookings counter.
+BOOK_OUTCOMES: dict[str, Outcome] = {
+    "created": Outcome(201, metric="created"),
+    "replayed": Outcome(200, metric="replayed"),
+    "key_reused": Outcome(refusal=lambda _: Problem(
+        422, "idempotency_key_reused",
+        "This Idempotency-Key was used for a different booking request.",
+    )),
+    "event_not_found": Outcome(refusal=lambda _: event_not_found()),
+    "event_not_bookable": Outcome(metric="not_bookable", refusal=lambda _: Problem(
+        409, "event_not_bookable", "The event is cancelled or has already started."
+    )),
+    "too_many_tickets": Outcome(refusal=lambda decided: validation_problem(
+        {"quantity": [f"At most {decided.allowed} tickets per booking for this event."]}
+    )),
+    "customer_limit_reached": Outcome(metric="customer_limit", refusal=_customer_limit_reached),
+    "sold_out": Outcome(metric="sold_out", refusal=_sold_out),
+}
+
+# Every outcome of cancel_booking.
+CANCEL_OUTCOMES: dict[str, Outcome] = {
+    "cancelled": Outcome(200),
+    "booking_not_found": Outcome(refusal=booking_not_found),
+    "already_cancelled": Outcome(refusal=lambda: Problem(
+        409, "booking_already_cancelled", "The booking is already cancelled."
+    )),
+    "event_started": Outcome(refusal=lambda: Problem(
+        409, "event_started", "The event has started; its bookings can no longer be cancelled."
+    )),
+}
 
 
 @routes.post("/api/v1/events/{id}/bookings")
@@ -165,50 +200,18 @@ async def book(request: web.Request, body: dict[str, Any]) -> web.Response:
         )
     except asyncpg.ForeignKeyViolationError:
         raise account_gone() from None
-    outcome = decided.outcome
-    if outcome in METRIC_OUTCOMES:
-        request.app[METRICS].booking_outcome(METRIC_OUTCOMES[outcome])
-    if outcome == "created":
-        booking = decided.booking
-        assert booking is not None
+    outcome = BOOK_OUTCOMES[decided.outcome]
+    if outcome.metric is not None:
+        request.app[METRICS].booking_outcome(outcome.metric)
+    outcome.check(decided)
+    booking = decided.booking
+    assert booking is not None
+    if decided.outcome == "created":
         log.info(
             "booking_created", booking_id=str(booking["id"]), event_id=str(event),
             quantity=quantity, available=decided.available,
         )
-        return json_response(BOOKING.dump(booking), status=201)
-    if outcome == "replayed":
-        return json_response(BOOKING.dump(decided.booking), status=200)
-    if outcome == "key_reused":
-        raise Problem(
-            422, "idempotency_key_reused",
-            "This Idempotency-Key was used for a different booking request.",
-        )
-    if outcome == "event_not_found":
-        raise event_not_found()
-    if outcome == "event_not_bookable":
-        raise Problem(
-            409, "event_not_bookable", "The event is cancelled or has already started."
-        )
-    if outcome == "too_many_tickets":
-        raise validation_problem(
-            {"quantity": [f"At most {decided.allowed} tickets per booking for this event."]}
-        )
-    if outcome == "customer_limit_reached":
-        left = decided.allowed
-        raise Problem(
-            409, "customer_limit_reached",
-            "You hold as many tickets as one customer may for this event." if not left
-            else f"You may book only {left} more ticket{'s' if left != 1 else ''} "
-                 "for this event.",
-            customer_tickets_left=left,
-        )
-    assert outcome == "sold_out", outcome
-    raise Problem(
-        409, "sold_out",
-        "No tickets are left." if not decided.available
-        else f"Only {decided.available} ticket{'s are' if decided.available != 1 else ' is'} left.",
-        available_tickets=decided.available,
-    )
+    return json_response(BOOKING.dump(booking), status=outcome.status)
 
 
 @routes.get("/api/v1/bookings")
@@ -267,14 +270,6 @@ async def cancel_booking(request: web.Request) -> web.Response:
         CANCEL_BOOKING, booking, principal(request).id, request[REQUEST_ID]
     )
     assert row is not None
-    if row["outcome"] == "booking_not_found":
-        raise booking_not_found()
-    if row["outcome"] == "already_cancelled":
-        raise Problem(409, "booking_already_cancelled", "The booking is already cancelled.")
-    if row["outcome"] == "event_started":
-        raise Problem(
-            409, "event_started", "The event has started; its bookings can no longer be cancelled."
-        )
-    assert row["outcome"] == "cancelled", row["outcome"]
+    CANCEL_OUTCOMES[row["outcome"]].check()
     log.info("booking_cancelled", booking_id=str(booking))
     return json_response(BOOKING.dump(row["booking"]))

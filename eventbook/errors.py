@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -76,6 +78,26 @@ class Problem(Exception):
 def validation_problem(errors: Any, detail: str = "The request is not valid.") -> Problem:
     """422 with marshmallow's field -> messages map."""
     return Problem(422, "validation_failed", detail, errors=errors)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one outcome code of a stored procedure means outside SQL.
+
+    Each resource keeps one table from its procedures' codes to these, so a code is
+    translated in one place: the status of the answer when it succeeds, the Problem it
+    answers when it refuses (built from the procedure's result), and its label on a
+    counter, if it is counted.
+    """
+
+    status: int = 200
+    refusal: Callable[..., Problem] | None = None
+    metric: str | None = None
+
+    def check(self, *result: Any) -> None:
+        """Raise this outcome's Problem if it is a refusal."""
+        if self.refusal is not None:
+            raise self.refusal(*result)
 
 
 def problem_response(problem: Problem, request_id: str | None) -> web.Response:

@@ -24,8 +24,8 @@ from eventbook.api import (
     json_response,
     path_uuid,
 )
-from eventbook.auth import bearer_user, ensure_event_owner, principal
-from eventbook.errors import Problem, validation_problem
+from eventbook.auth import account_gone, bearer_user, ensure_event_owner, principal
+from eventbook.errors import Outcome, Problem, validation_problem
 from eventbook.keys import CONFIG, POOL, REQUEST_ID, SEARCH_POOL
 from eventbook.pages import (
     TIMESTAMPTZ,
@@ -306,10 +306,7 @@ async def create_event(request: web.Request, body: dict[str, Any]) -> web.Respon
             body["max_tickets_per_booking"], body["max_tickets_per_customer"],
         )
     except asyncpg.ForeignKeyViolationError:
-        raise Problem(
-            401, "invalid_token", "The account no longer exists.",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        ) from None
+        raise account_gone() from None
     assert event is not None
     log.info("event_created", event_id=str(event["id"]), capacity=event["capacity"])
     return json_response(EVENT.dump(event), status=201)
@@ -442,24 +439,7 @@ async def update_event(request: web.Request, body: dict[str, Any]) -> web.Respon
         UPDATE_EVENT, event, _as_json(body), request[REQUEST_ID]
     )
     assert row is not None
-    outcome = row["outcome"]
-    if outcome == "event_not_found":
-        raise event_not_found()
-    if outcome == "event_cancelled":
-        raise event_cancelled()
-    if outcome == "event_ended":
-        raise event_ended()
-    if outcome == "capacity_below_sold":
-        raise Problem(
-            409, "capacity_below_sold",
-            f"{row['sold']} tickets are sold; capacity cannot go below that.",
-            sold=row["sold"],
-        )
-    if outcome == "ends_before_start":
-        raise validation_problem({"ends_at": ["Must be after starts_at."]})
-    if outcome == "customer_cap_below_booking_max":
-        raise validation_problem(_cap_below_booking_max(body, row["event"]))
-    assert outcome == "updated", outcome
+    UPDATE_OUTCOMES[row["outcome"]].check(row, body)
     log.info("event_updated", event_id=str(event), fields=sorted(body))
     return json_response(EVENT.dump(row["event"]))
 
@@ -478,6 +458,35 @@ def _cap_below_booking_max(
     return {"max_tickets_per_booking": [
         f"Must be at most max_tickets_per_customer ({event['max_tickets_per_customer']})."
     ]}
+
+
+# Every outcome of update_event; a refusal is built from its row and the change sent.
+UPDATE_OUTCOMES: dict[str, Outcome] = {
+    "updated": Outcome(200),
+    "event_not_found": Outcome(refusal=lambda row, changes: event_not_found()),
+    "event_cancelled": Outcome(refusal=lambda row, changes: event_cancelled()),
+    "event_ended": Outcome(refusal=lambda row, changes: event_ended()),
+    "capacity_below_sold": Outcome(refusal=lambda row, changes: Problem(
+        409, "capacity_below_sold",
+        f"{row['sold']} tickets are sold; capacity cannot go below that.", sold=row["sold"],
+    )),
+    "ends_before_start": Outcome(refusal=lambda row, changes: validation_problem(
+        {"ends_at": ["Must be after starts_at."]}
+    )),
+    "customer_cap_below_booking_max": Outcome(refusal=lambda row, changes: validation_problem(
+        _cap_below_booking_max(changes, row["event"])
+    )),
+}
+
+# Every outcome of cancel_event.
+CANCEL_OUTCOMES: dict[str, Outcome] = {
+    "cancelled": Outcome(200),
+    "event_not_found": Outcome(refusal=event_not_found),
+    "event_cancelled": Outcome(refusal=lambda: Problem(
+        409, "event_cancelled", "The event is already cancelled."
+    )),
+    "event_ended": Outcome(refusal=event_ended),
+}
 
 
 @routes.post("/api/v1/events/{id}/cancel")
@@ -501,13 +510,7 @@ async def cancel_event(request: web.Request) -> web.Response:
     event = await owned_event(request)
     row = await request.app[POOL].fetchrow(CANCEL_EVENT, event, request[REQUEST_ID])
     assert row is not None
-    if row["outcome"] == "event_not_found":
-        raise event_not_found()
-    if row["outcome"] == "event_cancelled":
-        raise Problem(409, "event_cancelled", "The event is already cancelled.")
-    if row["outcome"] == "event_ended":
-        raise event_ended()
-    assert row["outcome"] == "cancelled", row["outcome"]
+    CANCEL_OUTCOMES[row["outcome"]].check()
     log.info("event_cancelled", event_id=str(event))
     return json_response(EVENT.dump(row["event"]))
 

@@ -11,9 +11,11 @@ import pytest
 import structlog
 
 from eventbook.app import create_app
+from eventbook.bookings import BOOK_OUTCOMES
 from eventbook.config import Config
 from eventbook.embedded import free_port
 from eventbook.keys import METRICS, REDIS
+from eventbook.metrics import BOOKING_OUTCOMES
 from tests.client import (
     Api,
     eventually,
@@ -126,6 +128,11 @@ async def test_booking_outcomes_are_counted_by_name(api: Api) -> None:
     await metric_becomes(api, "eventbook_bookings_total", 1, outcome="sold_out")
     with pytest.raises(ValueError):
         api.app[METRICS].booking_outcome("sold out")
+
+
+def test_every_booking_outcome_label_is_one_the_counter_knows_and_shows_at_zero() -> None:
+    labels = {outcome.metric for outcome in BOOK_OUTCOMES.values()} - {None}
+    assert labels == set(BOOKING_OUTCOMES)
 
 
 async def test_actor_and_mail_counters(api: Api) -> None:
