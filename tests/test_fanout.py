@@ -12,8 +12,8 @@ from eventbook import queues
 from eventbook.actors.fanout import Fanout
 from eventbook.actors.mailer import SimulatedMailer
 from eventbook.actors.stream import Message
-from eventbook.app import redis_client
 from eventbook.config import Config
+from eventbook.connections import redis_client
 from eventbook.keys import REDIS
 from tests.client import Api, User, eventually
 from tests.conftest import Inbox

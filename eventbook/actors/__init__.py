@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import asyncpg
 import redis.asyncio
@@ -17,7 +18,10 @@ from eventbook.actors.supervisor import Actor, Supervisor
 from eventbook.config import Config
 from eventbook.metrics import Metrics, WatchedStream
 
-__all__ = ["ACTOR_NAMES", "STREAM_ACTORS", "Actor", "Supervisor", "build_actors", "watch_streams"]
+__all__ = [
+    "ACTOR_NAMES", "STREAM_ACTORS", "Actor", "Supervisor", "build_actors", "supervised",
+    "watch_streams",
+]
 
 ActorFactory = Callable[[Config, asyncpg.Pool, redis.asyncio.Redis, Metrics], Actor]
 
@@ -53,6 +57,21 @@ def build_actors(
     metrics = metrics or Metrics()
     return [FACTORIES[name](config, pool, client, metrics) for name in ACTOR_NAMES
             if not names or name in names]
+
+
+@asynccontextmanager
+async def supervised(
+    config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, names: tuple[str, ...],
+    metrics: Metrics,
+) -> AsyncIterator[Supervisor]:
+    """The actors `names` (every kind when empty) running under a supervisor until the
+    block ends; then each finishes and acknowledges the messages in hand."""
+    supervisor = Supervisor(build_actors(config, pool, client, names, metrics), metrics=metrics)
+    supervisor.start()
+    try:
+        yield supervisor
+    finally:
+        await supervisor.stop()
 
 
 def watched_streams(prefix: str) -> list[WatchedStream]:
