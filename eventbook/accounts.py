@@ -13,10 +13,9 @@ from marshmallow import Schema, fields, validate
 
 from eventbook import emails
 from eventbook.api import PUBLIC, SIGNED_IN, Line, Text, endpoint, json_response
-from eventbook.auth import PASSWORDS, ROLES, TOKENS, principal
+from eventbook.auth import ROLES, principal
 from eventbook.errors import Problem
-from eventbook.keys import CONFIG, POOL
-from eventbook.ratelimit import RATE_LIMITER
+from eventbook.keys import CONFIG, PASSWORDS, POOL, RATE_LIMITER, TOKENS
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

@@ -17,21 +17,28 @@ from eventbook import (
     notifications,
     openapi,
 )
-from eventbook.actors import Supervisor, supervised, watch_streams
-from eventbook.auth import PASSWORDS, TOKENS, Passwords, Tokens, authenticate
+from eventbook.actors import supervised, watch_streams
+from eventbook.auth import Passwords, Tokens, authenticate
 from eventbook.booking_batcher import batcher_ctx
 from eventbook.config import Config
 from eventbook.errors import problems
-from eventbook.keys import CONFIG, METRICS, POOL, REDIS, SEARCH_POOL
+from eventbook.keys import (
+    CONFIG,
+    METRICS,
+    PASSWORDS,
+    POOL,
+    RATE_LIMITER,
+    REDIS,
+    SEARCH_POOL,
+    SUPERVISOR,
+    TOKENS,
+)
 from eventbook.metrics import Metrics
 from eventbook.middlewares import drop_server_header, request_id
 from eventbook.probe import create_probe_app, metrics_refresh_ctx, serve_probe
-from eventbook.ratelimit import RATE_LIMITER, RateLimiter
+from eventbook.ratelimit import RateLimiter
 
 log = structlog.get_logger(__name__)
-
-SUPERVISOR = web.AppKey("supervisor", Supervisor)
-
 
 async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PASSWORDS] = Passwords(app[CONFIG])

@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler
 from eventbook.api import SCRAPER, endpoint_of, single_header
 from eventbook.config import Config
 from eventbook.errors import Problem
-from eventbook.keys import CONFIG
+from eventbook.keys import CONFIG, PRINCIPAL, TOKENS
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["sub", "role", "iat", "exp", "iss", "aud", "jti"]
@@ -169,16 +169,9 @@ class Tokens:
         return principal
 
 
-PASSWORDS = web.AppKey("passwords", Passwords)
-TOKENS = web.AppKey("tokens", Tokens)
-
-
 def _unauthorized(code: str, detail: str) -> Problem:
     error = ' error="invalid_token"' if code == "invalid_token" else ""
     return Problem(401, code, detail, headers={"WWW-Authenticate": f"Bearer{error}"})
-
-
-PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def principal(request: web.Request) -> Principal:

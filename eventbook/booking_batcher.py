@@ -23,7 +23,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from eventbook.keys import CONFIG, POOL
+from eventbook.keys import BOOKING_BATCHER, CONFIG, POOL
 
 log = structlog.get_logger(__name__)
 
@@ -195,9 +195,6 @@ def _fail(waiting: list[Waiting], exc: BaseException) -> None:
                 future.cancel()
             else:
                 future.set_exception(exc)
-
-
-BOOKING_BATCHER = web.AppKey("booking_batcher", BookingBatcher)
 
 
 async def batcher_ctx(app: web.Application) -> AsyncIterator[None]:

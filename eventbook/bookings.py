@@ -21,10 +21,10 @@ from eventbook.api import (
     single_header,
 )
 from eventbook.auth import can_read_booking, principal
-from eventbook.booking_batcher import BOOKING_BATCHER, BookingRequest
+from eventbook.booking_batcher import BookingRequest
 from eventbook.errors import Problem, validation_problem
 from eventbook.events import event_id, event_not_found
-from eventbook.keys import CONFIG, METRICS, POOL, REQUEST_ID
+from eventbook.keys import BOOKING_BATCHER, CONFIG, METRICS, POOL, RATE_LIMITER, REQUEST_ID
 from eventbook.pages import (
     TIMESTAMPTZ,
     UUID,
@@ -34,7 +34,6 @@ from eventbook.pages import (
     page_response,
     split_page,
 )
-from eventbook.ratelimit import RATE_LIMITER
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

@@ -25,7 +25,7 @@ from eventbook.api import (
 )
 from eventbook.auth import bearer_user, ensure_event_owner, principal
 from eventbook.errors import Problem, validation_problem
-from eventbook.keys import CONFIG, POOL, REQUEST_ID, SEARCH_POOL
+from eventbook.keys import CONFIG, POOL, RATE_LIMITER, REQUEST_ID, SEARCH_POOL
 from eventbook.pages import (
     TIMESTAMPTZ,
     UUID,
@@ -35,7 +35,6 @@ from eventbook.pages import (
     page_response,
     split_page,
 )
-from eventbook.ratelimit import RATE_LIMITER
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

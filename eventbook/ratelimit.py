@@ -8,7 +8,6 @@ import hashlib
 import redis.asyncio
 import redis.exceptions
 import structlog
-from aiohttp import web
 
 from eventbook.errors import Problem
 
@@ -134,5 +133,3 @@ class RateLimiter:
                 429, "too_many_requests", detail, headers={"Retry-After": str(retry_after)}
             )
 
-
-RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
