@@ -12,9 +12,10 @@ from aiohttp import web
 from marshmallow import Schema, fields, validate
 
 from eventbook import emails
-from eventbook.api import PUBLIC, SIGNED_IN, Line, Text, endpoint, json_response
 from eventbook.auth import ROLES, principal
+from eventbook.endpoints import PUBLIC, SIGNED_IN, endpoint, json_response
 from eventbook.errors import Problem
+from eventbook.fields import Line, Text
 from eventbook.keys import CONFIG, PASSWORDS, POOL, RATE_LIMITER, TOKENS
 
 log = structlog.get_logger(__name__)

@@ -17,6 +17,7 @@ from eventbook import (
     notifications,
     openapi,
 )
+from eventbook.access import drop_server_header, request_id
 from eventbook.actors import supervised, watch_streams
 from eventbook.auth import Passwords, Tokens, authenticate
 from eventbook.booking_batcher import batcher_ctx
@@ -34,7 +35,6 @@ from eventbook.keys import (
     TOKENS,
 )
 from eventbook.metrics import Metrics
-from eventbook.middlewares import drop_server_header, request_id
 from eventbook.probe import create_probe_app, metrics_refresh_ctx, serve_probe
 from eventbook.ratelimit import RateLimiter
 

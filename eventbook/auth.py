@@ -17,8 +17,8 @@ import jwt
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from eventbook.api import SCRAPER, endpoint_of, single_header
 from eventbook.config import Config
+from eventbook.endpoints import SCRAPER, endpoint_of, single_header
 from eventbook.errors import Problem
 from eventbook.keys import CONFIG, PRINCIPAL, TOKENS
 
@@ -193,7 +193,7 @@ def bearer_user(request: web.Request) -> Principal | None:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Check the bearer token and the role a route declares (see eventbook.api)."""
+    """Check the bearer token and the role a route declares (see eventbook.endpoints)."""
     spec = endpoint_of(request)
     if spec is None or spec.roles is None:
         return await handler(request)

@@ -12,7 +12,9 @@ import structlog
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
-from eventbook.api import (
+from eventbook.auth import can_read_booking, principal
+from eventbook.booking_batcher import BookingRequest
+from eventbook.endpoints import (
     CUSTOMER,
     SIGNED_IN,
     endpoint,
@@ -20,8 +22,6 @@ from eventbook.api import (
     path_uuid,
     single_header,
 )
-from eventbook.auth import can_read_booking, principal
-from eventbook.booking_batcher import BookingRequest
 from eventbook.errors import Problem, validation_problem
 from eventbook.events import event_id, event_not_found
 from eventbook.keys import BOOKING_BATCHER, CONFIG, METRICS, POOL, RATE_LIMITER, REQUEST_ID

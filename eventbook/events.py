@@ -12,19 +12,10 @@ import structlog
 from aiohttp import web
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from eventbook.api import (
-    ORGANIZER,
-    PUBLIC,
-    Line,
-    Moment,
-    Prose,
-    Text,
-    endpoint,
-    json_response,
-    path_uuid,
-)
 from eventbook.auth import bearer_user, ensure_event_owner, principal
+from eventbook.endpoints import ORGANIZER, PUBLIC, endpoint, json_response, path_uuid
 from eventbook.errors import Problem, validation_problem
+from eventbook.fields import Line, Moment, Prose, Text
 from eventbook.keys import CONFIG, POOL, RATE_LIMITER, REQUEST_ID, SEARCH_POOL
 from eventbook.pages import (
     TIMESTAMPTZ,

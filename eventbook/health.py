@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 import redis.exceptions
 from aiohttp import web
 
-from eventbook.api import PUBLIC, SCRAPER, endpoint, json_response
+from eventbook.endpoints import PUBLIC, SCRAPER, endpoint, json_response
 from eventbook.errors import Problem
 from eventbook.keys import CONFIG, METRICS, POOL, REDIS
 from eventbook.metrics import CONTENT_TYPE_LATEST

@@ -1,7 +1,7 @@
 """The OpenAPI 3 document, generated from the routes' @endpoint declarations, and /docs.
 
 Nothing here describes a route by hand. `build_document` walks the app's router and
-turns each route's `Endpoint` (eventbook.api) into an operation: path parameters,
+turns each route's `Endpoint` (eventbook.endpoints) into an operation: path parameters,
 query parameters, body, success response, the problems it declares plus those every
 route of its kind can answer, its role and security. A route added anywhere appears
 in the document without touching this module.
@@ -25,7 +25,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import INCLUDE, Schema, fields
 
 from eventbook import __version__
-from eventbook.api import PUBLIC, SCRAPER, SIGNED_IN, Endpoint, endpoint
+from eventbook.endpoints import PUBLIC, SCRAPER, SIGNED_IN, Endpoint, endpoint
 from eventbook.errors import PROBLEM_JSON
 from eventbook.keys import OPENAPI_DOCUMENT
 

@@ -14,11 +14,11 @@ import structlog
 from aiohttp import web
 
 from eventbook import health
+from eventbook.access import drop_server_header, request_id
 from eventbook.config import Config
 from eventbook.errors import problems
 from eventbook.keys import CONFIG, METRICS, POOL, REDIS
 from eventbook.metrics import Metrics
-from eventbook.middlewares import drop_server_header, request_id
 
 log = structlog.get_logger(__name__)
 
