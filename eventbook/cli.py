@@ -23,7 +23,7 @@ import redis.exceptions
 import structlog
 from aiohttp import web
 
-from eventbook import connections, db
+from eventbook import connections, db, topics
 from eventbook.config import SETTINGS, Config, ConfigError, redact_url
 from eventbook.embedded import EmbeddedError, EmbeddedServices
 from eventbook.logging import configure as configure_logging
@@ -590,9 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dlq = add("dlq", lambda c, a: 2, "Inspect and handle dead letters.")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
-    topics = ["confirmations", "notifications"]
+    topic_names = list(topics.TOPICS)
     dlq_list = add("list", cmd_dlq, "List dead letters.", parent=dlq_sub)
-    dlq_list.add_argument("--topic", choices=topics)
+    dlq_list.add_argument("--topic", choices=topic_names)
     dlq_list.add_argument("--limit", type=int, default=100)
     dlq_show = add("show", cmd_dlq, "Show one dead letter in full.", parent=dlq_sub)
     dlq_show.add_argument("id")
@@ -603,9 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dlq_replay.add_argument("ids", nargs="*", metavar="ID")
     dlq_replay.add_argument("--all", action="store_true", help="every dead letter")
-    dlq_replay.add_argument("--topic", choices=topics)
+    dlq_replay.add_argument("--topic", choices=topic_names)
     dlq_purge = add("purge", cmd_dlq, "Delete dead letters (asks first).", parent=dlq_sub)
-    dlq_purge.add_argument("--topic", choices=topics)
+    dlq_purge.add_argument("--topic", choices=topic_names)
     dlq_purge.add_argument("--yes", action="store_true", help="do not ask")
     for command in (dlq_list, dlq_show, dlq_replay, dlq_purge):
         command.add_argument("--json", action="store_true", help="print JSON")

@@ -36,13 +36,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from eventbook import topics
+
 log = structlog.get_logger(__name__)
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WatchedStream"]
 
 BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "customer_limit", "replayed")
 RECONCILED_KINDS = ("confirmation", "announcement", "dead_letter")
-OUTBOX_TOPICS = ("confirmations", "notifications")
+OUTBOX_TOPICS = topics.TOPICS
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The route label of a request no route matched (404, 405): never the raw path, whose
 # values are unbounded.

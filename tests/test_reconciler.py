@@ -19,8 +19,8 @@ import structlog
 
 from eventbook import db
 from eventbook.actors import Supervisor, build_actors
-from eventbook.actors.fanout import Fanout
 from eventbook.actors.mailer import MailError, SimulatedMailer
+from eventbook.actors.notifications import Notifications
 from eventbook.actors.reconciler import Findings, is_outage, reconcile
 from eventbook.actors.relay import OutboxRelay
 from eventbook.actors.stream import dead_letter_key, stream_key
@@ -278,7 +278,7 @@ async def expand_and_deliver_first_page(
     """Relay the expand message, expand it in pages of 2, deliver page 0 only: the other
     pages' deliver messages wait in the stream."""
     assert await OutboxRelay(config, pool, client).relay_once() == 1
-    fanout = Fanout(config, pool, client, SimulatedMailer(), page_size=2)
+    fanout = Notifications(config, pool, client, SimulatedMailer(), page_size=2)
     await fanout.ensure_group()
     [expand] = await fanout.fetch(1)
     await fanout.process(expand)

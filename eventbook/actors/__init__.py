@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 import asyncpg
 import redis.asyncio
 
+from eventbook import topics
 from eventbook.actors.confirmations import Confirmations
-from eventbook.actors.fanout import Fanout
 from eventbook.actors.mailer import build_mailer
+from eventbook.actors.notifications import Notifications
 from eventbook.actors.reconciler import Reconciler
 from eventbook.actors.relay import OutboxRelay
 from eventbook.actors.stream import StreamActor, dead_letter_key, stream_key
@@ -28,10 +29,10 @@ ActorFactory = Callable[[Config, asyncpg.Pool, redis.asyncio.Redis, Metrics], Ac
 # Every actor kind by name, in start order.
 FACTORIES: dict[str, ActorFactory] = {
     "relay": lambda config, pool, client, metrics: OutboxRelay(config, pool, client),
-    "confirmations": lambda config, pool, client, metrics: Confirmations(
+    topics.CONFIRMATIONS: lambda config, pool, client, metrics: Confirmations(
         config, pool, client, build_mailer(config), metrics=metrics
     ),
-    "notifications": lambda config, pool, client, metrics: Fanout(
+    topics.NOTIFICATIONS: lambda config, pool, client, metrics: Notifications(
         config, pool, client, build_mailer(config), metrics=metrics
     ),
     "reconciler": lambda config, pool, client, metrics: Reconciler(
@@ -43,7 +44,7 @@ ACTOR_NAMES: tuple[str, ...] = tuple(FACTORIES)
 
 
 # The actors fed by a stream: each reads stream:{topic} in the consumer group {name}.
-STREAM_ACTORS: tuple[type[StreamActor], ...] = (Confirmations, Fanout)
+STREAM_ACTORS: tuple[type[StreamActor], ...] = (Confirmations, Notifications)
 
 
 def build_actors(

@@ -37,8 +37,8 @@ import redis.asyncio
 import redis.exceptions
 import structlog
 
-from eventbook import db, queues
-from eventbook.actors.fanout import CHANGE_KINDS, Page, deliver_entry
+from eventbook import db, queues, topics
+from eventbook.actors.notifications import CHANGE_KINDS, Page, deliver_entry
 from eventbook.actors.stream import pause, stream_key
 from eventbook.config import Config
 from eventbook.metrics import Metrics
@@ -163,8 +163,8 @@ async def _queued_confirmations(
 ) -> set[str]:
     """Which of `bookings` have a booking_confirmed entry not yet acknowledged."""
     queued: set[str] = set()
-    async for _, fields in unacknowledged(client, stream_key(prefix, "confirmations"),
-                                          "confirmations"):
+    async for _, fields in unacknowledged(client, stream_key(prefix, topics.CONFIRMATIONS),
+                                          topics.CONFIRMATIONS):
         if fields.get("kind") == "booking_confirmed":
             booking = str(_payload(fields).get("booking_id"))
             if booking in bookings:
@@ -191,8 +191,8 @@ async def _queued_announcements(
 ) -> set[tuple[str, int, int | None]]:
     """The notifications messages not yet acknowledged (see _announcement_message)."""
     queued = set()
-    async for _, fields in unacknowledged(client, stream_key(prefix, "notifications"),
-                                          "notifications"):
+    async for _, fields in unacknowledged(client, stream_key(prefix, topics.NOTIFICATIONS),
+                                          topics.NOTIFICATIONS):
         message = _announcement_message(fields)
         if message is not None:
             queued.add(message)
@@ -226,7 +226,8 @@ async def find(
         # A message given up on for its own sake is the operator's to replay (or purge):
         # resuming its announcement would retry it behind their back, again and again.
         for letter in letters:
-            if letter["topic"] == "notifications" and (message := _announcement_message(letter)):
+            message = _announcement_message(letter)
+            if letter["topic"] == topics.NOTIFICATIONS and message:
                 messages.add(message)
         found.announcements = _announcements(changes, messages)
     found.dead_letters = [_letter(letter) for letter in letters if is_outage(letter)]
@@ -330,7 +331,7 @@ async def _resume(
     changed_at = dt.datetime.fromisoformat(item["changed_at"])
     async with client.pipeline(transaction=False) as pipe:
         for page in done["pages"]:
-            pipe.xadd(stream_key(prefix, "notifications"), deliver_entry(
+            pipe.xadd(stream_key(prefix, topics.NOTIFICATIONS), deliver_entry(
                 event_id, version,
                 Page(page["page"], item["kind"], changed_at,
                      uuid.UUID(page["after"]) if page["after"] else None,
