@@ -27,6 +27,7 @@ from eventbook import connections, db, topics
 from eventbook.config import SETTINGS, Config, ConfigError, redact_url
 from eventbook.embedded import EmbeddedError, EmbeddedServices
 from eventbook.logging import configure as configure_logging
+from eventbook.outages import POSTGRES_ERRORS, REDIS_ERRORS
 
 log = structlog.get_logger("eventbook")
 
@@ -52,15 +53,11 @@ def unreachable(what: str, url: str | None, variable: str, exc: BaseException) -
     )
 
 
-# asyncpg's ways of saying the server is not there, or will not let us in.
-POSTGRES_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
 async def connect_postgres(config: Config) -> asyncpg.Connection:
     assert config.database_url is not None
     try:
         return await asyncpg.connect(config.database_url, timeout=10)
-    except POSTGRES_UNREACHABLE as exc:
+    except POSTGRES_ERRORS as exc:
         raise unreachable("PostgreSQL", config.database_url, "DATABASE_URL", exc) from exc
 
 
@@ -73,14 +70,14 @@ async def enter_postgres(
         return await stack.enter_async_context(
             connections.open_postgres(config, min_size, max_size)
         )
-    except POSTGRES_UNREACHABLE as exc:
+    except POSTGRES_ERRORS as exc:
         raise unreachable("PostgreSQL", config.database_url, "DATABASE_URL", exc) from exc
 
 
 async def ping_redis(config: Config, client: redis.asyncio.Redis) -> None:
     try:
         await client.ping()
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         raise unreachable("Redis", config.redis_url, "REDIS_URL", exc) from exc
 
 

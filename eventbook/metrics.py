@@ -37,6 +37,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from eventbook import topics
+from eventbook.outages import POSTGRES_ERRORS, REDIS_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -301,7 +302,7 @@ class Metrics:
                 ),
                 SCRAPE_TIMEOUT,
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except POSTGRES_ERRORS as exc:
             log.warning("metrics_source_unavailable", source="postgres", error=repr(exc))
             snapshot.up["postgres"] = 0
             return
@@ -317,7 +318,7 @@ class Metrics:
                 asyncio.gather(*(stream_state(client, w) for w in watched)),
                 SCRAPE_TIMEOUT,
             )
-        except (OSError, TimeoutError, redis.exceptions.RedisError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("metrics_source_unavailable", source="redis", error=repr(exc))
             snapshot.up["redis"] = 0
             return

@@ -21,10 +21,11 @@ from eventbook import db
 from eventbook.actors import Supervisor, build_actors
 from eventbook.actors.mailer import MailError, SimulatedMailer
 from eventbook.actors.notifications import Notifications
-from eventbook.actors.reconciler import Findings, is_outage, reconcile
+from eventbook.actors.reconciler import Findings, reconcile
 from eventbook.actors.relay import OutboxRelay
 from eventbook.actors.stream import dead_letter_key, stream_key
 from eventbook.config import Config
+from eventbook.outages import dead_letter_from_outage
 from tests.client import Api, User, eventually, metric, metric_becomes
 from tests.faults.invariants import assert_check_reports_nothing, assert_each_confirmed_once
 from tests.processes import environment, run
@@ -465,7 +466,7 @@ async def test_dead_letters_an_outage_caused_are_replayed_and_end_sent_the_other
 def test_a_dead_letter_is_an_outage_by_its_cause_or_else_by_a_connection_error(
     letter: dict[str, str], outage: bool
 ) -> None:
-    assert is_outage(letter) is outage
+    assert dead_letter_from_outage(letter) is outage
 
 
 # -- commands --------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from eventbook.actors.notifications import CHANGE_KINDS, Page, deliver_entry
 from eventbook.actors.stream import pause, stream_key
 from eventbook.config import Config
 from eventbook.metrics import Metrics
+from eventbook.outages import dead_letter_from_outage
 
 log = structlog.get_logger(__name__)
 
@@ -50,47 +51,6 @@ log = structlog.get_logger(__name__)
 BATCH = 1000
 # Stream entries read per XRANGE while looking for the messages of the candidates.
 PAGE = 1000
-
-# Words of a dead letter's `error` (the repr of what the handler raised) that say a
-# server could not be reached, rather than that something is wrong with the message.
-OUTAGE_ERRORS = (
-    # The socket (asyncio, redis-py, asyncpg, aiosmtplib's messages): refused, reset,
-    # timed out.
-    "ConnectionRefusedError",
-    "ConnectionResetError",
-    "ConnectionAbortedError",
-    "BrokenPipeError",
-    "ConnectionError(",
-    "TimeoutError",
-    # redis-py 8 writes the repr of a network error as "network:ConnectionError".
-    "network:",
-    "Connect call failed",
-    "Error connecting to",
-    "Timed out connecting to",
-    # Redis loading its data after a restart.
-    "BusyLoadingError",
-    # PostgreSQL starting, stopping, full or gone (asyncpg).
-    "CannotConnectNowError",
-    "ConnectionDoesNotExistError",
-    "ConnectionFailureError",
-    "AdminShutdownError",
-    "CrashShutdownError",
-    "TooManyConnectionsError",
-    "InternalClientError('cannot switch to state",
-)
-
-
-def is_outage(letter: Mapping[str, Any]) -> bool:
-    """True when a dead letter was given up on because PostgreSQL, Redis or the mail
-    server was unreachable, so replaying it once they are back can succeed: its `cause`
-    says so, or, for letters written before the runtime recorded a cause, its `error`
-    names a connection failure (OUTAGE_ERRORS)."""
-    cause = letter.get("cause")
-    if cause:
-        return bool(cause == "outage")
-    error = str(letter.get("error") or "")
-    return any(marker in error for marker in OUTAGE_ERRORS)
-
 
 def new_request_id() -> str:
     """The request id of work the reconciler puts back, so operators can follow it."""
@@ -230,7 +190,7 @@ async def find(
             if letter["topic"] == topics.NOTIFICATIONS and message:
                 messages.add(message)
         found.announcements = _announcements(changes, messages)
-    found.dead_letters = [_letter(letter) for letter in letters if is_outage(letter)]
+    found.dead_letters = [_letter(letter) for letter in letters if dead_letter_from_outage(letter)]
     return found
 
 
