@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-import structlog
 from aiohttp import web
 
 from eventbook import (
@@ -38,7 +37,6 @@ from eventbook.metrics import Metrics
 from eventbook.probe import create_probe_app, metrics_refresh_ctx, serve_probe
 from eventbook.ratelimit import RateLimiter
 
-log = structlog.get_logger(__name__)
 
 async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PASSWORDS] = Passwords(app[CONFIG])
