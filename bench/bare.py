@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
-from eventbook import db
+from eventbook import connections
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 
@@ -65,7 +65,7 @@ def build(mode: str, database_url: str | None) -> web.Application:
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         assert database_url is not None
         # eventbook's default pool size, so the two differ only in what runs per request.
-        app[POOL] = await db.create_pool(database_url, 2, 20)
+        app[POOL] = await connections.create_pool(database_url, 2, 20)
         yield
         await app[POOL].close()
 

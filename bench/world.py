@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from eventbook import db
+from eventbook import connections, db
 from eventbook.auth import Tokens
 from eventbook.config import Config
 from eventbook.embedded import EmbeddedServices
@@ -65,7 +65,7 @@ class World:
             await db.migrate(conn)
         finally:
             await conn.close()
-        self.pool = await db.create_pool(self.database_url, 1, 4)
+        self.pool = await connections.create_pool(self.database_url, 1, 4)
         self.organizer = (await self.insert_users(1, "organizer"))[0]
 
     async def close_pool(self) -> None:

@@ -12,11 +12,11 @@ from aiohttp import web
 from marshmallow import Schema, fields, validate
 
 from eventbook import db, emails
-from eventbook.api import PUBLIC, SIGNED_IN, Line, Text, endpoint, json_response
-from eventbook.auth import PASSWORDS, ROLES, TOKENS, account_gone, principal
+from eventbook.auth import ROLES, account_gone, principal
+from eventbook.endpoints import PUBLIC, SIGNED_IN, endpoint, json_response
 from eventbook.errors import Problem
-from eventbook.keys import CONFIG, POOL
-from eventbook.ratelimit import RATE_LIMITER
+from eventbook.fields import Line, Text
+from eventbook.keys import CONFIG, PASSWORDS, POOL, RATE_LIMITER, TOKENS
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

@@ -8,7 +8,7 @@ from aiohttp import web
 from marshmallow import Schema, fields, validate
 
 from eventbook import db
-from eventbook.api import ORGANIZER, endpoint, json_response
+from eventbook.endpoints import ORGANIZER, endpoint, json_response
 from eventbook.events import owned_event
 from eventbook.keys import POOL
 from eventbook.pages import (

@@ -2,59 +2,40 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 
-import asyncpg
-import redis.asyncio
-import redis.exceptions
-import structlog
 from aiohttp import web
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from eventbook import (
     accounts,
     announcements,
     bookings,
-    db,
+    connections,
     events,
     health,
     notifications,
     openapi,
 )
-from eventbook.actors import Supervisor, build_actors, watch_streams
-from eventbook.auth import PASSWORDS, TOKENS, Passwords, Tokens, authenticate
+from eventbook.access import drop_server_header, request_id
+from eventbook.actors import supervised, watch_streams
+from eventbook.auth import Passwords, Tokens, authenticate
 from eventbook.booking_batcher import batcher_ctx
 from eventbook.config import Config
 from eventbook.errors import problems
-from eventbook.keys import CONFIG, METRICS, POOL, REDIS, SEARCH_POOL
+from eventbook.keys import (
+    CONFIG,
+    METRICS,
+    PASSWORDS,
+    POOL,
+    RATE_LIMITER,
+    REDIS,
+    SEARCH_POOL,
+    SUPERVISOR,
+    TOKENS,
+)
 from eventbook.metrics import Metrics
-from eventbook.middlewares import drop_server_header, request_id
-from eventbook.ratelimit import RATE_LIMITER, RateLimiter
-
-log = structlog.get_logger(__name__)
-
-SUPERVISOR = web.AppKey("supervisor", Supervisor)
-
-
-def redis_client(config: Config) -> redis.asyncio.Redis:
-    assert config.redis_url is not None
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        config.redis_url,
-        max_connections=config.redis_pool_max,
-        timeout=5,
-        socket_timeout=5,
-        socket_connect_timeout=2,
-        decode_responses=True,
-        # After Redis restarts, every pooled connection is dead and would fail its next
-        # command once: retry that once, at once, on a fresh connection. Only connection
-        # errors: a timeout is not retried (a command may have run; a blackholed server
-        # would double every wait).
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-    )
-    return redis.asyncio.Redis(connection_pool=pool)
+from eventbook.probe import create_probe_app, metrics_refresh_ctx, serve_probe
+from eventbook.ratelimit import RateLimiter
 
 
 async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -64,41 +45,19 @@ async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    app[POOL] = await db.create_config_pool(config, config.db_pool_min, config.db_pool_max)
-    yield
-    await app[POOL].close()
+    async with connections.open_postgres(app[CONFIG]) as app[POOL]:
+        yield
 
 
 async def search_pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    assert config.database_url is not None
-    app[SEARCH_POOL] = await db.create_search_pool(
-        config.database_url, config.search_concurrency, config.search_timeout_ms
-    )
-    yield
-    await app[SEARCH_POOL].close()
+    async with connections.open_search(app[CONFIG]) as app[SEARCH_POOL]:
+        yield
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[REDIS] = redis_client(app[CONFIG])
-    app[RATE_LIMITER] = RateLimiter(app[REDIS], app[CONFIG].redis_prefix)
-    yield
-    await app[REDIS].aclose()
-
-
-async def metrics_refresh_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Read the outbox and stream gauges in the background, so a scrape queries nothing."""
-    task = asyncio.create_task(
-        app[METRICS].refresh_forever(
-            app[POOL], app[REDIS], app[CONFIG].metrics_refresh_seconds
-        ),
-        name="metrics-refresh",
-    )
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with connections.open_redis(app[CONFIG]) as app[REDIS]:
+        app[RATE_LIMITER] = RateLimiter(app[REDIS], app[CONFIG].redis_prefix)
+        yield
 
 
 def private_metrics_ctx(
@@ -108,31 +67,19 @@ def private_metrics_ctx(
     their own (`serve --metrics-port`), for a Prometheus the public never reaches."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        probe = web.AppRunner(
-            create_probe_app(app[CONFIG], app[METRICS], app[POOL], app[REDIS]),
-            access_log=None,
-        )
-        await probe.setup()
-        try:
-            await web.TCPSite(probe, host, port).start()
-            log.info("metrics_listening", host=host, port=port)
+        probe = create_probe_app(app[CONFIG], app[METRICS], app[POOL], app[REDIS])
+        async with serve_probe(probe, host, port):
             yield
-        finally:
-            await probe.cleanup()
 
     return ctx
 
 
 async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    metrics = app[METRICS]
-    supervisor = Supervisor(
-        build_actors(config, app[POOL], app[REDIS], config.actors, metrics), metrics=metrics
-    )
-    app[SUPERVISOR] = supervisor
-    supervisor.start()
-    yield
-    await supervisor.stop()
+    async with supervised(
+        config, app[POOL], app[REDIS], config.actors, app[METRICS]
+    ) as app[SUPERVISOR]:
+        yield
 
 
 def create_app(
@@ -176,22 +123,3 @@ def create_app(
         app.add_routes(health.metrics_routes)
     return app
 
-
-def create_probe_app(
-    config: Config, metrics: Metrics, pool: asyncpg.Pool, client: redis.asyncio.Redis,
-    *, refresh: bool = False,
-) -> web.Application:
-    """A private port's small HTTP face: /metrics (no token), /healthz and /readyz on
-    resources its process owns. `refresh`: this app keeps the gauges fresh (the worker's;
-    under serve the API app does)."""
-    app = web.Application(middlewares=[request_id, problems])
-    app.on_response_prepare.append(drop_server_header)
-    app[CONFIG] = config
-    app[METRICS] = metrics
-    app[POOL] = pool
-    app[REDIS] = client
-    if refresh:
-        app.cleanup_ctx.append(metrics_refresh_ctx)
-    app.add_routes(health.routes)
-    app.add_routes(health.private_metrics_routes)
-    return app

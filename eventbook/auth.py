@@ -17,10 +17,10 @@ import jwt
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from eventbook.api import SCRAPER, endpoint_of, single_header
 from eventbook.config import Config
+from eventbook.endpoints import SCRAPER, endpoint_of, single_header
 from eventbook.errors import Problem
-from eventbook.keys import CONFIG
+from eventbook.keys import CONFIG, PRINCIPAL, TOKENS
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["sub", "role", "iat", "exp", "iss", "aud", "jti"]
@@ -169,10 +169,6 @@ class Tokens:
         return principal
 
 
-PASSWORDS = web.AppKey("passwords", Passwords)
-TOKENS = web.AppKey("tokens", Tokens)
-
-
 def _unauthorized(code: str, detail: str) -> Problem:
     error = ' error="invalid_token"' if code == "invalid_token" else ""
     return Problem(401, code, detail, headers={"WWW-Authenticate": f"Bearer{error}"})
@@ -181,9 +177,6 @@ def _unauthorized(code: str, detail: str) -> Problem:
 def account_gone() -> Problem:
     """A valid token of a user who was deleted since it was issued."""
     return _unauthorized("invalid_token", "The account no longer exists.")
-
-
-PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def principal(request: web.Request) -> Principal:
@@ -205,7 +198,7 @@ def bearer_user(request: web.Request) -> Principal | None:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Check the bearer token and the role a route declares (see eventbook.api)."""
+    """Check the bearer token and the role a route declares (see eventbook.endpoints)."""
     spec = endpoint_of(request)
     if spec is None or spec.roles is None:
         return await handler(request)

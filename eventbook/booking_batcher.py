@@ -25,7 +25,8 @@ import structlog
 from aiohttp import web
 
 from eventbook import db
-from eventbook.keys import CONFIG, POOL
+from eventbook.coalescer import Coalescer, fail
+from eventbook.keys import BOOKING_BATCHER, CONFIG, POOL
 
 log = structlog.get_logger(__name__)
 
@@ -77,13 +78,11 @@ class BookingBatcher:
         self, pool: asyncpg.Pool, max_batch: int = MAX_BATCH, wait_timeout: float | None = None
     ) -> None:
         self.pool = pool
-        self.max_batch = max_batch
         # How long a request waits for its decision. Against a database that hangs, the
         # call in flight ends only at the statement deadline; the requests queued behind
         # it would then wait for their own call's deadline too.
         self.wait_timeout = wait_timeout
-        self._queue: list[Waiting] = []
-        self._drain_task: asyncio.Task[None] | None = None
+        self._requests = Coalescer(self._decide, _future_of, max_batch)
         # Requests of a refused batch, being decided one by one. At most half the pool at
         # once, so requests stuck behind one locked event leave connections for the
         # batches of every other event.
@@ -99,44 +98,24 @@ class BookingBatcher:
         for a customer who no longer exists); a neighbour's failure is never ours.
         """
         future: asyncio.Future[Booked] = asyncio.get_running_loop().create_future()
-        self._queue.append((event, request, future))
-        if self._drain_task is None:
-            self._drain_task = asyncio.create_task(self._drain())
+        self._requests.submit((event, request, future))
         # The call goes on if this request is cancelled: like a lone booking whose client
         # hung up, it is decided (and answered to no one).
         try:
             async with asyncio.timeout(self.wait_timeout):
                 return await asyncio.shield(future)
         except TimeoutError:
-            waiting = (event, request, future)
-            if waiting in self._queue:
-                # Not sent yet, so never decided: a 503 that tells the whole truth.
-                self._queue.remove(waiting)
+            # Not sent yet, so never decided: a 503 that tells the whole truth.
+            self._requests.withdraw((event, request, future))
             raise
 
     async def close(self) -> None:
         """Wait for the call in flight, the requests queued behind it and those of a
         refused batch still being decided alone."""
-        while self._drain_task is not None or self._alone:
+        while self._requests.sending is not None or self._alone:
             await asyncio.gather(
-                *filter(None, [self._drain_task]), *self._alone, return_exceptions=True
+                *filter(None, [self._requests.sending]), *self._alone, return_exceptions=True
             )
-
-    async def _drain(self) -> None:
-        queue = self._queue
-        try:
-            while queue:
-                batch = queue[: self.max_batch]
-                del queue[: self.max_batch]
-                await self._decide(batch)
-        except BaseException as exc:
-            _fail(queue, exc)
-            del queue[:]
-            raise
-        finally:
-            # No await between the empty check and this: a request arriving later
-            # finds no drain and starts one.
-            self._drain_task = None
 
     async def _decide(self, batch: list[Waiting]) -> None:
         self.calls += 1
@@ -196,16 +175,12 @@ class BookingBatcher:
             future.set_result(Booked.from_row(row))
 
 
+def _future_of(waiting: Waiting) -> asyncio.Future[Booked]:
+    return waiting[2]
+
+
 def _fail(waiting: list[Waiting], exc: BaseException) -> None:
-    for _, _, future in waiting:
-        if not future.done():
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
-
-
-BOOKING_BATCHER = web.AppKey("booking_batcher", BookingBatcher)
+    fail((future for _, _, future in waiting), exc)
 
 
 async def batcher_ctx(app: web.Application) -> AsyncIterator[None]:

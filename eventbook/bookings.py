@@ -13,7 +13,9 @@ from aiohttp import web
 from marshmallow import Schema, fields, validate
 
 from eventbook import db
-from eventbook.api import (
+from eventbook.auth import account_gone, can_read_booking, principal
+from eventbook.booking_batcher import Booked, BookingRequest
+from eventbook.endpoints import (
     CUSTOMER,
     SIGNED_IN,
     endpoint,
@@ -21,11 +23,9 @@ from eventbook.api import (
     path_uuid,
     single_header,
 )
-from eventbook.auth import account_gone, can_read_booking, principal
-from eventbook.booking_batcher import BOOKING_BATCHER, Booked, BookingRequest
 from eventbook.errors import Outcome, Problem, validation_problem
 from eventbook.events import event_id, event_not_found
-from eventbook.keys import CONFIG, METRICS, POOL, REQUEST_ID
+from eventbook.keys import BOOKING_BATCHER, CONFIG, METRICS, POOL, RATE_LIMITER, REQUEST_ID
 from eventbook.pages import (
     TIMESTAMPTZ,
     UUID,
@@ -35,7 +35,6 @@ from eventbook.pages import (
     page_response,
     split_page,
 )
-from eventbook.ratelimit import RATE_LIMITER
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

@@ -23,10 +23,11 @@ import redis.exceptions
 import structlog
 from aiohttp import web
 
-from eventbook import db
+from eventbook import connections, db, topics
 from eventbook.config import SETTINGS, Config, ConfigError, redact_url
 from eventbook.embedded import EmbeddedError, EmbeddedServices
 from eventbook.logging import configure as configure_logging
+from eventbook.outages import POSTGRES_ERRORS, REDIS_ERRORS
 
 log = structlog.get_logger("eventbook")
 
@@ -52,29 +53,31 @@ def unreachable(what: str, url: str | None, variable: str, exc: BaseException) -
     )
 
 
-# asyncpg's ways of saying the server is not there, or will not let us in.
-POSTGRES_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
 async def connect_postgres(config: Config) -> asyncpg.Connection:
     assert config.database_url is not None
     try:
         return await asyncpg.connect(config.database_url, timeout=10)
-    except POSTGRES_UNREACHABLE as exc:
+    except POSTGRES_ERRORS as exc:
         raise unreachable("PostgreSQL", config.database_url, "DATABASE_URL", exc) from exc
 
 
-async def postgres_pool(config: Config, min_size: int, max_size: int) -> asyncpg.Pool:
+async def enter_postgres(
+    stack: contextlib.AsyncExitStack, config: Config, min_size: int | None = None,
+    max_size: int | None = None,
+) -> asyncpg.Pool:
+    """connections.open_postgres on `stack`, a failure to connect told as a CommandError."""
     try:
-        return await db.create_config_pool(config, min_size, max_size)
-    except POSTGRES_UNREACHABLE as exc:
+        return await stack.enter_async_context(
+            connections.open_postgres(config, min_size, max_size)
+        )
+    except POSTGRES_ERRORS as exc:
         raise unreachable("PostgreSQL", config.database_url, "DATABASE_URL", exc) from exc
 
 
 async def ping_redis(config: Config, client: redis.asyncio.Redis) -> None:
     try:
         await client.ping()
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         raise unreachable("Redis", config.redis_url, "REDIS_URL", exc) from exc
 
 
@@ -163,9 +166,9 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 async def run_worker(
     config: Config, names: tuple[str, ...], metrics_port: int | None = None
 ) -> None:
-    from eventbook.actors import Supervisor, build_actors, watch_streams
-    from eventbook.app import create_probe_app, redis_client
+    from eventbook.actors import supervised, watch_streams
     from eventbook.metrics import Metrics
+    from eventbook.probe import create_probe_app, serve_probe
 
     # Signals first: a SIGTERM during start-up still ends in a clean stop.
     stop = asyncio.Event()
@@ -173,33 +176,22 @@ async def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await migrate_database(config)
-    pool = await postgres_pool(config, config.db_pool_min, config.db_pool_max)
-    client = redis_client(config)
     metrics = Metrics()
     watch_streams(metrics, config.redis_prefix)
-    probe: web.AppRunner | None = None
-    try:
+    # Closed in reverse: the actors stop (each finishing and acknowledging the messages
+    # in hand) before the probe, Redis and the pool they use.
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await enter_postgres(stack, config)
+        client = await stack.enter_async_context(connections.open_redis(config))
         if metrics_port is not None:
-            probe = web.AppRunner(
-                create_probe_app(config, metrics, pool, client, refresh=True), access_log=None
-            )
-            await probe.setup()
-            await web.TCPSite(probe, config.host, metrics_port).start()
-            log.info("metrics_listening", host=config.host, port=metrics_port)
-        supervisor = Supervisor(
-            build_actors(config, pool, client, names, metrics), metrics=metrics
+            probe = create_probe_app(config, metrics, pool, client, refresh=True)
+            await stack.enter_async_context(serve_probe(probe, config.host, metrics_port))
+        supervisor = await stack.enter_async_context(
+            supervised(config, pool, client, names, metrics)
         )
-        supervisor.start()
         log.info("worker_running", actors=[actor.name for actor in supervisor.actors])
         await stop.wait()
         log.info("worker_stopping")
-        # Each actor finishes and acknowledges the messages in hand.
-        await supervisor.stop()
-    finally:
-        if probe is not None:
-            await probe.cleanup()
-        await client.aclose()
-        await pool.close()
 
 
 def cmd_worker(config: Config, args: argparse.Namespace) -> int:
@@ -273,13 +265,14 @@ def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
             password_hash = await passwords.hash(body["password"])
         finally:
             passwords.close()
-        pool = await postgres_pool(config, 1, 1)
-        try:
-            user = await create_user(pool, body["email"], password_hash, body["name"], body["role"])
-        except Problem as problem:
-            raise CommandError(problem.detail) from None
-        finally:
-            await pool.close()
+        async with contextlib.AsyncExitStack() as stack:
+            pool = await enter_postgres(stack, config, 1, 1)
+            try:
+                user = await create_user(
+                    pool, body["email"], password_hash, body["name"], body["role"]
+                )
+            except Problem as problem:
+                raise CommandError(problem.detail) from None
         return dict(user)
 
     with running_services(config) as config:
@@ -369,19 +362,13 @@ def _table(rows: list[dict[str, object]], columns: list[str]) -> str:
 
 def with_redis(config: Config, work: Callable[[Any, Any], Awaitable[Any]]) -> Any:
     """Run `work(redis_client, pool)` against the configured (or embedded) servers."""
-    from eventbook.app import redis_client
 
     async def main() -> Any:
-        client = redis_client(config)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            client = await stack.enter_async_context(connections.open_redis(config))
             await ping_redis(config, client)
-            pool = await postgres_pool(config, 1, 2)
-            try:
-                return await work(client, pool)
-            finally:
-                await pool.close()
-        finally:
-            await client.aclose()
+            pool = await enter_postgres(stack, config, 1, 2)
+            return await work(client, pool)
 
     with running_services(config) as config:
         return asyncio.run(main())
@@ -602,9 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dlq = add("dlq", lambda c, a: 2, "Inspect and handle dead letters.")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
-    topics = ["confirmations", "notifications"]
+    topic_names = list(topics.TOPICS)
     dlq_list = add("list", cmd_dlq, "List dead letters.", parent=dlq_sub)
-    dlq_list.add_argument("--topic", choices=topics)
+    dlq_list.add_argument("--topic", choices=topic_names)
     dlq_list.add_argument("--limit", type=int, default=100)
     dlq_show = add("show", cmd_dlq, "Show one dead letter in full.", parent=dlq_sub)
     dlq_show.add_argument("id")
@@ -615,9 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dlq_replay.add_argument("ids", nargs="*", metavar="ID")
     dlq_replay.add_argument("--all", action="store_true", help="every dead letter")
-    dlq_replay.add_argument("--topic", choices=topics)
+    dlq_replay.add_argument("--topic", choices=topic_names)
     dlq_purge = add("purge", cmd_dlq, "Delete dead letters (asks first).", parent=dlq_sub)
-    dlq_purge.add_argument("--topic", choices=topics)
+    dlq_purge.add_argument("--topic", choices=topic_names)
     dlq_purge.add_argument("--yes", action="store_true", help="do not ask")
     for command in (dlq_list, dlq_show, dlq_replay, dlq_purge):
         command.add_argument("--json", action="store_true", help="print JSON")

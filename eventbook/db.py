@@ -1,4 +1,4 @@
-"""The asyncpg pool, migrations, and the one place that reads sql/.
+"""Migrations, and the one place that reads sql/.
 
 sql/ holds SQL in three places, each with one rule:
 
@@ -16,16 +16,12 @@ sql/ holds SQL in three places, each with one rule:
 from __future__ import annotations
 
 import functools
-import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import structlog
-
-from eventbook.config import Config
 
 log = structlog.get_logger(__name__)
 
@@ -175,98 +171,3 @@ async def _apply_functions(conn: asyncpg.Connection, files: list[tuple[str, str]
             if failed is None or failed in recreate:
                 raise
             recreate.add(failed)
-
-
-async def init_connection(conn: asyncpg.Connection) -> None:
-    """Decode json/jsonb to Python values on every pooled connection."""
-    for kind in ("json", "jsonb"):
-        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-
-
-async def keep_session(conn: asyncpg.Connection) -> None:
-    """The pool's reset on release: nothing beyond asyncpg's own (an open transaction is
-    rolled back, listeners dropped). Pooled connections never SET, LISTEN, hold advisory
-    locks or cursors (the relay listens on a connection of its own), so asyncpg's default
-    reset query would be a second round trip per request for nothing.
-    The search pool's connections SET their timeout once, when opened, to keep it."""
-
-
-class Pool(asyncpg.Pool):  # type: ignore[misc]
-    """asyncpg's pool with a deadline on every wait for a connection.
-
-    asyncpg's `Pool.fetch` and friends acquire without a timeout, so against a database
-    that hangs (a frozen host, a partition without resets) callers would queue for a
-    connection for as long as the hung statements take. Here every acquire gives up
-    after `acquire_timeout` with TimeoutError, which callers answer 503.
-    """
-
-    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.acquire_timeout = acquire_timeout
-
-    def acquire(self, *, timeout: float | None = None) -> Any:
-        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
-
-
-async def create_pool(
-    dsn: str, min_size: int, max_size: int,
-    init: Callable[[asyncpg.Connection], Awaitable[None]] = init_connection, *,
-    connect_timeout: float = 2, acquire_timeout: float = 2, statement_timeout: float = 3,
-    **kwargs: Any,
-) -> asyncpg.Pool:
-    """A pool whose every wait has a deadline: opening a connection, waiting for a free
-    one, and each statement. A server that hangs costs a caller seconds, not minutes."""
-    pool = Pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        max_queries=50_000,
-        max_inactive_connection_lifetime=300.0,
-        init=init,
-        reset=keep_session,
-        loop=None,
-        connection_class=asyncpg.Connection,
-        record_class=asyncpg.Record,
-        acquire_timeout=acquire_timeout,
-        timeout=connect_timeout,
-        command_timeout=statement_timeout,
-        **kwargs,
-    )
-    await pool
-    return pool
-
-
-async def create_config_pool(config: Config, min_size: int, max_size: int) -> asyncpg.Pool:
-    """The pool of a serve or worker process, its deadlines from the configuration."""
-    assert config.database_url is not None
-    return await create_pool(
-        config.database_url, min_size, max_size,
-        connect_timeout=config.db_connect_timeout_seconds,
-        acquire_timeout=config.db_acquire_timeout_seconds,
-        statement_timeout=config.db_statement_timeout_seconds,
-    )
-
-
-async def create_search_pool(dsn: str, size: int, timeout_ms: int) -> asyncpg.Pool:
-    """The connections event searches run on, apart from the pool bookings use: at most
-    `size` searches run at once, each stopped by PostgreSQL after `timeout_ms`, so no
-    number of searches can hold every connection or more than `size` server processes.
-
-    Set on these connections only: the planner prices to_tsvector() per row far below
-    its real cost, so for a word most events contain it would compute the vector of
-    every event (a sequential scan, 1.1 s at 100,000 events) rather than read the
-    search index (0.1 s); and one search never takes parallel workers, so it costs one
-    core at most."""
-
-    async def init(conn: asyncpg.Connection) -> None:
-        await init_connection(conn)
-        # Only now: the catalogue queries that set up the codecs must not meet a timeout
-        # meant for searches.
-        await conn.execute(f"SET statement_timeout = {int(timeout_ms)}")
-
-    # Opened at start and kept: a search waits for a free one no longer than its own
-    # timeout, which leaves no time to open a connection.
-    return await create_pool(
-        dsn, size, size, init,
-        server_settings={"enable_seqscan": "off", "max_parallel_workers_per_gather": "0"},
-    )

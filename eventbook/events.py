@@ -13,20 +13,11 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from eventbook import db
-from eventbook.api import (
-    ORGANIZER,
-    PUBLIC,
-    Line,
-    Moment,
-    Prose,
-    Text,
-    endpoint,
-    json_response,
-    path_uuid,
-)
 from eventbook.auth import account_gone, bearer_user, ensure_event_owner, principal
+from eventbook.endpoints import ORGANIZER, PUBLIC, endpoint, json_response, path_uuid
 from eventbook.errors import Outcome, Problem, validation_problem
-from eventbook.keys import CONFIG, POOL, REQUEST_ID, SEARCH_POOL
+from eventbook.fields import Line, Moment, Prose, Text
+from eventbook.keys import CONFIG, POOL, RATE_LIMITER, REQUEST_ID, SEARCH_POOL
 from eventbook.pages import (
     TIMESTAMPTZ,
     UUID,
@@ -36,7 +27,6 @@ from eventbook.pages import (
     page_response,
     split_page,
 )
-from eventbook.ratelimit import RATE_LIMITER
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -233,7 +223,7 @@ def search_query(text: str) -> str:
 
 
 async def search(request: web.Request, sql: str, args: list[Any]) -> list[asyncpg.Record]:
-    """Run an event search on the search connections (db.create_search_pool): 503
+    """Run an event search on the search connections (connections.create_search_pool): 503
     `search_busy` when every one stays taken for the search timeout, 422
     `search_too_broad` when PostgreSQL stops the search at that timeout."""
     pool = request.app[SEARCH_POOL]

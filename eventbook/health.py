@@ -9,16 +9,14 @@ last snapshot the background refresh took (eventbook.metrics), with no query of 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 
-import redis.exceptions
 from aiohttp import web
 
-from eventbook.api import PUBLIC, SCRAPER, endpoint, json_response
+from eventbook.endpoints import PUBLIC, SCRAPER, endpoint, json_response
 from eventbook.errors import Problem
 from eventbook.keys import CONFIG, METRICS, POOL, REDIS
 from eventbook.metrics import CONTENT_TYPE_LATEST
-from eventbook.outages import ReadOnly, is_outage, postgres_writable, redis_writable
+from eventbook.outages import check, postgres_writable, redis_writable
 
 routes = web.RouteTableDef()
 metrics_routes = web.RouteTableDef()
@@ -38,21 +36,6 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-async def _check(probe: Awaitable[None]) -> str:
-    """"ok", "read_only" (answers but refuses writes) or "down"."""
-    try:
-        await asyncio.wait_for(probe, CHECK_TIMEOUT)
-    except ReadOnly:
-        return "read_only"
-    except redis.exceptions.RedisError:
-        return "down"
-    except Exception as exc:
-        if is_outage(exc):
-            return "down"
-        raise
-    return "ok"
-
-
 @routes.get("/readyz")
 @endpoint(
     "PostgreSQL and Redis answer and take writes",
@@ -62,8 +45,9 @@ async def _check(probe: Awaitable[None]) -> str:
 )
 async def readyz(request: web.Request) -> web.Response:
     postgres, redis_state = await asyncio.gather(
-        _check(postgres_writable(request.app[POOL])),
-        _check(redis_writable(request.app[REDIS], request.app[CONFIG].redis_prefix)),
+        check(postgres_writable(request.app[POOL]), CHECK_TIMEOUT),
+        check(redis_writable(request.app[REDIS], request.app[CONFIG].redis_prefix),
+              CHECK_TIMEOUT),
     )
     checks = {"postgres": postgres, "redis": redis_state}
     if set(checks.values()) != {"ok"}:

@@ -36,7 +36,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from eventbook import db
+from eventbook import db, topics
+from eventbook.outages import POSTGRES_ERRORS, REDIS_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +45,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WatchedStream"]
 
 BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "customer_limit", "replayed")
 RECONCILED_KINDS = ("confirmation", "announcement", "dead_letter")
-OUTBOX_TOPICS = ("confirmations", "notifications")
+OUTBOX_TOPICS = topics.TOPICS
 OUTBOX_BY_TOPIC = db.query("metrics_outbox_by_topic")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The route label of a request no route matched (404, 405): never the raw path, whose
@@ -297,7 +298,7 @@ class Metrics:
                 pool.fetch(OUTBOX_BY_TOPIC, timeout=SCRAPE_TIMEOUT),
                 SCRAPE_TIMEOUT,
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except POSTGRES_ERRORS as exc:
             log.warning("metrics_source_unavailable", source="postgres", error=repr(exc))
             snapshot.up["postgres"] = 0
             return
@@ -313,7 +314,7 @@ class Metrics:
                 asyncio.gather(*(stream_state(client, w) for w in watched)),
                 SCRAPE_TIMEOUT,
             )
-        except (OSError, TimeoutError, redis.exceptions.RedisError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("metrics_source_unavailable", source="redis", error=repr(exc))
             snapshot.up["redis"] = 0
             return

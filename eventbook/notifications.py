@@ -8,8 +8,8 @@ from aiohttp import web
 from marshmallow import Schema, fields, validate
 
 from eventbook import db
-from eventbook.api import SIGNED_IN, endpoint, json_response
 from eventbook.auth import principal
+from eventbook.endpoints import SIGNED_IN, endpoint, json_response
 from eventbook.keys import POOL
 from eventbook.pages import (
     TIMESTAMPTZ,

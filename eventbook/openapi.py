@@ -1,7 +1,7 @@
 """The OpenAPI 3 document, generated from the routes' @endpoint declarations, and /docs.
 
 Nothing here describes a route by hand. `build_document` walks the app's router and
-turns each route's `Endpoint` (eventbook.api) into an operation: path parameters,
+turns each route's `Endpoint` (eventbook.endpoints) into an operation: path parameters,
 query parameters, body, success response, the problems it declares plus those every
 route of its kind can answer, its role and security. A route added anywhere appears
 in the document without touching this module.
@@ -25,8 +25,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import INCLUDE, Schema, fields
 
 from eventbook import __version__
-from eventbook.api import PUBLIC, SCRAPER, SIGNED_IN, Endpoint, endpoint
+from eventbook.endpoints import PUBLIC, SCRAPER, SIGNED_IN, Endpoint, endpoint
 from eventbook.errors import PROBLEM_JSON
+from eventbook.keys import OPENAPI_DOCUMENT
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -35,7 +36,6 @@ routes = web.RouteTableDef()
 OPENAPI_VERSION = "3.0.3"
 SECURITY_SCHEME = "bearerAuth"
 METRICS_SECURITY_SCHEME = "metricsToken"
-DOCUMENT = web.AppKey("openapi_document", bytes)
 
 # Tags in reading order, with what they hold; a tag not listed here follows them.
 TAGS = {
@@ -326,7 +326,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
 
 async def document_ctx(app: web.Application) -> AsyncIterator[None]:
     """Build the document once, when the app starts (its router is complete by then)."""
-    app[DOCUMENT] = json.dumps(build_document(app), separators=(",", ":")).encode()
+    app[OPENAPI_DOCUMENT] = json.dumps(build_document(app), separators=(",", ":")).encode()
     yield
 
 
@@ -338,7 +338,7 @@ async def document_ctx(app: web.Application) -> AsyncIterator[None]:
     description="Generated from the same declarations the handlers validate with.",
 )
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[DOCUMENT], content_type="application/json")
+    return web.Response(body=request.app[OPENAPI_DOCUMENT], content_type="application/json")
 
 
 # -- /docs: Swagger UI, served from the swagger-ui-bundle package (no CDN) ----------------

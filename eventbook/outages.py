@@ -4,14 +4,17 @@ The HTTP layer answers such a failure 503; the actors keep the message they were
 handling and try it again once the dependency answers, without counting the failure
 against the message. Classified by exception class (and by the exceptions that caused
 it), never by message text: the fault suite stops PostgreSQL and Redis under load and
-finds a new way for a call to fail each time.
+finds a new way for a call to fail each time. The one exception is a dead letter, which
+keeps only the repr of its error: the reconciler replays the ones an outage caused
+(dead_letter_from_outage).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import asyncpg
 import redis.asyncio
@@ -51,6 +54,16 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+# Every way a call can fail, whether its server is down or refused this one call (a
+# refused log-in, a missing database, an unknown command): for the callers that report
+# the server as unreachable or unavailable whatever the reason (the operator commands,
+# the metrics refresh, /readyz). TimeoutError is an OSError.
+POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (OSError, redis.exceptions.RedisError)
+
+
 def is_outage(exc: BaseException) -> bool:
     """True when `exc`, or an exception that caused it, says a dependency is down."""
     seen: set[int] = set()
@@ -64,6 +77,20 @@ def is_outage(exc: BaseException) -> bool:
 
 
 Probe = Callable[[], Awaitable[object]]
+
+
+async def check(probe: Awaitable[None], timeout: float) -> str:
+    """One readiness check: "ok", "read_only" (answers but refuses writes) or "down" (an
+    outage, a timeout, or any error Redis answers with); any other error is raised."""
+    try:
+        await asyncio.wait_for(probe, timeout)
+    except ReadOnly:
+        return "read_only"
+    except Exception as exc:
+        if is_outage(exc) or isinstance(exc, redis.exceptions.RedisError):
+            return "down"
+        raise
+    return "ok"
 
 
 class Availability:
@@ -144,3 +171,44 @@ async def redis_writable(client: redis.asyncio.Redis, prefix: str) -> None:
         await client.set(f"{prefix}writable", "1", px=10_000)
     except (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError) as exc:
         raise ReadOnly(f"Redis refuses writes: {exc}") from exc
+
+
+# Words of a dead letter's `error` (the repr of what the handler raised) that say a
+# server could not be reached, rather than that something is wrong with the message.
+OUTAGE_ERRORS = (
+    # The socket (asyncio, redis-py, asyncpg, aiosmtplib's messages): refused, reset,
+    # timed out.
+    "ConnectionRefusedError",
+    "ConnectionResetError",
+    "ConnectionAbortedError",
+    "BrokenPipeError",
+    "ConnectionError(",
+    "TimeoutError",
+    # redis-py 8 writes the repr of a network error as "network:ConnectionError".
+    "network:",
+    "Connect call failed",
+    "Error connecting to",
+    "Timed out connecting to",
+    # Redis loading its data after a restart.
+    "BusyLoadingError",
+    # PostgreSQL starting, stopping, full or gone (asyncpg).
+    "CannotConnectNowError",
+    "ConnectionDoesNotExistError",
+    "ConnectionFailureError",
+    "AdminShutdownError",
+    "CrashShutdownError",
+    "TooManyConnectionsError",
+    "InternalClientError('cannot switch to state",
+)
+
+
+def dead_letter_from_outage(letter: Mapping[str, Any]) -> bool:
+    """True when a dead letter was given up on because PostgreSQL, Redis or the mail
+    server was unreachable, so replaying it once they are back can succeed: its `cause`
+    says so, or, for letters written before the runtime recorded a cause, its `error`
+    names a connection failure (OUTAGE_ERRORS)."""
+    cause = letter.get("cause")
+    if cause:
+        return bool(cause == "outage")
+    error = str(letter.get("error") or "")
+    return any(marker in error for marker in OUTAGE_ERRORS)

@@ -11,7 +11,7 @@ import redis.asyncio
 
 # The package, not its names: the reconciler (eventbook.actors.reconciler) replays dead
 # letters through this module, so this module is imported while eventbook.actors is.
-from eventbook import actors, db
+from eventbook import actors, db, topics
 from eventbook.actors.stream import dead_letter_key, stream_key
 from eventbook.metrics import stream_state
 
@@ -44,10 +44,10 @@ async def outbox_stats(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, Any
 
 
 def _topics(topic: str | None = None) -> tuple[str, ...]:
-    """The topic given, or every stream actor's."""
+    """The topic given, or every one."""
     if topic is not None:
         return (topic,)
-    return tuple(actor.topic for actor in actors.STREAM_ACTORS)
+    return topics.TOPICS
 
 
 async def dead_letters(

@@ -8,8 +8,8 @@ import hashlib
 import redis.asyncio
 import redis.exceptions
 import structlog
-from aiohttp import web
 
+from eventbook.coalescer import Coalescer
 from eventbook.errors import Problem
 
 log = structlog.get_logger(__name__)
@@ -39,18 +39,21 @@ MAX_PIPELINE = 256
 Pending = tuple[str, int, "asyncio.Future[list[int]]"]
 
 
+def _future_of(pending: Pending) -> asyncio.Future[list[int]]:
+    return pending[2]
+
+
 class RateLimiter:
     """Counts attempts in Redis. Hits that arrive while a round trip is in flight go
     together in the next one, as one pipeline of script calls: a Redis round trip
     through redis-py costs ~200 us of CPU, a hit in a pipeline of 16 ~40 us, and every
-    booking makes one (issue 7's profile)."""
+    booking makes one."""
 
     def __init__(self, client: redis.asyncio.Redis, prefix: str) -> None:
         self.redis = client
         self.prefix = prefix
         self._sha: str | None = None
-        self._pending: list[Pending] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._hits = Coalescer(self._send, _future_of, MAX_PIPELINE)
 
     def key(self, scope: str, subject: str) -> str:
         return f"{self.prefix}ratelimit:{scope}:{_digest(subject)}"
@@ -62,9 +65,7 @@ class RateLimiter:
         because the limiter's store is away would turn an outage into a lockout.
         """
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._pending.append((self.key(scope, subject), window_seconds, future))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
+        self._hits.submit((self.key(scope, subject), window_seconds, future))
         try:
             count, ttl = await future
         except redis.exceptions.RedisError as exc:  # down, or refusing writes (READONLY, OOM)
@@ -74,31 +75,20 @@ class RateLimiter:
             return max(int(ttl), 1)
         return None
 
-    async def _flush(self) -> None:
-        pending = self._pending
-        batch: list[Pending] = []
+    async def _send(self, batch: list[Pending]) -> None:
+        """Answer each hit of `batch` with its [count, ttl], or the error that kept it
+        from being counted."""
         try:
-            while pending:
-                batch = pending[:MAX_PIPELINE]
-                del pending[:MAX_PIPELINE]
-                try:
-                    results = await self._count(batch)
-                except Exception as exc:
-                    results = [exc] * len(batch)
-                for (_, _, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        except BaseException:
-            for _, _, future in batch + pending:
-                future.cancel()
-            del pending[:]
-            raise
-        finally:
-            self._flushing = None
+            results = await self._count(batch)
+        except Exception as exc:
+            results = [exc] * len(batch)
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     async def _count(self, batch: list[Pending]) -> list[list[int] | BaseException]:
         """[count, ttl] (or the error) for each hit of `batch`, in one round trip."""
@@ -134,5 +124,3 @@ class RateLimiter:
                 429, "too_many_requests", detail, headers={"Retry-After": str(retry_after)}
             )
 
-
-RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

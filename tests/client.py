@@ -20,8 +20,7 @@ from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from eventbook.auth import TOKENS
-from eventbook.keys import CONFIG
+from eventbook.keys import CONFIG, TOKENS
 
 _serial = itertools.count()
 T = TypeVar("T")

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from eventbook import db
+from eventbook import connections, db
 from eventbook.app import create_app
 from eventbook.config import Config
 from eventbook.embedded import EmbeddedServices, free_port
@@ -136,7 +136,7 @@ def config(database: str, servers: Servers) -> Config:
 async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
     """A direct connection pool for seeding and checking the database."""
     assert config.database_url is not None
-    pool = await db.create_pool(config.database_url, 1, 5)
+    pool = await connections.create_pool(config.database_url, 1, 5)
     yield pool
     await pool.close()
 

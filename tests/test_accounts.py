@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from eventbook.auth import PASSWORDS
+from eventbook.keys import PASSWORDS
 from tests.client import Api
 from tests.processes import environment, run
 from tests.test_problems import assert_problem

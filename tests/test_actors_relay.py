@@ -12,10 +12,9 @@ import asyncpg
 
 from eventbook.actors.relay import OutboxRelay
 from eventbook.actors.stream import stream_key
-from eventbook.app import SUPERVISOR
 from eventbook.config import Config
 from eventbook.embedded import EmbeddedServices
-from eventbook.keys import REDIS
+from eventbook.keys import REDIS, SUPERVISOR
 from tests.client import Api, eventually, expect
 
 

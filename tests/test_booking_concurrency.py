@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from aiohttp import ClientResponse
 
-from eventbook.booking_batcher import BOOKING_BATCHER
+from eventbook.keys import BOOKING_BATCHER
 from tests.client import Api, expect
 from tests.seed import ledger
 

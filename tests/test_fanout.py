@@ -9,11 +9,11 @@ from pathlib import Path
 import asyncpg
 
 from eventbook import queues
-from eventbook.actors.fanout import Fanout
 from eventbook.actors.mailer import SimulatedMailer
+from eventbook.actors.notifications import Notifications
 from eventbook.actors.stream import Message
-from eventbook.app import redis_client
 from eventbook.config import Config
+from eventbook.connections import redis_client
 from eventbook.keys import REDIS
 from tests.client import Api, User, eventually
 from tests.conftest import Inbox
@@ -285,7 +285,7 @@ async def test_an_expansion_given_up_on_counts_every_attendee_failed_until_repla
 
     client = redis_client(config)
     try:
-        fanout = Fanout(config, pool, client, SimulatedMailer(), page_size=10)
+        fanout = Notifications(config, pool, client, SimulatedMailer(), page_size=10)
         expand = Message("1-0", {
             "kind": "event_updated",
             "payload": json.dumps({"event_id": event["id"], "version": 2}),

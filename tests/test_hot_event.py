@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from collections import Counter
 
-from eventbook.booking_batcher import BOOKING_BATCHER
+from eventbook.keys import BOOKING_BATCHER
 from tests.client import Api, expect
 from tests.seed import ledger
 

@@ -22,8 +22,8 @@ from typing import Any
 import redis.asyncio
 from aiohttp import web
 
-from eventbook.api import CUSTOMER, ORGANIZER, PUBLIC, SIGNED_IN
 from eventbook.embedded import EmbeddedServices
+from eventbook.endpoints import CUSTOMER, ORGANIZER, PUBLIC, SIGNED_IN
 from eventbook.keys import CONFIG
 from eventbook.pages import MAX_LIMIT, PageQuery
 from tests.client import Api, User, eventually

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
-from eventbook.app import redis_client
 from eventbook.config import Config
+from eventbook.connections import redis_client
 from eventbook.embedded import free_port
 from eventbook.ratelimit import RateLimiter
 

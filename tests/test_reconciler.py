@@ -19,12 +19,13 @@ import structlog
 
 from eventbook import db
 from eventbook.actors import Supervisor, build_actors
-from eventbook.actors.fanout import Fanout
 from eventbook.actors.mailer import MailError, SimulatedMailer
-from eventbook.actors.reconciler import Findings, is_outage, reconcile
+from eventbook.actors.notifications import Notifications
+from eventbook.actors.reconciler import Findings, reconcile
 from eventbook.actors.relay import OutboxRelay
 from eventbook.actors.stream import dead_letter_key, stream_key
 from eventbook.config import Config
+from eventbook.outages import dead_letter_from_outage
 from tests.client import Api, User, eventually, metric, metric_becomes
 from tests.faults.invariants import assert_check_reports_nothing, assert_each_confirmed_once
 from tests.processes import environment, run
@@ -278,7 +279,7 @@ async def expand_and_deliver_first_page(
     """Relay the expand message, expand it in pages of 2, deliver page 0 only: the other
     pages' deliver messages wait in the stream."""
     assert await OutboxRelay(config, pool, client).relay_once() == 1
-    fanout = Fanout(config, pool, client, SimulatedMailer(), page_size=2)
+    fanout = Notifications(config, pool, client, SimulatedMailer(), page_size=2)
     await fanout.ensure_group()
     [expand] = await fanout.fetch(1)
     await fanout.process(expand)
@@ -465,7 +466,7 @@ async def test_dead_letters_an_outage_caused_are_replayed_and_end_sent_the_other
 def test_a_dead_letter_is_an_outage_by_its_cause_or_else_by_a_connection_error(
     letter: dict[str, str], outage: bool
 ) -> None:
-    assert is_outage(letter) is outage
+    assert dead_letter_from_outage(letter) is outage
 
 
 # -- commands --------------------------------------------------------------------------

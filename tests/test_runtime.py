@@ -7,6 +7,8 @@ import json
 import re
 import shlex
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +18,7 @@ import pytest
 from eventbook import db
 from eventbook.actors import ACTOR_NAMES
 from eventbook.config import SETTINGS, Config, ConfigError
-from eventbook.embedded import EmbeddedServices
+from eventbook.embedded import EmbeddedServices, free_port
 from eventbook.keys import REDIS
 from tests.client import Api, User
 from tests.conftest import Servers, with_database
@@ -208,6 +210,42 @@ def test_worker_starts_logs_and_stops_cleanly_on_sigterm(config: Config, tmp_pat
         assert worker.stop(signal.SIGTERM) == 0
     assert "worker_stopping" in worker.output
     assert '"event": "stopped"' in worker.output
+
+
+# Stops the worker by SIGTERM once its actors run, then prints every module it loaded.
+WORKER_MODULES = """
+import json, os, signal, sys
+from eventbook.actors import supervisor
+from eventbook.cli import main
+
+start = supervisor.Supervisor.start
+def start_then_stop(self):
+    start(self)
+    os.kill(os.getpid(), signal.SIGTERM)
+supervisor.Supervisor.start = start_then_stop
+status = main(sys.argv[1:])
+print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+"""
+
+# The API's handlers and its document: the worker serves none of them.
+HTTP_API_MODULES = {
+    "eventbook.accounts", "eventbook.announcements", "eventbook.app", "eventbook.bookings",
+    "eventbook.booking_batcher", "eventbook.events", "eventbook.notifications",
+    "eventbook.openapi",
+}
+
+
+def test_the_worker_imports_no_http_handler_module(config: Config) -> None:
+    answer = subprocess.run(
+        [sys.executable, "-c", WORKER_MODULES, "worker", "--metrics-port", str(free_port())],
+        env=environment(config), capture_output=True, text=True, timeout=60,
+    )
+    assert answer.returncode == 0, answer.stderr
+    report = json.loads(answer.stdout.splitlines()[-1])
+    assert report["status"] == 0
+    loaded = set(report["modules"])
+    assert "eventbook.probe" in loaded  # the small probe app is allowed, and was served
+    assert loaded & HTTP_API_MODULES == set()
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import uuid
 import jwt
 import pytest
 
-from eventbook.auth import TOKENS
+from eventbook.keys import TOKENS
 from tests.client import Api
 from tests.test_problems import assert_problem
 

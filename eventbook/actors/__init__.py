@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import asyncpg
 import redis.asyncio
 
+from eventbook import topics
 from eventbook.actors.confirmations import Confirmations
-from eventbook.actors.fanout import Fanout
 from eventbook.actors.mailer import build_mailer
+from eventbook.actors.notifications import Notifications
 from eventbook.actors.reconciler import Reconciler
 from eventbook.actors.relay import OutboxRelay
 from eventbook.actors.stream import StreamActor, dead_letter_key, stream_key
@@ -17,17 +19,20 @@ from eventbook.actors.supervisor import Actor, Supervisor
 from eventbook.config import Config
 from eventbook.metrics import Metrics, WatchedStream
 
-__all__ = ["ACTOR_NAMES", "STREAM_ACTORS", "Actor", "Supervisor", "build_actors", "watch_streams"]
+__all__ = [
+    "ACTOR_NAMES", "STREAM_ACTORS", "Actor", "Supervisor", "build_actors", "supervised",
+    "watch_streams",
+]
 
 ActorFactory = Callable[[Config, asyncpg.Pool, redis.asyncio.Redis, Metrics], Actor]
 
 # Every actor kind by name, in start order.
 FACTORIES: dict[str, ActorFactory] = {
     "relay": lambda config, pool, client, metrics: OutboxRelay(config, pool, client),
-    "confirmations": lambda config, pool, client, metrics: Confirmations(
+    topics.CONFIRMATIONS: lambda config, pool, client, metrics: Confirmations(
         config, pool, client, build_mailer(config), metrics=metrics
     ),
-    "notifications": lambda config, pool, client, metrics: Fanout(
+    topics.NOTIFICATIONS: lambda config, pool, client, metrics: Notifications(
         config, pool, client, build_mailer(config), metrics=metrics
     ),
     "reconciler": lambda config, pool, client, metrics: Reconciler(
@@ -39,7 +44,7 @@ ACTOR_NAMES: tuple[str, ...] = tuple(FACTORIES)
 
 
 # The actors fed by a stream: each reads stream:{topic} in the consumer group {name}.
-STREAM_ACTORS: tuple[type[StreamActor], ...] = (Confirmations, Fanout)
+STREAM_ACTORS: tuple[type[StreamActor], ...] = (Confirmations, Notifications)
 
 
 def build_actors(
@@ -53,6 +58,21 @@ def build_actors(
     metrics = metrics or Metrics()
     return [FACTORIES[name](config, pool, client, metrics) for name in ACTOR_NAMES
             if not names or name in names]
+
+
+@asynccontextmanager
+async def supervised(
+    config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, names: tuple[str, ...],
+    metrics: Metrics,
+) -> AsyncIterator[Supervisor]:
+    """The actors `names` (every kind when empty) running under a supervisor until the
+    block ends; then each finishes and acknowledges the messages in hand."""
+    supervisor = Supervisor(build_actors(config, pool, client, names, metrics), metrics=metrics)
+    supervisor.start()
+    try:
+        yield supervisor
+    finally:
+        await supervisor.stop()
 
 
 def watched_streams(prefix: str) -> list[WatchedStream]:

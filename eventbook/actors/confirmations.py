@@ -10,7 +10,7 @@ import asyncpg
 import redis.asyncio
 import structlog
 
-from eventbook import db
+from eventbook import db, topics
 from eventbook.actors.mailer import Mailer
 from eventbook.actors.stream import Message, StreamActor
 from eventbook.config import Config
@@ -53,8 +53,8 @@ def compose(kind: str, booking: asyncpg.Record | dict[str, Any]) -> tuple[str, s
 class Confirmations(StreamActor):
     """Sends and records the booking_confirmed and booking_cancelled mails."""
 
-    name = "confirmations"
-    topic = "confirmations"
+    name = topics.CONFIRMATIONS
+    topic = topics.CONFIRMATIONS
     # Mostly waiting on the mail server and three short statements: many in flight.
     concurrency = 64
 

@@ -37,11 +37,12 @@ import redis.asyncio
 import redis.exceptions
 import structlog
 
-from eventbook import db, queues
-from eventbook.actors.fanout import CHANGE_KINDS, Page, deliver_entry
+from eventbook import db, queues, topics
+from eventbook.actors.notifications import CHANGE_KINDS, Page, deliver_entry
 from eventbook.actors.stream import pause, stream_key
 from eventbook.config import Config
 from eventbook.metrics import Metrics
+from eventbook.outages import dead_letter_from_outage
 
 log = structlog.get_logger(__name__)
 
@@ -58,47 +59,6 @@ RECONCILE_LOCK = db.query("reconcile_lock")
 BATCH = 1000
 # Stream entries read per XRANGE while looking for the messages of the candidates.
 PAGE = 1000
-
-# Words of a dead letter's `error` (the repr of what the handler raised) that say a
-# server could not be reached, rather than that something is wrong with the message.
-OUTAGE_ERRORS = (
-    # The socket (asyncio, redis-py, asyncpg, aiosmtplib's messages): refused, reset,
-    # timed out.
-    "ConnectionRefusedError",
-    "ConnectionResetError",
-    "ConnectionAbortedError",
-    "BrokenPipeError",
-    "ConnectionError(",
-    "TimeoutError",
-    # redis-py 8 writes the repr of a network error as "network:ConnectionError".
-    "network:",
-    "Connect call failed",
-    "Error connecting to",
-    "Timed out connecting to",
-    # Redis loading its data after a restart.
-    "BusyLoadingError",
-    # PostgreSQL starting, stopping, full or gone (asyncpg).
-    "CannotConnectNowError",
-    "ConnectionDoesNotExistError",
-    "ConnectionFailureError",
-    "AdminShutdownError",
-    "CrashShutdownError",
-    "TooManyConnectionsError",
-    "InternalClientError('cannot switch to state",
-)
-
-
-def is_outage(letter: Mapping[str, Any]) -> bool:
-    """True when a dead letter was given up on because PostgreSQL, Redis or the mail
-    server was unreachable, so replaying it once they are back can succeed: its `cause`
-    says so, or, for letters written before the runtime recorded a cause, its `error`
-    names a connection failure (OUTAGE_ERRORS)."""
-    cause = letter.get("cause")
-    if cause:
-        return bool(cause == "outage")
-    error = str(letter.get("error") or "")
-    return any(marker in error for marker in OUTAGE_ERRORS)
-
 
 def new_request_id() -> str:
     """The request id of work the reconciler puts back, so operators can follow it."""
@@ -171,8 +131,8 @@ async def _queued_confirmations(
 ) -> set[str]:
     """Which of `bookings` have a booking_confirmed entry not yet acknowledged."""
     queued: set[str] = set()
-    async for _, fields in unacknowledged(client, stream_key(prefix, "confirmations"),
-                                          "confirmations"):
+    async for _, fields in unacknowledged(client, stream_key(prefix, topics.CONFIRMATIONS),
+                                          topics.CONFIRMATIONS):
         if fields.get("kind") == "booking_confirmed":
             booking = str(_payload(fields).get("booking_id"))
             if booking in bookings:
@@ -199,8 +159,8 @@ async def _queued_announcements(
 ) -> set[tuple[str, int, int | None]]:
     """The notifications messages not yet acknowledged (see _announcement_message)."""
     queued = set()
-    async for _, fields in unacknowledged(client, stream_key(prefix, "notifications"),
-                                          "notifications"):
+    async for _, fields in unacknowledged(client, stream_key(prefix, topics.NOTIFICATIONS),
+                                          topics.NOTIFICATIONS):
         message = _announcement_message(fields)
         if message is not None:
             queued.add(message)
@@ -234,10 +194,11 @@ async def find(
         # A message given up on for its own sake is the operator's to replay (or purge):
         # resuming its announcement would retry it behind their back, again and again.
         for letter in letters:
-            if letter["topic"] == "notifications" and (message := _announcement_message(letter)):
+            message = _announcement_message(letter)
+            if letter["topic"] == topics.NOTIFICATIONS and message:
                 messages.add(message)
         found.announcements = _announcements(changes, messages)
-    found.dead_letters = [_letter(letter) for letter in letters if is_outage(letter)]
+    found.dead_letters = [_letter(letter) for letter in letters if dead_letter_from_outage(letter)]
     return found
 
 
@@ -338,7 +299,7 @@ async def _resume(
     changed_at = dt.datetime.fromisoformat(item["changed_at"])
     async with client.pipeline(transaction=False) as pipe:
         for page in done["pages"]:
-            pipe.xadd(stream_key(prefix, "notifications"), deliver_entry(
+            pipe.xadd(stream_key(prefix, topics.NOTIFICATIONS), deliver_entry(
                 event_id, version,
                 Page(page["page"], item["kind"], changed_at,
                      uuid.UUID(page["after"]) if page["after"] else None,

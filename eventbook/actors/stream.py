@@ -46,7 +46,7 @@ from redis.typing import EncodableT, FieldT, StreamIdT
 
 from eventbook.config import Config
 from eventbook.metrics import Metrics
-from eventbook.outages import Availability, Probe, is_outage, redis_writable
+from eventbook.outages import REDIS_ERRORS, Availability, Probe, is_outage, redis_writable
 
 log = structlog.get_logger(__name__)
 
@@ -340,12 +340,12 @@ class StreamActor:
             await asyncio.sleep(interval)
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + beat_every
-                with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await self.beat()
             mine: list[StreamIdT] = list(self._in_hand)
             if not mine:
                 continue
-            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await self.redis.xclaim(
                     self.stream, self.group, self.consumer, 0, mine, justid=True
                 )

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
 
-from eventbook import db
+from eventbook import connections, db
 from eventbook.config import Config
 from eventbook.embedded import EmbeddedServices, free_port
 from tests.conftest import Servers, base_config
@@ -92,7 +92,7 @@ async def private_world(
         await db.migrate(conn)
     finally:
         await conn.close()
-    pool = await db.create_pool(database_url, 1, 3)
+    pool = await connections.create_pool(database_url, 1, 3)
     yield config, pool
     await pool.close()
 

@@ -11,7 +11,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from eventbook import db
+from eventbook import connections, db
 from eventbook.config import Config
 from eventbook.embedded import EmbeddedServices
 from tests.client import eventually
@@ -40,7 +40,7 @@ async def private_database(
         await db.migrate(conn)
     finally:
         await conn.close()
-    pool = await db.create_pool(config.database_url, 1, 3)
+    pool = await connections.create_pool(config.database_url, 1, 3)
     yield config, pool
     await pool.close()
 

@@ -33,7 +33,7 @@ import redis.asyncio
 import structlog
 from redis.typing import EncodableT, FieldT
 
-from eventbook import db
+from eventbook import db, topics
 from eventbook.actors.mailer import Mailer, MailError
 from eventbook.actors.stream import Message, StreamActor
 from eventbook.config import Config
@@ -110,9 +110,9 @@ def deliver_entry(
     }
 
 
-class Fanout(StreamActor):
-    name = "notifications"
-    topic = "notifications"
+class Notifications(StreamActor):
+    name = topics.NOTIFICATIONS
+    topic = topics.NOTIFICATIONS
     concurrency = 8  # pages in hand at once; mails in flight are bounded separately
 
     def __init__(
