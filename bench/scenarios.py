@@ -24,6 +24,7 @@ from bench.wrk import run_wrk
 from eventbook.actors import ACTOR_NAMES
 from eventbook.auth import Tokens
 from eventbook.config import Config
+from tests import seed
 
 
 class Failed(Exception):
@@ -141,15 +142,8 @@ async def confirmation_lag(world: World, url: str, customers: Path, *, rate: flo
 async def attendee_event(world: World, attendees: int) -> uuid.UUID:
     """An event with `attendees` customers holding one confirmed ticket each."""
     [event] = await world.insert_events(1, attendees)
-    users = await world.insert_users(attendees)
-    await world.db.execute(
-        """
-        INSERT INTO bookings (event_id, user_id, quantity, confirmation_status, confirmed_at)
-        SELECT $1, u, 1, 'sent', now() FROM unnest($2::uuid[]) AS u
-        """,
-        event, users,
-    )
-    await world.db.execute("UPDATE events SET available_tickets = 0 WHERE id = $1", event)
+    users = await seed.insert_users(world.db, attendees, name="Bench")
+    await seed.insert_attendees(world.db, event, users)
     return event
 
 

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventbook.keys import CONFIG, TOKENS
 from eventbook.pages import PageQuery
+from tests import seed
 
 _serial = itertools.count()
 T = TypeVar("T")
@@ -105,21 +106,12 @@ class Api:
     async def seed_users(
         self, pool: asyncpg.Pool, count: int, role: str = "customer"
     ) -> list[User]:
-        """`count` users written straight to the database, each with a token: no password
-        hashing, so hundreds cost milliseconds. They cannot log in. Their addresses are
-        ASCII, so each one's key (eventbook.emails) is its lower case."""
-        rows = await pool.fetch(
-            "INSERT INTO users (email, email_key, name, role, password_hash)"
-            " SELECT email, lower(email), 'Seeded ' || n, $2, '!'"
-            " FROM (SELECT n, 'seed' || n || '-' || $1 || '@example.com' AS email"
-            "       FROM generate_series(1, $3) AS n) AS seeded"
-            " RETURNING id, email",
-            uuid.uuid4().hex[:8], role, count,
-        )
+        """`count` users written straight to the database (tests.seed), each with a token:
+        no password hashing, so hundreds cost milliseconds. They cannot log in."""
         tokens = self.app[TOKENS]
         return [
-            User(str(row["id"]), row["email"], role, tokens.issue(row["id"], role), "")
-            for row in rows
+            User(str(user.id), user.email, role, tokens.issue(user.id, role), "")
+            for user in await seed.seed_users(pool, count, role)
         ]
 
     async def login(self, email: str, password: str, **kwargs: Any) -> ClientResponse:
