@@ -15,7 +15,6 @@ from typing import Any
 
 import aiohttp
 
-from bench import processes
 from bench.ceilings import UNBOUNDED
 from bench.profile import profiled
 from bench.runs import booking_run, latency_ms, percentile
@@ -25,13 +24,14 @@ from eventbook.actors import ACTOR_NAMES
 from eventbook.auth import Tokens
 from eventbook.config import Config
 from tests import seed
+from tests.processes import ROOT, Process, Server, environment
 
 
 class Failed(Exception):
     """The run broke an invariant (oversold, a booking lost): a failed run, not a figure."""
 
 
-async def flash_sale(world: World, server: processes.Child, customers: Path, *,
+async def flash_sale(world: World, server: Server, customers: Path, *,
                      capacity: int, connections: int, threads: int, limit: float
                      ) -> dict[str, Any]:
     """One event, `capacity` tickets, every connection booking 1 ticket a request for a
@@ -53,7 +53,7 @@ async def flash_sale(world: World, server: processes.Child, customers: Path, *,
     return result
 
 
-async def spread(world: World, server: processes.Child, customers: Path, *, events: int,
+async def spread(world: World, server: Server, customers: Path, *, events: int,
                  connections: int, duration: float, threads: int) -> dict[str, Any]:
     """The same load over `events` events (round robin), none of which sells out."""
     ids = await world.insert_events(events, UNBOUNDED)
@@ -69,10 +69,11 @@ async def forget_backlog(world: World) -> int:
     return int(status.split()[-1])
 
 
-def worker(world: World, name: str, **settings: str) -> processes.Child:
-    env = processes.clean_environment(**world.server_env(), **settings)
-    child = processes.eventbook(name, ["worker"], env, world.logs)
-    child.wait_for_output("worker_running")
+async def worker(world: World, name: str, **settings: str) -> Process:
+    """`eventbook worker` with every actor, once it runs them."""
+    env = environment(**world.server_env(), **settings)
+    child = Process(["worker"], env, world.logs / f"{name}.log", ROOT)
+    await asyncio.to_thread(child.wait_for_output, "worker_running")
     return child
 
 
@@ -86,7 +87,7 @@ async def confirmation_lag(world: World, url: str, customers: Path, *, rate: flo
         return {"skipped": "the confirmations actor is not available yet"}
     await forget_backlog(world)
     [event] = await world.insert_events(1, UNBOUNDED)
-    actors = worker(world, "worker-lag", EVENTBOOK_MAIL_LATENCY_MS="0")
+    actors = await worker(world, "worker-lag", EVENTBOOK_MAIL_LATENCY_MS="0")
     try:
         out = world.directory / "paced.json"
         sampling = (
@@ -97,7 +98,7 @@ async def confirmation_lag(world: World, url: str, customers: Path, *, rate: flo
             client = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.paced", url,
                 f"/api/v1/events/{event}/bookings", str(customers), str(rate), str(duration),
-                str(out), cwd=processes.ROOT,
+                str(out), cwd=ROOT,
             )
             if await client.wait() != 0:
                 raise RuntimeError("the paced client failed")
@@ -162,7 +163,8 @@ async def fan_out(world: World, url: str, event: uuid.UUID, attendees: int, *,
     headers = {"Authorization": f"Bearer {tokens.issue(world.organizer, 'organizer')}"}
     runs: dict[str, Any] = {}
     for latency in latencies_ms:
-        actors = worker(world, f"worker-fanout-{latency}", EVENTBOOK_MAIL_LATENCY_MS=str(latency))
+        actors = await worker(world, f"worker-fanout-{latency}",
+                              EVENTBOOK_MAIL_LATENCY_MS=str(latency))
         try:
             async with aiohttp.ClientSession(url) as session:
                 started = time.monotonic()
@@ -206,7 +208,7 @@ async def fan_out(world: World, url: str, event: uuid.UUID, attendees: int, *,
 FLOOD_SEARCHES = ("th", "mu", "co", "an", "th mu", "co an", "fe", "ni")
 
 
-async def floods(world: World, server: processes.Child, customers: Path, *, events: int,
+async def floods(world: World, server: Server, customers: Path, *, events: int,
                  listings: int, connections: int, threads: int, duration: float
                  ) -> dict[str, Any]:
     """Booking load as in `spread`, alone and beside each flood, with `listings` events
