@@ -1,5 +1,5 @@
-"""python -m bench: the ceilings and the scenarios of issue 7 in one run, one table, one
-JSON file in bench/results/.
+"""python -m bench: the ceilings and the scenarios in one run, one table, one JSON file in
+bench/results/.
 
 Everything runs on this machine: private PostgreSQL and Redis in a temporary directory,
 `eventbook serve --no-actors` (the Procfile's web process, default settings and a
@@ -148,9 +148,6 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
     finally:
         results["server_peak_rss_mb"] = server.peak_rss_mb()
         server.stop()
-    for name, figures in scen.items():
-        if "skipped" in figures:
-            say(f"{name}: skipped, {figures['skipped']}")
 
 
 def main(argv: list[str]) -> int:
