@@ -47,8 +47,12 @@ async def insert_users(
 
 
 async def insert_event(
-    pool: asyncpg.Pool, organizer_id: uuid.UUID, capacity: int = 100, **columns: Any
+    pool: asyncpg.Pool, organizer_id: uuid.UUID | None = None, capacity: int = 100,
+    **columns: Any,
 ) -> uuid.UUID:
+    """A scheduled event 30 days ahead, of a new organizer unless one is given."""
+    if organizer_id is None:
+        [organizer_id] = await insert_users(pool, 1, role="organizer")
     values = {"title": "Seeded event", "capacity": capacity, "available_tickets": capacity,
               **columns}
     names = ", ".join(values)
