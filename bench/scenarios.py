@@ -19,10 +19,8 @@ import aiohttp
 from bench.ceilings import UNBOUNDED
 from bench.profile import profiled
 from bench.runs import booking_run, latency_ms, percentile
-from bench.world import TOKEN_TTL_SECONDS, World
+from bench.world import World
 from bench.wrk import run_wrk
-from eventbook.auth import Tokens
-from eventbook.config import Config
 from tests import seed
 from tests.processes import ROOT, Process, Server, environment
 
@@ -152,11 +150,9 @@ async def fan_out(world: World, url: str, event: uuid.UUID, attendees: int, *,
     event_updated mail is recorded and sent, for each simulated mail latency, with the
     actors in an `eventbook worker` process (its peak RSS)."""
     await forget_backlog(world)
-    defaults = Config()
-    tokens = Tokens(world.jwt_secret, defaults.jwt_issuer, defaults.jwt_audience,
-                    TOKEN_TTL_SECONDS)
     assert world.organizer is not None
-    headers = {"Authorization": f"Bearer {tokens.issue(world.organizer, 'organizer')}"}
+    token = world.tokens().issue(world.organizer, "organizer")
+    headers = {"Authorization": f"Bearer {token}"}
     runs: dict[str, Any] = {}
     for latency in latencies_ms:
         actors = await worker(world, f"worker-fanout-{latency}",

@@ -92,15 +92,20 @@ class World:
             "EVENTBOOK_LOG_FORMAT": "json",
         }
 
+    def tokens(self) -> Tokens:
+        """What signs the bench's tokens: the servers' secret, default claims, a lifetime
+        that outlasts the run."""
+        defaults = Config()
+        return Tokens(self.jwt_secret, defaults.jwt_issuer, defaults.jwt_audience,
+                      TOKEN_TTL_SECONDS)
+
     # -- data ----------------------------------------------------------------------
 
     async def customers_file(self, count: int, name: str = "customers") -> Path:
         """`count` new customers, written as "token<TAB>user_id" lines for load.lua; also
         numbered in bench_customers for pgbench's script."""
         ids = await seed.insert_users(self.db, count, name="Bench")
-        defaults = Config()
-        tokens = Tokens(self.jwt_secret, defaults.jwt_issuer, defaults.jwt_audience,
-                        TOKEN_TTL_SECONDS)
+        tokens = self.tokens()
         path = self.directory / f"{name}.tsv"
         path.write_text("".join(f"{tokens.issue(id_, 'customer')}\t{id_}\n" for id_ in ids))
         await self.db.execute(

@@ -20,7 +20,7 @@ from eventbook.embedded import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def environment(config: Config | None = None, **extra: str) -> dict[str, str]:
+def environment(config: Config | None = None, /, **extra: str) -> dict[str, str]:
     """The environment of a child process running with `config`'s servers and settings
     (with none, the default configuration), plus `extra`: nothing of this process's own
     eventbook settings or servers leaks into it."""
