@@ -1,5 +1,5 @@
-"""python -m bench: the ceilings and the scenarios of issue 7 in one run, one table, one
-JSON file in bench/results/.
+"""python -m bench: the ceilings and the scenarios in one run, one table, one JSON file in
+bench/results/.
 
 Everything runs on this machine: private PostgreSQL and Redis in a temporary directory,
 `eventbook serve --no-actors` (the Procfile's web process, default settings and a
@@ -27,6 +27,7 @@ from bench.profile import profiled
 from bench.profile import report as profile_report
 from bench.world import World
 from bench.wrk import ensure_wrk
+from tests.processes import Server, environment
 
 SCENARIOS = ("flash", "spread", "lag", "fanout", "floods")
 
@@ -76,7 +77,7 @@ def say(text: str) -> None:
     print(f"bench: {text}", flush=True)
 
 
-def sampled(args: argparse.Namespace, server: processes.Child, world: World,
+def sampled(args: argparse.Namespace, server: Server, world: World,
             results: dict[str, Any], name: str) -> contextlib.AbstractContextManager[None]:
     if not args.profile:
         return contextlib.nullcontext()
@@ -104,8 +105,8 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
             world, connections=args.connections, duration=args.duration
         )
 
-    env = processes.clean_environment(**world.server_env())
-    server = processes.eventbook("serve", ["serve", "--no-actors"], env, world.logs)
+    server = await processes.serve(environment(**world.server_env()), world.logs,
+                                   "--no-actors")
     try:
         if "flash" in wanted:
             say(f"flash sale: 1 event, {args.capacity} tickets")
@@ -147,9 +148,6 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
     finally:
         results["server_peak_rss_mb"] = server.peak_rss_mb()
         server.stop()
-    for name, figures in scen.items():
-        if "skipped" in figures:
-            say(f"{name}: skipped, {figures['skipped']}")
 
 
 def main(argv: list[str]) -> int:

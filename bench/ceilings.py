@@ -23,7 +23,7 @@ UNBOUNDED = 1_000_000
 async def http_ceiling(world: World, customers: Path, *, connections: int, duration: float,
                        threads: int) -> dict[str, Any]:
     """A bare aiohttp handler answering the booking request with a fixed JSON body."""
-    server = processes.bare("json", world.logs)
+    server = await processes.bare("json", world.logs)
     try:
         paths = world.paths_file("http", [uuid.uuid4()])
         result = await run_wrk(server.url, paths, connections=connections, duration=duration,
@@ -38,7 +38,7 @@ async def naive_ceiling(world: World, customers: Path, *, connections: int, dura
                         threads: int) -> dict[str, Any]:
     """A bare aiohttp handler calling book_tickets once a request, on one hot event."""
     [event] = await world.insert_events(1, UNBOUNDED)
-    server = processes.bare("book", world.logs, world.database_url)
+    server = await processes.bare("book", world.logs, world.database_url)
     try:
         return await booking_run(world, server.url, "naive", [event], customers,
                                  connections=connections, duration=duration, threads=threads,

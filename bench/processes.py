@@ -1,98 +1,30 @@
-"""Child processes of the bench: started, waited for, measured (RSS), always reaped."""
+"""The bench's child processes, run by the tests' harness (tests.processes), and the CPU
+each process uses."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from eventbook.embedded import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def clean_environment(**extra: str) -> dict[str, str]:
-    """This environment without eventbook's settings, plus `extra`: a child runs with the
-    default configuration except what the bench sets."""
-    env = {
-        key: value for key, value in os.environ.items()
-        if not key.startswith("EVENTBOOK_")
-        and key not in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET", "PORT")
-    }
-    env.update(extra)
-    return env
+from tests.processes import ROOT, Process, Server, environment
 
 
-class Child:
-    """One Python child process (`python -m MODULE ARGS`); output goes to a log file."""
+async def serve(env: dict[str, str], logs: Path, *extra: str) -> Server:
+    """`eventbook serve EXTRA` on a free port, once /readyz answers."""
+    server = Server(env, logs / "serve.log", *extra, cwd=ROOT)
+    await server.wait_ready()
+    return server
 
-    def __init__(self, name: str, module_args: list[str], env: dict[str, str], logs: Path,
-                 port: int | None = None) -> None:
-        self.name = name
-        self.port = port
-        self.log_path = logs / f"{name}.log"
-        self._log = open(self.log_path, "ab")  # closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", *module_args], env=env, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
-        )
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, path: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise self._exited()
-            try:
-                with urllib.request.urlopen(self.url + path, timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready in {timeout}s; see {self.log_path}")
-
-    def wait_for_output(self, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log_path.read_text(errors="replace"):
-            if self.proc.poll() is not None:
-                raise self._exited()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no {text!r} from {self.name} in {timeout}s")
-            time.sleep(0.1)
-
-    def _exited(self) -> RuntimeError:
-        return RuntimeError(f"{self.name} exited {self.proc.returncode}; see {self.log_path}")
-
-    def peak_rss_mb(self) -> float | None:
-        """The process's peak resident set (VmHWM), while it runs."""
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-        return None
-
-    def stop(self, timeout: float = 30) -> None:
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(10)
-        finally:
-            self._log.close()
+async def bare(mode: str, logs: Path, database_url: str | None = None) -> Process:
+    """A bare aiohttp server of bench.bare (a ceiling), once /healthz answers."""
+    port = free_port()
+    args = [mode, str(port)] + ([database_url] if database_url else [])
+    child = Process(args, environment(), logs / f"bare-{mode}.log", ROOT, module="bench.bare",
+                    port=port)
+    await child.wait_ready("/healthz")
+    return child
 
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -127,22 +59,3 @@ def postgres_pids() -> list[int]:
             except OSError:
                 continue
     return pids
-
-
-def eventbook(name: str, args: list[str], env: dict[str, str], logs: Path) -> Child:
-    """`eventbook serve ...` on a free port (ready when /readyz answers), or any
-    other subcommand."""
-    if args[0] != "serve":
-        return Child(name, ["eventbook", *args], env, logs)
-    port = free_port()
-    child = Child(name, ["eventbook", *args, "--port", str(port)], env, logs, port)
-    child.wait_ready("/readyz")
-    return child
-
-
-def bare(mode: str, logs: Path, database_url: str | None = None) -> Child:
-    port = free_port()
-    args = ["bench.bare", mode, str(port)] + ([database_url] if database_url else [])
-    child = Child(f"bare-{mode}", args, clean_environment(), logs, port)
-    child.wait_ready("/healthz")
-    return child

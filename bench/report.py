@@ -66,6 +66,16 @@ def ratio(value: float | None, ceiling: float | None) -> float | None:
     return value / ceiling
 
 
+def booking_rows(name: str, data: dict[str, Any], naive: dict[str, Any]) -> list[Row]:
+    """A booking run's latency (p99 against the naive ceiling's) and CPU rows."""
+    return [
+        Row(f"  {name} p50", data["p50_ms"], "ms"),
+        Row(f"  {name} p99", data["p99_ms"], "ms", "naive p99",
+            ratio(data["p99_ms"], naive.get("p99_ms")), "< 100 ms", data["p99_ms"] < 100),
+        *cpu_rows(data, naive),
+    ]
+
+
 def cpu_rows(data: dict[str, Any], naive: dict[str, Any]) -> list[Row]:
     """CPU per booking of the server process and of PostgreSQL: the figures the shared
     machine's noise disturbs least."""
@@ -115,11 +125,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                        ratio(rate, pgbench)))
         out.append(Row("  flash sale vs HTTP", rate, "bookings/s", "HTTP ceiling",
                        ratio(rate, http)))
-        out.append(Row("  flash sale p50", flash["p50_ms"], "ms"))
-        out.append(Row("  flash sale p99", flash["p99_ms"], "ms", "naive p99",
-                       ratio(flash["p99_ms"], ceil.get("naive", {}).get("p99_ms")),
-                       "< 100 ms", flash["p99_ms"] < 100))
-        out.extend(cpu_rows(flash, ceil.get("naive", {})))
+        out.extend(booking_rows("flash sale", flash, ceil.get("naive", {})))
     if spread:
         data = scen["spread"]
         r = ratio(spread, naive)
@@ -127,19 +133,15 @@ def rows(results: dict[str, Any]) -> list[Row]:
                        "naive ceiling", r, ">= 0.6x", None if r is None else r >= 0.6))
         out.append(Row("  spread vs HTTP", spread, "bookings/s", "HTTP ceiling",
                        ratio(spread, http)))
-        out.append(Row("  spread p50", data["p50_ms"], "ms"))
-        out.append(Row("  spread p99", data["p99_ms"], "ms", "naive p99",
-                       ratio(data["p99_ms"], ceil.get("naive", {}).get("p99_ms")),
-                       "< 100 ms", data["p99_ms"] < 100))
-        out.extend(cpu_rows(data, ceil.get("naive", {})))
+        out.extend(booking_rows("spread", data, ceil.get("naive", {})))
 
     lag = scen.get("confirmation_lag")
-    if lag and "skipped" not in lag:
+    if lag:
         out.append(Row(f"confirmation lag at {lag['rate']:.0f}/s, p50", lag["p50_ms"], "ms"))
         out.append(Row("  confirmation lag p99", lag["p99_ms"], "ms", "", None, "< 500 ms",
                        lag["p99_ms"] < 500 and lag["unconfirmed"] == 0))
     fan = scen.get("fan_out")
-    if fan and "skipped" not in fan:
+    if fan:
         for latency, run in fan["runs"].items():
             seconds = run["sent_s"]
             if latency == "0":

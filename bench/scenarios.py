@@ -1,5 +1,6 @@
-"""The scenarios, each against real `eventbook` processes: the four of issue 7 (flash,
-spread, lag, fan-out) and booking load under floods of searches and scrapes."""
+"""The scenarios, each against real `eventbook` processes: bookings on one hot event
+(flash) and over many (spread), the confirmation lag, one change fanned out to every
+attendee, and booking load under floods of searches and scrapes."""
 
 from __future__ import annotations
 
@@ -15,22 +16,20 @@ from typing import Any
 
 import aiohttp
 
-from bench import processes
 from bench.ceilings import UNBOUNDED
 from bench.profile import profiled
 from bench.runs import booking_run, latency_ms, percentile
-from bench.world import TOKEN_TTL_SECONDS, World
+from bench.world import World
 from bench.wrk import run_wrk
-from eventbook.actors import ACTOR_NAMES
-from eventbook.auth import Tokens
-from eventbook.config import Config
+from tests import seed
+from tests.processes import ROOT, Process, Server, environment
 
 
 class Failed(Exception):
     """The run broke an invariant (oversold, a booking lost): a failed run, not a figure."""
 
 
-async def flash_sale(world: World, server: processes.Child, customers: Path, *,
+async def flash_sale(world: World, server: Server, customers: Path, *,
                      capacity: int, connections: int, threads: int, limit: float
                      ) -> dict[str, Any]:
     """One event, `capacity` tickets, every connection booking 1 ticket a request for a
@@ -52,7 +51,7 @@ async def flash_sale(world: World, server: processes.Child, customers: Path, *,
     return result
 
 
-async def spread(world: World, server: processes.Child, customers: Path, *, events: int,
+async def spread(world: World, server: Server, customers: Path, *, events: int,
                  connections: int, duration: float, threads: int) -> dict[str, Any]:
     """The same load over `events` events (round robin), none of which sells out."""
     ids = await world.insert_events(events, UNBOUNDED)
@@ -68,10 +67,11 @@ async def forget_backlog(world: World) -> int:
     return int(status.split()[-1])
 
 
-def worker(world: World, name: str, **settings: str) -> processes.Child:
-    env = processes.clean_environment(**world.server_env(), **settings)
-    child = processes.eventbook(name, ["worker"], env, world.logs)
-    child.wait_for_output("worker_running")
+async def worker(world: World, name: str, **settings: str) -> Process:
+    """`eventbook worker` with every actor, once it runs them."""
+    env = environment(**world.server_env(), **settings)
+    child = Process(["worker"], env, world.logs / f"{name}.log", ROOT)
+    await asyncio.to_thread(child.wait_for_output, "worker_running")
     return child
 
 
@@ -81,11 +81,9 @@ async def confirmation_lag(world: World, url: str, customers: Path, *, rate: flo
     """Bookings at a steady `rate` from a paced client in its own process, with an
     `eventbook worker` running every actor (mail latency 0): the time from each 201 to
     its booking's confirmed_at (the confirmation recorded as sent)."""
-    if "confirmations" not in ACTOR_NAMES:
-        return {"skipped": "the confirmations actor is not available yet"}
     await forget_backlog(world)
     [event] = await world.insert_events(1, UNBOUNDED)
-    actors = worker(world, "worker-lag", EVENTBOOK_MAIL_LATENCY_MS="0")
+    actors = await worker(world, "worker-lag", EVENTBOOK_MAIL_LATENCY_MS="0")
     try:
         out = world.directory / "paced.json"
         sampling = (
@@ -96,7 +94,7 @@ async def confirmation_lag(world: World, url: str, customers: Path, *, rate: flo
             client = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.paced", url,
                 f"/api/v1/events/{event}/bookings", str(customers), str(rate), str(duration),
-                str(out), cwd=processes.ROOT,
+                str(out), cwd=ROOT,
             )
             if await client.wait() != 0:
                 raise RuntimeError("the paced client failed")
@@ -141,15 +139,8 @@ async def confirmation_lag(world: World, url: str, customers: Path, *, rate: flo
 async def attendee_event(world: World, attendees: int) -> uuid.UUID:
     """An event with `attendees` customers holding one confirmed ticket each."""
     [event] = await world.insert_events(1, attendees)
-    users = await world.insert_users(attendees)
-    await world.db.execute(
-        """
-        INSERT INTO bookings (event_id, user_id, quantity, confirmation_status, confirmed_at)
-        SELECT $1, u, 1, 'sent', now() FROM unnest($2::uuid[]) AS u
-        """,
-        event, users,
-    )
-    await world.db.execute("UPDATE events SET available_tickets = 0 WHERE id = $1", event)
+    users = await seed.insert_users(world.db, attendees, name="Bench")
+    await seed.insert_attendees(world.db, event, users)
     return event
 
 
@@ -158,17 +149,14 @@ async def fan_out(world: World, url: str, event: uuid.UUID, attendees: int, *,
     """One PATCH of the title of an event with `attendees` attendees: seconds until every
     event_updated mail is recorded and sent, for each simulated mail latency, with the
     actors in an `eventbook worker` process (its peak RSS)."""
-    if "notifications" not in ACTOR_NAMES:
-        return {"skipped": "the notifications fan-out actor (issue 6) is not available yet"}
     await forget_backlog(world)
-    defaults = Config()
-    tokens = Tokens(world.jwt_secret, defaults.jwt_issuer, defaults.jwt_audience,
-                    TOKEN_TTL_SECONDS)
     assert world.organizer is not None
-    headers = {"Authorization": f"Bearer {tokens.issue(world.organizer, 'organizer')}"}
+    token = world.tokens().issue(world.organizer, "organizer")
+    headers = {"Authorization": f"Bearer {token}"}
     runs: dict[str, Any] = {}
     for latency in latencies_ms:
-        actors = worker(world, f"worker-fanout-{latency}", EVENTBOOK_MAIL_LATENCY_MS=str(latency))
+        actors = await worker(world, f"worker-fanout-{latency}",
+                              EVENTBOOK_MAIL_LATENCY_MS=str(latency))
         try:
             async with aiohttp.ClientSession(url) as session:
                 started = time.monotonic()
@@ -212,7 +200,7 @@ async def fan_out(world: World, url: str, event: uuid.UUID, attendees: int, *,
 FLOOD_SEARCHES = ("th", "mu", "co", "an", "th mu", "co an", "fe", "ni")
 
 
-async def floods(world: World, server: processes.Child, customers: Path, *, events: int,
+async def floods(world: World, server: Server, customers: Path, *, events: int,
                  listings: int, connections: int, threads: int, duration: float
                  ) -> dict[str, Any]:
     """Booking load as in `spread`, alone and beside each flood, with `listings` events

@@ -14,6 +14,7 @@ from eventbook import connections, db
 from eventbook.auth import Tokens
 from eventbook.config import Config
 from eventbook.embedded import EmbeddedServices
+from tests import seed
 
 # Long enough for the slowest scenario; the bench mints tokens once.
 TOKEN_TTL_SECONDS = 6 * 3600
@@ -66,7 +67,7 @@ class World:
         finally:
             await conn.close()
         self.pool = await connections.create_pool(self.database_url, 1, 4)
-        self.organizer = (await self.insert_users(1, "organizer"))[0]
+        [self.organizer] = await seed.insert_users(self.db, 1, "organizer", name="Bench")
 
     async def close_pool(self) -> None:
         if self.pool is not None:
@@ -91,28 +92,20 @@ class World:
             "EVENTBOOK_LOG_FORMAT": "json",
         }
 
-    # -- data ----------------------------------------------------------------------
+    def tokens(self) -> Tokens:
+        """What signs the bench's tokens: the servers' secret, default claims, a lifetime
+        that outlasts the run."""
+        defaults = Config()
+        return Tokens(self.jwt_secret, defaults.jwt_issuer, defaults.jwt_audience,
+                      TOKEN_TTL_SECONDS)
 
-    async def insert_users(self, count: int, role: str = "customer") -> list[uuid.UUID]:
-        """`count` users with an unusable password hash: they never log in, they get tokens.
-        Their addresses are ASCII, so each one's key (eventbook.emails) is its lower case."""
-        rows = await self.db.fetch(
-            "INSERT INTO users (email, email_key, name, role, password_hash)"
-            " SELECT email, lower(email), 'Bench ' || n, $2, '!'"
-            "   FROM (SELECT n, 'bench-' || gen_random_uuid() || '@example.com' AS email"
-            "           FROM generate_series(1, $1) AS n) AS seeded"
-            " RETURNING id",
-            count, role,
-        )
-        return [row["id"] for row in rows]
+    # -- data ----------------------------------------------------------------------
 
     async def customers_file(self, count: int, name: str = "customers") -> Path:
         """`count` new customers, written as "token<TAB>user_id" lines for load.lua; also
         numbered in bench_customers for pgbench's script."""
-        ids = await self.insert_users(count)
-        defaults = Config()
-        tokens = Tokens(self.jwt_secret, defaults.jwt_issuer, defaults.jwt_audience,
-                        TOKEN_TTL_SECONDS)
+        ids = await seed.insert_users(self.db, count, name="Bench")
+        tokens = self.tokens()
         path = self.directory / f"{name}.tsv"
         path.write_text("".join(f"{tokens.issue(id_, 'customer')}\t{id_}\n" for id_ in ids))
         await self.db.execute(

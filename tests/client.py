@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import inspect
 import itertools
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,8 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbook.keys import CONFIG, TOKENS
+from eventbook.pages import PageQuery
+from tests import seed
 
 _serial = itertools.count()
 T = TypeVar("T")
@@ -105,21 +106,12 @@ class Api:
     async def seed_users(
         self, pool: asyncpg.Pool, count: int, role: str = "customer"
     ) -> list[User]:
-        """`count` users written straight to the database, each with a token: no password
-        hashing, so hundreds cost milliseconds. They cannot log in. Their addresses are
-        ASCII, so each one's key (eventbook.emails) is its lower case."""
-        rows = await pool.fetch(
-            "INSERT INTO users (email, email_key, name, role, password_hash)"
-            " SELECT email, lower(email), 'Seeded ' || n, $2, '!'"
-            " FROM (SELECT n, 'seed' || n || '-' || $1 || '@example.com' AS email"
-            "       FROM generate_series(1, $3) AS n) AS seeded"
-            " RETURNING id, email",
-            uuid.uuid4().hex[:8], role, count,
-        )
+        """`count` users written straight to the database (tests.seed), each with a token:
+        no password hashing, so hundreds cost milliseconds. They cannot log in."""
         tokens = self.app[TOKENS]
         return [
-            User(str(row["id"]), row["email"], role, tokens.issue(row["id"], role), "")
-            for row in rows
+            User(str(user.id), user.email, role, tokens.issue(user.id, role), "")
+            for user in await seed.seed_users(pool, count, role)
         ]
 
     async def login(self, email: str, password: str, **kwargs: Any) -> ClientResponse:
@@ -151,6 +143,17 @@ class Api:
         )
 
 
+def list_routes(app: web.Application) -> list[tuple[str, tuple[str, ...] | None]]:
+    """(path template, roles) of every route that answers a page of items."""
+    found = []
+    for route in app.router.routes():
+        spec = getattr(route.handler, "endpoint", None)
+        if route.method == "GET" and spec is not None and isinstance(spec.query, PageQuery):
+            assert route.resource is not None
+            found.append((route.resource.canonical, spec.roles))
+    return found
+
+
 def metrics_headers(api: Api) -> dict[str, str]:
     """What a scraper sends to the API port: the app's metrics token."""
     return {"Authorization": f"Bearer {api.app[CONFIG].metrics_token}"}
@@ -177,53 +180,6 @@ async def metric_becomes(api: Api, name: str, value: float, timeout: float = 15.
         return await metric(api, name, **labels) == value
 
     await eventually(shows, timeout=timeout)
-
-
-class LiveServer:
-    """The app on a real port, run by a thread with its own event loop, for clients that
-    block (requests, schemathesis). `with LiveServer(app) as server: server.url`."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._serve, name="live-server", daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self._thread.start()
-        self._started.wait(60)
-        if self._error is not None:
-            raise self._error
-        assert self.url, "the live server did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(60)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        runner = web.AppRunner(self.app)
-        try:
-            self._loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            self._loop.run_until_complete(site.start())
-            host, port = runner.addresses[0][:2]
-            self.url = f"http://{host}:{port}"
-        except BaseException as exc:
-            self._error = exc
-            self._started.set()
-            self._loop.run_until_complete(runner.cleanup())
-            self._loop.close()
-            return
-        self._started.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            self._loop.run_until_complete(runner.cleanup())
-            self._loop.close()
 
 
 async def scrape_private_port(port: int) -> tuple[str, int]:

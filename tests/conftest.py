@@ -26,6 +26,7 @@ from eventbook.app import create_app
 from eventbook.config import Config
 from eventbook.embedded import EmbeddedServices, free_port
 from tests.client import Api
+from tests.live import LiveServer
 
 TEMPLATE = f"eventbook_template_{os.getpid()}"
 METRICS_TOKEN = "test-metrics-token-" + "m" * 16
@@ -159,6 +160,13 @@ def make_api(config: Config, aiohttp_client: Any) -> Callable[..., Awaitable[Api
 @pytest.fixture
 async def api(make_api: Callable[..., Awaitable[Api]]) -> Api:
     return await make_api()
+
+
+@pytest.fixture
+def live_server(config: Config) -> Iterator[LiveServer]:
+    """The app (HTTP only) on a real port, for clients that block."""
+    with LiveServer(create_app(config, actors=False)) as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Real `eventbook` processes for tests: start, wait until ready, signal, always reap."""
+"""Real child processes for the tests and the bench (`python -m eventbook ...`, or another
+module): start, wait until ready, signal, measure, always reap."""
 
 from __future__ import annotations
 
@@ -16,13 +17,18 @@ import aiohttp
 from eventbook.config import Config
 from eventbook.embedded import free_port
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def environment(config: Config | None = None, **extra: str) -> dict[str, str]:
-    """The environment of a child process running with `config`'s servers and settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVENTBOOK_", "TEST_"))}
-    env.pop("DATABASE_URL", None)
-    env.pop("REDIS_URL", None)
-    env.pop("JWT_SECRET", None)
+
+def environment(config: Config | None = None, /, **extra: str) -> dict[str, str]:
+    """The environment of a child process running with `config`'s servers and settings
+    (with none, the default configuration), plus `extra`: nothing of this process's own
+    eventbook settings or servers leaks into it."""
+    env = {
+        key: value for key, value in os.environ.items()
+        if not key.startswith(("EVENTBOOK_", "TEST_"))
+        and key not in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET", "PORT")
+    }
     env["EVENTBOOK_LOG_FORMAT"] = "json"
     if config is not None:
         env.update(
@@ -47,18 +53,25 @@ def environment(config: Config | None = None, **extra: str) -> dict[str, str]:
 
 
 class Process:
-    """One `eventbook ...` child; its output goes to a log file for post-mortems."""
+    """One `python -m MODULE ARGS` child, eventbook unless told; its output goes to a log
+    file for post-mortems. `port`, when it serves HTTP there."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, *, module: str = "eventbook",
+                 port: int | None = None) -> None:
         self.args = args
         self.log_path = log_path
+        self.port = port
         self._log = open(log_path, "ab")  # closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "eventbook", *args],
+            [sys.executable, "-m", module, *args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd,
             start_new_session=True,
         )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def output(self) -> str:
@@ -93,30 +106,40 @@ class Process:
         finally:
             self._log.close()
 
+    async def wait_ready(self, path: str = "/readyz", timeout: float = 60) -> None:
+        """Until GET `path` answers 200; fail early if the process exits."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"exited {self.proc.returncode}:\n{self.output}")
+                try:
+                    async with session.get(f"{self.url}{path}") as answer:
+                        if answer.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"not ready in {timeout}s:\n{self.output}")
+
+    def peak_rss_mb(self) -> float | None:
+        """The process's peak resident set (VmHWM), while it runs."""
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
 
 class Server(Process):
     """`eventbook serve` on a free port."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *extra: str,
                  cwd: Path | None = None) -> None:
-        self.port = free_port()
-        super().__init__(["serve", "--port", str(self.port), *extra], env, log_path, cwd)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    async def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"server exited {self.proc.returncode}:\n{self.output}")
-                try:
-                    async with session.get(f"{self.url}/readyz") as answer:
-                        if answer.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"server not ready in {timeout}s:\n{self.output}")
+        port = free_port()
+        super().__init__(["serve", "--port", str(port), *extra], env, log_path, cwd, port=port)
 
 
 def run(args: list[str], env: dict[str, str], input: str | None = None,

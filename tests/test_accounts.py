@@ -10,9 +10,9 @@ import uuid
 import pytest
 
 from eventbook.keys import PASSWORDS
+from tests.assertions import assert_problem
 from tests.client import Api
 from tests.processes import environment, run
-from tests.test_problems import assert_problem
 
 
 async def test_register_answers_the_user_and_a_bearer_token(api: Api) -> None:

@@ -30,60 +30,12 @@ from schemathesis.checks import (
 from eventbook.app import create_app
 from eventbook.config import Config
 from eventbook.openapi import documented_routes
-from tests.client import LiveServer, future
+from tests.live import LiveServer, World
 
 EXAMPLES_PER_OPERATION = 60
 # aiohttp's HTTP parser refuses a request line or header line longer than 8190 bytes
 # with a plain-text 400 before the app (and its problem+json middleware) sees it.
 HTTP_LINE_LIMIT = 8000
-
-class World:
-    """The users and objects the generated requests act on."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.session = requests.Session()
-        self.tokens = {role: self._register(role) for role in ("customer", "organizer")}
-        self.event_id = self._post(
-            "/api/v1/events", "organizer",
-            {"title": "Fuzz fest", "starts_at": future(), "capacity": 1000},
-        )["id"]
-        self.booking_id = self._post(
-            f"/api/v1/events/{self.event_id}/bookings", "customer", {"quantity": 1}
-        )["id"]
-
-    def _register(self, role: str) -> str:
-        answer = self.session.post(
-            f"{self.base_url}/api/v1/auth/register",
-            json={"email": f"{role}-{uuid.uuid4().hex[:8]}@example.com",
-                  "password": "correct horse", "name": "Fuzz", "role": role},
-        )
-        assert answer.status_code == 201, answer.text
-        token: str = answer.json()["access_token"]
-        return token
-
-    def _post(self, path: str, role: str, body: dict[str, Any]) -> dict[str, Any]:
-        answer = self.session.post(
-            f"{self.base_url}{path}", json=body,
-            headers={"Authorization": f"Bearer {self.tokens[role]}"},
-        )
-        assert answer.status_code == 201, answer.text
-        created: dict[str, Any] = answer.json()
-        return created
-
-    def role_for(self, roles: list[str]) -> str | None:
-        if not roles:
-            return None
-        return "organizer" if roles == ["organizer"] else "customer"
-
-    def existing_id(self, path: str) -> str:
-        return self.booking_id if path.startswith("/api/v1/bookings") else self.event_id
-
-
-@pytest.fixture
-def live_server(config: Config) -> Any:
-    with LiveServer(create_app(config, actors=False)) as server:
-        yield server
 
 
 @pytest.fixture

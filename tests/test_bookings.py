@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
+from tests.assertions import assert_problem
 from tests.client import Api, expect
 from tests.seed import ledger, move_event
-from tests.test_problems import assert_problem
 
 BOOKING_KEYS = {
     "id", "event_id", "user_id", "quantity", "status", "confirmation_status", "confirmed_at",

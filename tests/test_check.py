@@ -17,8 +17,7 @@ def check(config: Config, *args: str) -> tuple[int, dict]:
 
 
 async def consistent_world(pool: asyncpg.Pool):
-    [organizer] = await insert_users(pool, 1, role="organizer")
-    event = await insert_event(pool, organizer, capacity=10)
+    event = await insert_event(pool, capacity=10)
     await insert_attendees(pool, event, await insert_users(pool, 3), quantity=2)
     return event
 

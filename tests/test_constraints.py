@@ -19,8 +19,7 @@ from tests.seed import insert_attendees, insert_event, insert_users
 
 @pytest.fixture
 async def event(pool: asyncpg.Pool) -> uuid.UUID:
-    [organizer] = await insert_users(pool, 1, role="organizer")
-    return await insert_event(pool, organizer, capacity=10)
+    return await insert_event(pool, capacity=10)
 
 
 @pytest.fixture

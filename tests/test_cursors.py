@@ -10,17 +10,13 @@ import json
 import uuid
 from typing import Any
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from eventbook.app import create_app
-from eventbook.config import Config
 from eventbook.pages import encode_cursor
-from tests.client import Api, LiveServer
-from tests.test_api_fuzz import World
-from tests.test_limits import list_routes
-from tests.test_problems import assert_problem
+from tests.assertions import assert_problem
+from tests.client import Api, list_routes
+from tests.live import LiveServer, World
 
 
 def as_cursor(value: Any) -> str:
@@ -68,12 +64,6 @@ CURSORS = st.one_of(
     st.binary(max_size=300).map(lambda raw: base64.urlsafe_b64encode(raw).decode()),
     st.text(max_size=512),
 )
-
-
-@pytest.fixture
-def live_server(config: Config) -> Any:
-    with LiveServer(create_app(config, actors=False)) as server:
-        yield server
 
 
 def test_no_cursor_makes_any_list_fail(live_server: LiveServer) -> None:

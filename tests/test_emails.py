@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.assertions import assert_problem
 from tests.client import Api, expect
-from tests.test_problems import assert_problem
 
 
 async def sign_up(api: Api, email: str) -> Any:

@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from eventbook.keys import SEARCH_POOL
+from tests.assertions import assert_problem
 from tests.client import Api, User, expect, future
 from tests.seed import insert_users, move_event
-from tests.test_problems import assert_problem
 
 EVENT_KEYS = {
     "id", "organizer_id", "title", "description", "venue", "starts_at", "ends_at", "capacity",

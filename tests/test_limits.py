@@ -20,25 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio
-from aiohttp import web
 
 from eventbook.embedded import EmbeddedServices
 from eventbook.endpoints import CUSTOMER, ORGANIZER, PUBLIC, SIGNED_IN
 from eventbook.keys import CONFIG
-from eventbook.pages import MAX_LIMIT, PageQuery
-from tests.client import Api, User, eventually
-from tests.test_problems import assert_problem
-
-
-def list_routes(app: web.Application) -> list[tuple[str, tuple[str, ...] | None]]:
-    """(path template, roles) of every route that answers a page of items."""
-    found = []
-    for route in app.router.routes():
-        spec = getattr(route.handler, "endpoint", None)
-        if route.method == "GET" and spec is not None and isinstance(spec.query, PageQuery):
-            assert route.resource is not None
-            found.append((route.resource.canonical, spec.roles))
-    return found
+from eventbook.pages import MAX_LIMIT
+from tests.assertions import assert_problem
+from tests.client import Api, User, eventually, list_routes
 
 
 async def each_list(api: Api) -> AsyncIterator[tuple[str, User | None]]:

@@ -16,6 +16,7 @@ from eventbook.config import Config
 from eventbook.embedded import free_port
 from eventbook.keys import METRICS, REDIS
 from eventbook.metrics import BOOKING_OUTCOMES
+from tests.assertions import assert_problem
 from tests.client import (
     Api,
     eventually,
@@ -24,7 +25,6 @@ from tests.client import (
     metrics_headers,
     scrape_private_port,
 )
-from tests.test_problems import assert_problem
 
 EVENT_ROUTE = "/api/v1/events/{id}"
 

@@ -3,20 +3,8 @@
 from __future__ import annotations
 
 from eventbook.app import create_app
+from tests.assertions import assert_problem
 from tests.client import Api
-
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "request_id"}
-
-
-async def assert_problem(answer, status: int, code: str) -> dict:
-    assert answer.status == status, await answer.text()
-    assert answer.content_type == "application/problem+json"
-    body = await answer.json()
-    assert PROBLEM_KEYS <= body.keys()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["request_id"] == answer.headers["X-Request-ID"]
-    return body
 
 
 async def test_unknown_route_is_a_404_problem(api: Api) -> None:

@@ -44,8 +44,7 @@ async def client(config: Config) -> AsyncIterator[redis.asyncio.Redis]:
 
 @pytest.fixture
 async def event(pool: asyncpg.Pool) -> uuid.UUID:
-    [organizer] = await insert_users(pool, 1, role="organizer")
-    return await insert_event(pool, organizer, capacity=100)
+    return await insert_event(pool, capacity=100)
 
 
 async def lost_bookings(

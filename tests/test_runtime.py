@@ -20,10 +20,10 @@ from eventbook.actors import ACTOR_NAMES
 from eventbook.config import SETTINGS, Config, ConfigError
 from eventbook.embedded import EmbeddedServices, free_port
 from eventbook.keys import REDIS
+from tests.assertions import assert_problem
 from tests.client import Api, User
 from tests.conftest import Servers, with_database
 from tests.processes import Process, Server, environment, run
-from tests.test_problems import assert_problem
 
 # -- configuration -------------------------------------------------------------------
 

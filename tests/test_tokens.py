@@ -9,8 +9,8 @@ import jwt
 import pytest
 
 from eventbook.keys import TOKENS
+from tests.assertions import assert_problem
 from tests.client import Api
-from tests.test_problems import assert_problem
 
 SECRET = "test-secret-" + "x" * 40
 
