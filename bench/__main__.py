@@ -97,10 +97,10 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
         say(f"HTTP ceiling: bare aiohttp JSON handler, {args.duration:g} s")
         ceil["http"] = await ceilings.http_ceiling(world, customers, duration=args.duration,
                                                    **load)
-        say(f"naive ceiling: bare aiohttp handler + book_tickets, {args.duration:g} s")
+        say(f"naive ceiling: bare aiohttp handler + one booking per call, {args.duration:g} s")
         ceil["naive"] = await ceilings.naive_ceiling(world, customers, duration=args.duration,
                                                      **load)
-        say(f"pgbench: book_tickets on one event, {args.connections} clients")
+        say(f"pgbench: one booking per call on one event, {args.connections} clients")
         ceil["pgbench"] = await ceilings.pgbench_ceiling(
             world, connections=args.connections, duration=args.duration
         )

@@ -1,7 +1,7 @@
 """The ceilings' servers: bare aiohttp handlers with none of eventbook's layers.
 
     python -m bench.bare json PORT             answers every POST with a fixed JSON booking
-    python -m bench.bare book PORT DATABASE_URL  calls book_tickets once per POST
+    python -m bench.bare book PORT DATABASE_URL  books one ticket per POST (bench/naive.sql)
 
 No middleware, no token check, no validation, no logging: what is left is the HTTP
 stack (json) or the HTTP stack plus one stored-procedure call (book), the floor under
@@ -41,8 +41,7 @@ async def answer_json(request: web.Request) -> web.Response:
 async def answer_booking(request: web.Request) -> web.Response:
     await request.read()
     row = await request.app[POOL].fetchrow(
-        "SELECT outcome, available, id FROM book_tickets("
-        " ARRAY[$1::uuid], ARRAY[$2::uuid], '{1}', '{NULL}', '{NULL}', '{NULL}', NULL)",
+        "SELECT outcome, available, id FROM bench_book_one($1, $2)",
         uuid.UUID(request.match_info["id"]), uuid.UUID(request.headers["X-User"]),
     )
     assert row is not None

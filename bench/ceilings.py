@@ -36,7 +36,8 @@ async def http_ceiling(world: World, customers: Path, *, connections: int, durat
 
 async def naive_ceiling(world: World, customers: Path, *, connections: int, duration: float,
                         threads: int) -> dict[str, Any]:
-    """A bare aiohttp handler calling book_tickets once a request, on one hot event."""
+    """A bare aiohttp handler booking one ticket per request (bench/naive.sql: one booking
+    per call and per commit), on one hot event."""
     [event] = await world.insert_events(1, UNBOUNDED)
     server = await processes.bare("book", world.logs, world.database_url)
     try:
@@ -58,16 +59,15 @@ def pgbench_binary() -> str:
 
 
 async def pgbench_ceiling(world: World, *, connections: int, duration: float) -> dict[str, Any]:
-    """pgbench calling book_tickets directly on one hot event: the row-lock ceiling with
-    no HTTP and no Python at all."""
+    """pgbench booking one ticket per call (bench/naive.sql) on one hot event: the row-lock
+    ceiling with no HTTP and no Python at all."""
     [event] = await world.insert_events(1, UNBOUNDED)
     customers = await world.db.fetchval("SELECT count(*) FROM bench_customers")
     script = world.directory / "pgbench.sql"
     script.write_text(
         f"\\set n random(1, {customers})\n"
-        f"SELECT outcome FROM book_tickets(ARRAY['{event}'::uuid],"
-        " ARRAY[(SELECT id FROM bench_customers WHERE n = :n)], '{1}', '{NULL}', '{NULL}',"
-        " '{NULL}', NULL);\n"
+        f"SELECT outcome FROM bench_book_one('{event}'::uuid,"
+        " (SELECT id FROM bench_customers WHERE n = :n));\n"
     )
     logs = world.directory / "pgbench-log"
     logs.mkdir(exist_ok=True)

@@ -99,12 +99,12 @@ def rows(results: dict[str, Any]) -> list[Row]:
     if http:
         out.append(Row("ceiling: bare aiohttp JSON handler", http, "req/s"))
     if naive:
-        out.append(Row("ceiling: bare handler + book_tickets, 1 event", naive, "bookings/s",
+        out.append(Row("ceiling: bare handler + naive booking, 1 event", naive, "bookings/s",
                        "HTTP ceiling", ratio(naive, http)))
         out.append(Row("  its p99", ceil["naive"]["p99_ms"], "ms"))
         out.extend(cpu_rows(ceil["naive"], ceil["naive"]))
     if pgbench:
-        out.append(Row("ceiling: pgbench book_tickets, 1 event", pgbench, "bookings/s",
+        out.append(Row("ceiling: pgbench naive booking, 1 event", pgbench, "bookings/s",
                        "naive ceiling", ratio(pgbench, naive)))
     floor = ceil.get("fanout_floor")
     if floor:

@@ -60,10 +60,12 @@ class World:
         self.database_url, self.redis_url = database_url, redis_url
 
     async def prepare(self) -> None:
-        """Migrate the fresh database; open the bench's own pool; make the organizer."""
+        """Migrate the fresh database and add the ceilings' booking (naive.sql); open the
+        bench's own pool; make the organizer."""
         conn = await asyncpg.connect(self.database_url)
         try:
             await db.migrate(conn)
+            await conn.execute((Path(__file__).parent / "naive.sql").read_text())
         finally:
             await conn.close()
         self.pool = await connections.create_pool(self.database_url, 1, 4)
