@@ -27,6 +27,8 @@ log = structlog.get_logger(__name__)
 
 # Any constant works; it only has to be the same in every eventbook process.
 MIGRATION_LOCK = 0x6576_656E_7462_6B  # "eventbk"
+# The comment on every function migrate applies from sql/functions/: what it may drop.
+FUNCTION_MARK = "eventbook: applied by migrate from sql/functions/"
 
 MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+")
 
@@ -142,9 +144,11 @@ def _check_history(done: set[str], history: list[str]) -> None:
 
 
 async def _apply_functions(conn: asyncpg.Connection, files: list[tuple[str, str]]) -> None:
-    """Apply every function file in one transaction, then drop eventbook's functions that
-    no file defined (a function removed, or one whose arguments changed: that is a new
-    function, and the old one would otherwise stay callable).
+    """Apply every function file in one transaction, then drop the functions an earlier
+    migrate applied that no file defined this time (a function removed, or one whose
+    arguments changed: that is a new function, and the old one would otherwise stay
+    callable). Each function applied is marked with a comment, FUNCTION_MARK, so that
+    functions eventbook did not make (an operator's, another tool's) are never dropped.
 
     CREATE OR REPLACE keeps a function's oid, so statements planned against it in other
     sessions keep working. It cannot change a function's return type: then the
@@ -163,9 +167,13 @@ async def _apply_functions(conn: asyncpg.Connection, files: list[tuple[str, str]
                     failed = name
                     await conn.execute(sql)
                 failed = None
-                for routine in await conn.fetch(query("functions_not_replaced")):
+                for routine in await conn.fetch(query("functions_not_replaced"), FUNCTION_MARK):
                     await conn.execute(f"DROP ROUTINE {routine['signature']}")
                     log.info("function_dropped", function=routine["signature"])
+                for routine in await conn.fetch(query("functions_replaced")):
+                    await conn.execute(
+                        f"COMMENT ON ROUTINE {routine['signature']} IS '{FUNCTION_MARK}'"
+                    )
             return
         except asyncpg.InvalidFunctionDefinitionError:
             if failed is None or failed in recreate:

@@ -121,6 +121,11 @@ async def signatures(conn: asyncpg.Connection, name: str) -> list[str]:
     return sorted(f"{row['signature']} -> {row['result']}" for row in rows)
 
 
+async def mark_as_applied(conn: asyncpg.Connection, signature: str) -> None:
+    """As if an earlier migrate had applied this function from a file since removed."""
+    await conn.execute(f"COMMENT ON ROUTINE {signature} IS '{db.FUNCTION_MARK}'")
+
+
 async def test_every_migrate_restores_each_function_to_its_file(
     conn: asyncpg.Connection,
 ) -> None:
@@ -147,6 +152,7 @@ async def test_a_function_whose_arguments_changed_leaves_no_old_version(
         "CREATE FUNCTION cancel_booking(p_booking uuid, p_user uuid, p_request_id text,"
         " p_reason text) RETURNS integer LANGUAGE sql AS 'SELECT 1'"
     )
+    await mark_as_applied(conn, "cancel_booking(uuid, uuid, text, text)")
     await db.migrate(conn)
     assert await signatures(conn, "cancel_booking") == original
 
@@ -166,11 +172,23 @@ async def test_a_function_whose_return_type_changed_is_applied(
     assert await signatures(conn, "cancel_booking") == original
 
 
-async def test_a_function_no_file_defines_is_dropped(conn: asyncpg.Connection) -> None:
+async def test_a_function_an_earlier_migrate_applied_and_no_file_defines_is_dropped(
+    conn: asyncpg.Connection,
+) -> None:
     await conn.execute("CREATE FUNCTION retired_rule(integer) RETURNS integer"
                        " LANGUAGE sql AS 'SELECT $1'")
+    await mark_as_applied(conn, "retired_rule(integer)")
     await db.migrate(conn)
     assert await signatures(conn, "retired_rule") == []
+
+
+async def test_a_function_eventbook_did_not_make_is_left_alone(
+    conn: asyncpg.Connection,
+) -> None:
+    await conn.execute("CREATE FUNCTION operators_own(integer) RETURNS integer"
+                       " LANGUAGE sql AS 'SELECT $1'")
+    await db.migrate(conn)
+    assert await signatures(conn, "operators_own") == ["operators_own(integer) -> integer"]
 
 
 async def test_every_trigger_is_in_place_after_migrate(conn: asyncpg.Connection) -> None:
