@@ -27,13 +27,10 @@ from eventbook.errors import Outcome, Problem, validation_problem
 from eventbook.events import event_id, event_not_found
 from eventbook.keys import BOOKING_BATCHER, CONFIG, METRICS, POOL, RATE_LIMITER, REQUEST_ID
 from eventbook.pages import (
-    TIMESTAMPTZ,
-    UUID,
     PageQuery,
-    decode_cursor,
+    fetch_page,
     page_of,
     page_response,
-    split_page,
 )
 
 log = structlog.get_logger(__name__)
@@ -223,14 +220,10 @@ async def book(request: web.Request, body: dict[str, Any]) -> web.Response:
     description="Cancelled bookings included.",
 )
 async def list_bookings(request: web.Request, query: dict[str, Any]) -> web.Response:
-    limit = query["limit"]
-    args: list[Any] = [principal(request).id, limit + 1]
-    sql = BOOKINGS_OF_USER
-    if query["cursor"] is not None:
-        args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
-        sql = BOOKINGS_OF_USER_AFTER
-    rows = await request.app[POOL].fetch(sql, *args)
-    page, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["id"]))
+    page, next_cursor = await fetch_page(
+        request.app[POOL], BOOKINGS_OF_USER, BOOKINGS_OF_USER_AFTER, principal(request).id, query,
+        lambda row: (row["created_at"], row["id"]),
+    )
     return json_response(page_response(BOOKING.dump(page, many=True), next_cursor))
 
 

@@ -23,6 +23,7 @@ from eventbook.pages import (
     UUID,
     PageQuery,
     decode_cursor,
+    fetch_page,
     page_of,
     page_response,
     split_page,
@@ -517,14 +518,8 @@ async def cancel_event(request: web.Request) -> web.Response:
 )
 async def list_attendees(request: web.Request, query: dict[str, Any]) -> web.Response:
     event = await owned_event(request)
-    limit = query["limit"]
-    args: list[Any] = [event, limit + 1]
-    sql = ATTENDEES
-    if query["cursor"] is not None:
-        args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
-        sql = ATTENDEES_AFTER
-    rows = await request.app[POOL].fetch(sql, *args)
-    page, next_cursor = split_page(
-        rows, limit, lambda row: (row["booked_at"], row["booking_id"])
+    page, next_cursor = await fetch_page(
+        request.app[POOL], ATTENDEES, ATTENDEES_AFTER, event, query,
+        lambda row: (row["booked_at"], row["booking_id"]),
     )
     return json_response(page_response(ATTENDEE.dump(page, many=True), next_cursor))

@@ -12,13 +12,10 @@ from eventbook.auth import principal
 from eventbook.endpoints import SIGNED_IN, endpoint, json_response
 from eventbook.keys import POOL
 from eventbook.pages import (
-    TIMESTAMPTZ,
-    UUID,
     PageQuery,
-    decode_cursor,
+    fetch_page,
     page_of,
     page_response,
-    split_page,
 )
 
 routes = web.RouteTableDef()
@@ -53,12 +50,9 @@ NOTIFICATIONS_OF_USER_AFTER = db.query("notifications_of_user_after")
     description="Only mails actually sent; one still being sent appears once it is.",
 )
 async def list_notifications(request: web.Request, query: dict[str, Any]) -> web.Response:
-    limit = query["limit"]
-    args: list[Any] = [principal(request).id, limit + 1]
-    sql = NOTIFICATIONS_OF_USER
-    if query["cursor"] is not None:
-        args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
-        sql = NOTIFICATIONS_OF_USER_AFTER
-    rows = await request.app[POOL].fetch(sql, *args)
-    page, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["id"]))
+    page, next_cursor = await fetch_page(
+        request.app[POOL], NOTIFICATIONS_OF_USER, NOTIFICATIONS_OF_USER_AFTER,
+        principal(request).id, query,
+        lambda row: (row["created_at"], row["id"]),
+    )
     return json_response(page_response(NOTIFICATION.dump(page, many=True), next_cursor))

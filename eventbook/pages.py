@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import asyncpg
 from marshmallow import Schema, fields, validate
 
 from eventbook.errors import Problem, validation_problem
@@ -142,3 +143,20 @@ def split_page(
         return rows, None
     page = rows[:limit]
     return page, encode_cursor(key(page[-1]))
+
+
+async def fetch_page(
+    pool: asyncpg.Pool, first: str, after: str, owner: Any, query: dict[str, Any],
+    key: Callable[[asyncpg.Record], Sequence[Any]],
+) -> tuple[Sequence[asyncpg.Record], str | None]:
+    """One page of a list whose rows belong to `owner` (a user, an event) and are sorted
+    by a timestamp and an id: `first` reads the first page ($1 owner, $2 limit + 1),
+    `after` a page after the cursor ($3, $4 the cursor's timestamp and id). Two queries
+    rather than one with an optional condition, so each keeps a plan of its own."""
+    limit = query["limit"]
+    args: list[Any] = [owner, limit + 1]
+    sql = first
+    if query["cursor"] is not None:
+        args.extend(decode_cursor(query["cursor"], TIMESTAMPTZ, UUID))
+        sql = after
+    return split_page(await pool.fetch(sql, *args), limit, key)
