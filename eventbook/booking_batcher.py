@@ -40,15 +40,20 @@ BATCH_LOCK_TIMEOUT = "100ms"
 MAX_BATCH = 256
 
 
+# One line of a request: a ticket type (None: the event's only type) and how many.
+Item = tuple[uuid.UUID | None, int]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class BookingRequest:
-    """One customer's request, validated by the handler."""
+    """One customer's request for a booking or a hold, validated by the handler."""
 
     user: uuid.UUID
-    quantity: int
+    items: tuple[Item, ...]
     key: str | None
     fingerprint: str
     request_id: str
+    hold: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,18 +61,24 @@ class Booked:
     """The decision on one request, as book_tickets reports it."""
 
     outcome: str
-    # The booking made (created) or found by the Idempotency-Key (replayed, key_reused).
+    # The booking or hold made (created) or found by the Idempotency-Key (replayed,
+    # key_reused), with its items.
     booking: Mapping[str, Any] | None
-    # The tickets left on the event (created, sold_out, event_not_bookable).
+    # The tickets left: on the event (created, event_not_bookable, sold_out without a
+    # ticket type), or of the ticket type (sold_out with one).
     available: int | None
-    # too_many_tickets: the event's per-booking maximum; customer_limit_reached: the
-    # tickets the customer may still book.
+    # too_many_tickets: the per-booking maximum of the ticket type, or of the event
+    # without one; customer_limit_reached: the tickets the customer may still take.
     allowed: int | None
+    # The ticket type an item's refusal is about.
+    ticket_type: uuid.UUID | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Booked:
         booking = row if row["id"] is not None else None
-        return cls(row["outcome"], booking, row["available"], row["allowed"])
+        return cls(
+            row["outcome"], booking, row["available"], row["allowed"], row["ticket_type_id"]
+        )
 
 
 Waiting = tuple[uuid.UUID, BookingRequest, "asyncio.Future[Booked]"]
@@ -75,9 +86,12 @@ Waiting = tuple[uuid.UUID, BookingRequest, "asyncio.Future[Booked]"]
 
 class BookingBatcher:
     def __init__(
-        self, pool: asyncpg.Pool, max_batch: int = MAX_BATCH, wait_timeout: float | None = None
+        self, pool: asyncpg.Pool, max_batch: int = MAX_BATCH, wait_timeout: float | None = None,
+        hold_seconds: int = 600,
     ) -> None:
         self.pool = pool
+        # How long a hold taken through this batcher lasts.
+        self.hold_seconds = hold_seconds
         # How long a request waits for its decision. Against a database that hangs, the
         # call in flight ends only at the statement deadline; the requests queued behind
         # it would then wait for their own call's deadline too.
@@ -122,10 +136,7 @@ class BookingBatcher:
         try:
             try:
                 rows = await self.pool.fetch(
-                    BOOK, [event for event, _, _ in batch],
-                    [r.user for _, r, _ in batch], [r.quantity for _, r, _ in batch],
-                    [r.key for _, r, _ in batch], [r.fingerprint for _, r, _ in batch],
-                    [r.request_id for _, r, _ in batch], BATCH_LOCK_TIMEOUT,
+                    BOOK, *self._arguments(batch), BATCH_LOCK_TIMEOUT
                 )
             except asyncpg.PostgresConnectionError:
                 raise
@@ -163,8 +174,7 @@ class BookingBatcher:
             async with self._alone_slots:
                 # A batch of one, with no bound on the wait for its event's lock.
                 row = await self.pool.fetchrow(
-                    BOOK, [event], [request.user], [request.quantity], [request.key],
-                    [request.fingerprint], [request.request_id], None,
+                    BOOK, *self._arguments([(event, request, future)]), None
                 )
         except Exception as exc:
             if not future.done():
@@ -173,6 +183,21 @@ class BookingBatcher:
         assert row is not None
         if not future.done():
             future.set_result(Booked.from_row(row))
+
+
+    def _arguments(self, batch: list[Waiting]) -> list[Any]:
+        """book_tickets' arguments but the lock bound: the request arrays, then the items
+        of every request in order, then how long a hold lasts."""
+        requests = [request for _, request, _ in batch]
+        items = [item for request in requests for item in request.items]
+        return [
+            [event for event, _, _ in batch], [r.user for r in requests],
+            [r.hold for r in requests], [len(r.items) for r in requests],
+            [r.key for r in requests], [r.fingerprint for r in requests],
+            [r.request_id for r in requests],
+            [ticket_type for ticket_type, _ in items], [quantity for _, quantity in items],
+            self.hold_seconds,
+        ]
 
 
 def _future_of(waiting: Waiting) -> asyncio.Future[Booked]:
@@ -189,6 +214,7 @@ async def batcher_ctx(app: web.Application) -> AsyncIterator[None]:
     app[BOOKING_BATCHER] = BookingBatcher(
         app[POOL],
         wait_timeout=config.db_statement_timeout_seconds + config.db_acquire_timeout_seconds,
+        hold_seconds=config.hold_seconds,
     )
     yield
     await app[BOOKING_BATCHER].close()

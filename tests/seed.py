@@ -82,13 +82,22 @@ async def move_event(
 async def insert_attendees(
     pool: asyncpg.Pool, event_id: uuid.UUID, user_ids: list[uuid.UUID], quantity: int = 1
 ) -> None:
-    """One confirmed booking each (confirmation already sent), tickets taken from the event."""
+    """One confirmed booking each (confirmation already sent) of the event's first ticket
+    type, tickets taken from the event and the type."""
     await pool.execute(
         """
-        WITH made AS (
+        WITH kind AS (
+            SELECT id FROM ticket_types WHERE event_id = $1 ORDER BY created_at, id LIMIT 1
+        ), made AS (
             INSERT INTO bookings (event_id, user_id, quantity, confirmation_status, confirmed_at)
             SELECT $1, u, $3, 'sent', now() FROM unnest($2::uuid[]) AS u
-            RETURNING quantity
+            RETURNING id, quantity
+        ), items AS (
+            INSERT INTO booking_items (booking_id, ticket_type_id, quantity, price_cents)
+            SELECT made.id, kind.id, made.quantity, 0 FROM made, kind
+        ), typed AS (
+            UPDATE ticket_types SET taken = taken + (SELECT sum(quantity) FROM made)
+             WHERE id = (SELECT id FROM kind)
         )
         UPDATE events SET available_tickets = available_tickets - (SELECT sum(quantity) FROM made)
          WHERE id = $1
@@ -105,10 +114,17 @@ async def insert_unconfirmed_booking(
     sent, with no outbox row: as if the message that would send it had been lost."""
     booking_id: uuid.UUID = await pool.fetchval(
         """
-        WITH made AS (
+        WITH kind AS (
+            SELECT id FROM ticket_types WHERE event_id = $1 ORDER BY created_at, id LIMIT 1
+        ), made AS (
             INSERT INTO bookings (event_id, user_id, quantity, confirmation_status, created_at)
             VALUES ($1, $2, 1, $4, now() - make_interval(secs => $3))
             RETURNING id
+        ), items AS (
+            INSERT INTO booking_items (booking_id, ticket_type_id, quantity, price_cents)
+            SELECT made.id, kind.id, 1, 0 FROM made, kind
+        ), typed AS (
+            UPDATE ticket_types SET taken = taken + 1 WHERE id = (SELECT id FROM kind)
         ), taken AS (
             UPDATE events SET available_tickets = available_tickets - 1 WHERE id = $1
         )

@@ -20,7 +20,9 @@ def request(user: uuid.UUID, event: uuid.UUID, quantity: int = 1, key: str | Non
             request_id: str | None = None) -> BookingRequest:
     # The handler's fingerprint: event and quantity.
     fingerprint = hashlib.sha256(f"{event}:{quantity}".encode()).hexdigest()
-    return BookingRequest(user, quantity, key, fingerprint, request_id or uuid.uuid4().hex)
+    return BookingRequest(
+        user, ((None, quantity),), key, fingerprint, request_id or uuid.uuid4().hex
+    )
 
 
 @pytest.fixture

@@ -1,0 +1,9 @@
+-- An event's ticket types in the order they were added, each with the tickets still
+-- available: under its quota and the event's capacity alike.
+SELECT t.id, t.event_id, t.name, t.price_cents, e.currency, t.quota, t.sales_start,
+       t.sales_end, t.max_per_booking, t.status, t.created_at, t.updated_at,
+       CASE WHEN e.status = 'cancelled' THEN 0
+            ELSE least(t.quota - t.taken, e.available_tickets) END AS available_tickets
+  FROM ticket_types t JOIN events e ON e.id = t.event_id
+ WHERE t.event_id = $1
+ ORDER BY t.created_at, t.id
