@@ -192,13 +192,19 @@ def operation_of(
     ]
     if spec.query is not None:
         parameters.append({"in": "query", "schema": spec.query})
-    responses: dict[str, Any] = {
-        str(spec.status): {
-            "description": HTTPStatus(spec.status).phrase,
+    success: dict[str, Any] = {
+        "description": HTTPStatus(spec.status).phrase,
+        "headers": {"X-Request-ID": "X-Request-ID"},
+    }
+    if spec.status != HTTPStatus.NO_CONTENT:
+        success["content"] = _success_content(spec)
+    responses: dict[str, Any] = {str(spec.status): success}
+    if spec.replay is not None:
+        responses["200"] = {
+            "description": spec.replay,
             "headers": {"X-Request-ID": "X-Request-ID"},
             "content": _success_content(spec),
         }
-    }
     for name in spec.headers:
         declared = HEADER_PARAMETERS.get(name, {"schema": {"type": "string"}})
         parameters.append(
