@@ -442,8 +442,8 @@ async def get_event(request: web.Request) -> web.Response:
     description=(
         "Partial: only the fields sent change; null clears `description`, `venue`, "
         "`ends_at` or `max_tickets_per_customer`. `version` goes up by one. Capacity never "
-        "goes below the tickets sold (409 `capacity_below_sold`, with `sold`); the tickets "
-        "left follow it. A change of title, venue, `starts_at` or `ends_at` notifies every "
+        "goes below the tickets sold and held (409 `capacity_below_sold`, with `sold`); the "
+        "tickets left follow it. A change of title, venue, `starts_at` or `ends_at` notifies every "
         "attendee. An event that has ended (at `ends_at`, or at `starts_at` when it has no "
         "end) cannot change: 409 `event_ended`."
     ),
@@ -483,7 +483,8 @@ UPDATE_OUTCOMES: dict[str, Outcome] = {
     "event_ended": Outcome(refusal=lambda row, changes: event_ended()),
     "capacity_below_sold": Outcome(refusal=lambda row, changes: Problem(
         409, "capacity_below_sold",
-        f"{row['sold']} tickets are sold; capacity cannot go below that.", sold=row["sold"],
+        f"{row['sold']} tickets are sold or held; capacity cannot go below that.",
+        sold=row["sold"],
     )),
     "ends_before_start": Outcome(refusal=lambda row, changes: validation_problem(
         {"ends_at": ["Must be after starts_at."]}

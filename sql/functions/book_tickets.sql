@@ -286,7 +286,7 @@ BEGIN
         END IF;
         FOR j IN v_firsts[i] .. v_last LOOP
             t := v_item_at[j];
-            IF p_item_quantities[j] > least(t_left[t], v_left[k]) THEN
+            IF p_item_quantities[j] > t_left[t] THEN
                 v_outcomes[i] := 'sold_out';
                 v_types[i] := t_ids[t];
                 v_availables[i] := least(t_left[t], v_left[k]);
