@@ -119,6 +119,7 @@ DECLARE
     t_left     integer[];
     t_added    integer[];
     t_price    integer[];
+    t_name     text[];
     -- per item: its type's position in t_ids, once resolved
     v_item_at  integer[] := array_fill(NULL::integer, ARRAY[v_items]);
     -- per request: its event's position in v_ids (NULL: no such event), and the decision
@@ -147,6 +148,12 @@ DECLARE
     v_amounts    bigint[]  := array_fill(NULL::bigint, ARRAY[v_count]);
     v_later      boolean[] := array_fill(false, ARRAY[v_count]);
     v_firsts     integer[] := array_fill(NULL::integer, ARRAY[v_count]);
+    v_items_of   jsonb[]   := array_fill(NULL::jsonb, ARRAY[v_count]);
+    -- per item: the request it belongs to
+    v_item_req   integer[];
+    v_json       jsonb;
+    v_holding    boolean := coalesce(true = ANY (p_holds), false);
+    v_expires    timestamptz := now() + make_interval(secs => p_hold_seconds);
 BEGIN
     IF coalesce(cardinality(p_users), 0) <> v_count
        OR coalesce(cardinality(p_holds), 0) <> v_count
@@ -184,8 +191,9 @@ BEGIN
                      AND coalesce(tt.sales_end > now(), true) ORDER BY tt.id),
            array_agg(tt.max_per_booking ORDER BY tt.id),
            array_agg(tt.quota - tt.taken ORDER BY tt.id),
-           array_agg(tt.price_cents ORDER BY tt.id)
-      INTO t_ids, t_event, t_open, t_max, t_left, t_price
+           array_agg(tt.price_cents ORDER BY tt.id),
+           array_agg(tt.name ORDER BY tt.id)
+      INTO t_ids, t_event, t_open, t_max, t_left, t_price, t_name
       FROM ticket_types tt WHERE tt.event_id = ANY (v_ids);
     t_added := array_fill(0, ARRAY[cardinality(t_ids)]);
     SELECT array_agg(o.only ORDER BY d.k) INTO v_only
@@ -194,6 +202,10 @@ BEGIN
             SELECT CASE WHEN count(*) = 1 THEN min(tt.id::text)::uuid END AS only
               FROM unnest(t_ids, t_event) AS tt(id, event_id)
              WHERE tt.event_id = d.event_id) o ON true;
+
+    SELECT coalesce(array_agg(r.i ORDER BY r.i, g.g), '{}') INTO v_item_req
+      FROM generate_subscripts(p_item_counts, 1) AS r(i),
+           generate_series(1, p_item_counts[r.i]) AS g(g);
 
     SELECT array_agg(d.k ORDER BY r.n) INTO v_at
       FROM unnest(p_events) WITH ORDINALITY AS r(event_id, n)
@@ -314,7 +326,7 @@ BEGIN
             INSERT INTO holds (event_id, user_id, quantity, total_cents, currency, expires_at,
                                idempotency_key, request_fingerprint)
             VALUES (p_events[i], p_users[i], v_total, v_cents, v_currency[k],
-                    now() + make_interval(secs => p_hold_seconds), p_keys[i],
+                    v_expires, p_keys[i],
                     p_fingerprints[i])
             ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING holds.id INTO v_id;
@@ -342,11 +354,16 @@ BEGIN
         END IF;
 
         v_left[k] := v_left[k] - v_total;
+        v_json := '[]';
         FOR j IN v_firsts[i] .. v_last LOOP
             t := v_item_at[j];
             t_left[t] := t_left[t] - p_item_quantities[j];
             t_added[t] := t_added[t] + p_item_quantities[j];
+            v_json := v_json || jsonb_build_object(
+                'ticket_type_id', t_ids[t], 'name', t_name[t],
+                'quantity', p_item_quantities[j], 'price_cents', t_price[t]);
         END LOOP;
+        v_items_of[i] := v_json;
         IF v_cap[k] IS NOT NULL THEN
             v_held[v_pair[i]] := v_held[v_pair[i]] + v_total;
         END IF;
@@ -373,25 +390,24 @@ BEGIN
            v_currency[v_at[i]], p_fingerprints[i]
       FROM generate_subscripts(p_events, 1) AS i
      WHERE v_later[i] AND NOT p_holds[i];
-    INSERT INTO holds (id, event_id, user_id, quantity, total_cents, currency, expires_at,
-                       request_fingerprint)
-    SELECT v_records[i], p_events[i], p_users[i], v_totals[i], v_amounts[i],
-           v_currency[v_at[i]], now() + make_interval(secs => p_hold_seconds),
-           p_fingerprints[i]
-      FROM generate_subscripts(p_events, 1) AS i
-     WHERE v_later[i] AND p_holds[i];
+    IF v_holding THEN
+        INSERT INTO holds (id, event_id, user_id, quantity, total_cents, currency, expires_at,
+                           request_fingerprint)
+        SELECT v_records[i], p_events[i], p_users[i], v_totals[i], v_amounts[i],
+               v_currency[v_at[i]], v_expires, p_fingerprints[i]
+          FROM generate_subscripts(p_events, 1) AS i
+         WHERE v_later[i] AND p_holds[i];
+        INSERT INTO hold_items (hold_id, ticket_type_id, quantity, price_cents)
+        SELECT v_records[v_item_req[j]], t_ids[v_item_at[j]], p_item_quantities[j],
+               t_price[v_item_at[j]]
+          FROM generate_subscripts(p_item_types, 1) AS j
+         WHERE v_totals[v_item_req[j]] IS NOT NULL AND p_holds[v_item_req[j]];
+    END IF;
     INSERT INTO booking_items (booking_id, ticket_type_id, quantity, price_cents)
-    SELECT v_records[i], t_ids[v_item_at[j]], p_item_quantities[j], t_price[v_item_at[j]]
-      FROM generate_subscripts(p_events, 1) AS i
-      JOIN generate_subscripts(p_item_types, 1) AS j
-        ON j BETWEEN v_firsts[i] AND v_firsts[i] + p_item_counts[i] - 1
-     WHERE v_totals[i] IS NOT NULL AND NOT p_holds[i];
-    INSERT INTO hold_items (hold_id, ticket_type_id, quantity, price_cents)
-    SELECT v_records[i], t_ids[v_item_at[j]], p_item_quantities[j], t_price[v_item_at[j]]
-      FROM generate_subscripts(p_events, 1) AS i
-      JOIN generate_subscripts(p_item_types, 1) AS j
-        ON j BETWEEN v_firsts[i] AND v_firsts[i] + p_item_counts[i] - 1
-     WHERE v_totals[i] IS NOT NULL AND p_holds[i];
+    SELECT v_records[v_item_req[j]], t_ids[v_item_at[j]], p_item_quantities[j],
+           t_price[v_item_at[j]]
+      FROM generate_subscripts(p_item_types, 1) AS j
+     WHERE v_totals[v_item_req[j]] IS NOT NULL AND NOT p_holds[v_item_req[j]];
     -- One statement, so the outbox trigger's NOTIFY fires once for the batch.
     INSERT INTO outbox (topic, kind, payload, request_id)
     SELECT 'confirmations', 'booking_confirmed',
@@ -400,19 +416,42 @@ BEGIN
      WHERE v_totals[i] IS NOT NULL AND NOT p_holds[i]
      ORDER BY i;
 
+    -- What this call made is answered from what it knows (the defaults of a new row:
+    -- created_at is now(), the transaction's time); only what a key found is read back.
     RETURN QUERY
     SELECT v_outcomes[i], v_availables[i], v_alloweds[i], v_types[i],
-           coalesce(bk.id, ho.id), coalesce(bk.event_id, ho.event_id),
-           coalesce(bk.user_id, ho.user_id), coalesce(bk.quantity, ho.quantity),
-           coalesce(bk.status, ho.status), coalesce(bk.total_cents, ho.total_cents),
-           coalesce(bk.currency, ho.currency),
-           CASE WHEN bk.id IS NOT NULL THEN booking_items_of(bk.id)
+           coalesce(v_made.id, bk.id, ho.id), coalesce(v_made.event_id, bk.event_id, ho.event_id),
+           coalesce(v_made.user_id, bk.user_id, ho.user_id),
+           coalesce(v_made.quantity, bk.quantity, ho.quantity),
+           coalesce(v_made.status, bk.status, ho.status),
+           coalesce(v_made.total_cents, bk.total_cents, ho.total_cents),
+           coalesce(v_made.currency, bk.currency, ho.currency),
+           CASE WHEN v_made.id IS NOT NULL THEN v_made.items
+                WHEN bk.id IS NOT NULL THEN booking_items_of(bk.id)
                 WHEN ho.id IS NOT NULL THEN hold_items_of(ho.id) END,
-           coalesce(bk.created_at, ho.created_at),
-           bk.confirmation_status, bk.confirmed_at, bk.payment_reference, bk.hold_id,
-           ho.expires_at, ho.booking_id
+           coalesce(v_made.created_at, bk.created_at, ho.created_at),
+           coalesce(v_made.confirmation_status, bk.confirmation_status),
+           bk.confirmed_at, bk.payment_reference, bk.hold_id,
+           coalesce(v_made.expires_at, ho.expires_at), ho.booking_id
       FROM generate_subscripts(p_events, 1) AS i
-      LEFT JOIN bookings bk ON bk.id = v_records[i] AND NOT p_holds[i]
-      LEFT JOIN holds ho ON ho.id = v_records[i] AND p_holds[i]
+      LEFT JOIN LATERAL (
+            SELECT v_records[i] AS id, p_events[i] AS event_id, p_users[i] AS user_id,
+                   v_totals[i] AS quantity,
+                   CASE WHEN p_holds[i] THEN 'held' ELSE 'confirmed' END AS status,
+                   v_amounts[i] AS total_cents, v_currency[v_at[i]] AS currency,
+                   v_items_of[i] AS items, now() AS created_at,
+                   CASE WHEN NOT p_holds[i] THEN 'pending' END AS confirmation_status,
+                   CASE WHEN p_holds[i] THEN v_expires END AS expires_at
+             WHERE v_totals[i] IS NOT NULL) v_made ON true
+      -- One index probe for each row a key found; LIMIT keeps the planner from pulling
+      -- the lookups up into a join over the whole table.
+      LEFT JOIN LATERAL (
+            SELECT * FROM bookings b
+             WHERE v_totals[i] IS NULL AND NOT p_holds[i] AND b.id = v_records[i]
+             LIMIT 1) bk ON true
+      LEFT JOIN LATERAL (
+            SELECT * FROM holds h
+             WHERE v_totals[i] IS NULL AND p_holds[i] AND h.id = v_records[i]
+             LIMIT 1) ho ON true
      ORDER BY i;
 END $$;
