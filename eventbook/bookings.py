@@ -46,11 +46,22 @@ IDEMPOTENCY_KEY = "Idempotency-Key"
 _SANE_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 
 
-class BookingSchema(Schema):
+class TicketsSchema(Schema):
+    """What a booking and a hold have alike: whose tickets, of which types, at what price."""
+
     id = fields.UUID(required=True)
     event_id = fields.UUID(required=True)
     user_id = fields.UUID(required=True)
     quantity = fields.Integer(required=True, metadata={"description": "Tickets, all items."})
+    items = fields.List(fields.Nested(ItemSchema), required=True)
+    total_cents = fields.Integer(
+        required=True, metadata={"description": "The sum of the items' prices, frozen."}
+    )
+    currency = fields.String(required=True, metadata={"description": "ISO 4217."})
+    created_at = fields.AwareDateTime(required=True)
+
+
+class BookingSchema(TicketsSchema):
     status = fields.String(required=True, validate=validate.OneOf(("confirmed", "cancelled")))
     confirmation_status = fields.String(
         required=True, validate=validate.OneOf(("pending", "sent", "failed"))
@@ -59,12 +70,6 @@ class BookingSchema(Schema):
         required=True, allow_none=True,
         metadata={"description": "When the confirmation mail was sent."},
     )
-    created_at = fields.AwareDateTime(required=True)
-    items = fields.List(fields.Nested(ItemSchema), required=True)
-    total_cents = fields.Integer(
-        required=True, metadata={"description": "The sum of the items' prices, frozen."}
-    )
-    currency = fields.String(required=True, metadata={"description": "ISO 4217."})
     payment_reference = fields.String(
         required=True, allow_none=True,
         metadata={"description": "As given when the hold was confirmed."},

@@ -22,11 +22,11 @@ from eventbook.bookings import (
     IDEMPOTENCY_KEY,
     TAKE_PROBLEMS,
     NewBookingSchema,
+    TicketsSchema,
     take,
 )
 from eventbook.endpoints import CUSTOMER, endpoint, json_response, path_uuid
 from eventbook.errors import Outcome, Problem
-from eventbook.events import ItemSchema
 from eventbook.keys import METRICS, POOL, REQUEST_ID
 
 log = structlog.get_logger(__name__)
@@ -37,27 +37,17 @@ CONFIRM_HOLD = db.query("confirm_hold")
 RELEASE_HOLD = db.query("release_hold")
 
 
-class HoldSchema(Schema):
-    id = fields.UUID(required=True)
-    event_id = fields.UUID(required=True)
-    user_id = fields.UUID(required=True)
-    quantity = fields.Integer(required=True, metadata={"description": "Tickets, all items."})
+class HoldSchema(TicketsSchema):
     status = fields.String(
         required=True, validate=validate.OneOf(("held", "confirmed", "released", "expired")),
         metadata={"description": "held: its tickets are taken until expires_at."},
     )
-    items = fields.List(fields.Nested(ItemSchema), required=True)
-    total_cents = fields.Integer(
-        required=True, metadata={"description": "What confirming it costs, frozen."}
-    )
-    currency = fields.String(required=True, metadata={"description": "ISO 4217."})
     expires_at = fields.AwareDateTime(
         required=True, metadata={"description": "When its tickets go back, unless confirmed."}
     )
     booking_id = fields.UUID(
         required=True, allow_none=True, metadata={"description": "Once confirmed."}
     )
-    created_at = fields.AwareDateTime(required=True)
 
 
 class ConfirmSchema(Schema):
