@@ -8,7 +8,7 @@ from typing import Any
 from openapi_spec_validator import validate
 
 from eventbook.openapi import documented_routes
-from tests.client import Api
+from tests.client import Api, expect
 
 
 async def document(api: Api) -> dict[str, Any]:
@@ -153,3 +153,23 @@ async def test_the_document_describes_the_405_answer(api: Api) -> None:
     assert answer.status == 405
     assert set(declared["headers"]) <= {*answer.headers, "X-Request-ID"}
     assert (await answer.json())["code"] == "method_not_allowed"
+
+
+async def test_an_answer_without_a_body_is_documented_without_one(
+    api: Api, organizer, customer
+) -> None:
+    paths = (await document(api))["paths"]
+    empty = [
+        (method, path)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if "204" in operation["responses"]
+    ]
+    assert ("delete", "/api/v1/holds/{id}") in empty
+    for method, path in empty:
+        assert "content" not in paths[path][method]["responses"]["204"], f"{method} {path}"
+    event = await api.create_event(organizer)
+    held = await expect(await api.hold(customer, event, quantity=1), 201)
+    released = await api.delete(f"/api/v1/holds/{held['id']}", customer)
+    assert released.status == 204
+    assert "Content-Type" not in released.headers and await released.read() == b""
