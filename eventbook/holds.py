@@ -168,6 +168,7 @@ async def get_hold(request: web.Request) -> web.Response:
     body=ConfirmSchema(),
     response=BOOKING,
     status=201,
+    replay="Confirmed already: the same booking again.",
     problems={
         404: ["hold_not_found"],
         409: ["hold_expired", "hold_released", "hold_already_confirmed", "event_not_bookable"],

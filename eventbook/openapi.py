@@ -217,6 +217,12 @@ def operation_of(
                 "headers": {"X-Request-ID": "X-Request-ID"},
                 "content": _success_content(spec),
             }
+    if spec.replay and spec.status != 200:
+        responses["200"] = {
+            "description": spec.replay,
+            "headers": {"X-Request-ID": "X-Request-ID"},
+            "content": _success_content(spec),
+        }
     for status, codes in problems_of(spec, bool(path_params)).items():
         responses[str(status)] = _problem_response(status, codes, spec.roles is not PUBLIC)
 

@@ -173,3 +173,16 @@ async def test_an_answer_without_a_body_is_documented_without_one(
     released = await api.delete(f"/api/v1/holds/{held['id']}", customer)
     assert released.status == 204
     assert "Content-Type" not in released.headers and await released.read() == b""
+
+
+async def test_confirming_a_hold_again_is_a_documented_200(
+    api: Api, organizer, customer
+) -> None:
+    confirm = (await document(api))["paths"]["/api/v1/holds/{id}/confirm"]["post"]
+    assert {"200", "201"} <= confirm["responses"].keys()
+    assert confirm["responses"]["200"]["content"] == confirm["responses"]["201"]["content"]
+    event = await api.create_event(organizer)
+    held = await expect(await api.hold(customer, event, quantity=1), 201)
+    first = await expect(await api.post(f"/api/v1/holds/{held['id']}/confirm", customer), 201)
+    again = await expect(await api.post(f"/api/v1/holds/{held['id']}/confirm", customer), 200)
+    assert again["id"] == first["id"]
