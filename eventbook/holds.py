@@ -27,6 +27,7 @@ from eventbook.bookings import (
 from eventbook.endpoints import CUSTOMER, endpoint, json_response, path_uuid
 from eventbook.errors import Outcome, Problem
 from eventbook.events import ItemSchema
+from eventbook.fields import Text
 from eventbook.keys import METRICS, POOL, REQUEST_ID
 
 log = structlog.get_logger(__name__)
@@ -61,7 +62,7 @@ class HoldSchema(Schema):
 
 
 class ConfirmSchema(Schema):
-    payment_reference = fields.String(
+    payment_reference = Text(
         validate=validate.Length(1, 255), load_default=None,
         metadata={"description": "Recorded on the booking as given (payment is not taken)."},
     )

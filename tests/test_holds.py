@@ -196,7 +196,7 @@ async def test_confirming_again_with_another_payment_reference_is_refused(
     assert (again["id"], again["payment_reference"]) == (booking["id"], "pay_1")
 
 
-@pytest.mark.parametrize("reference", ["", "x" * 256, 42])
+@pytest.mark.parametrize("reference", ["", "x" * 256, 42, "pay\x00", "pay\ud800"])
 async def test_an_invalid_payment_reference_is_refused(
     api: Api, organizer: User, customer: User, reference: Any
 ) -> None:
