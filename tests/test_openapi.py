@@ -186,3 +186,44 @@ async def test_confirming_a_hold_again_is_a_documented_200(
     first = await expect(await api.post(f"/api/v1/holds/{held['id']}/confirm", customer), 201)
     again = await expect(await api.post(f"/api/v1/holds/{held['id']}/confirm", customer), 200)
     assert again["id"] == first["id"]
+
+
+async def test_the_ticket_type_and_hold_routes_document_their_problem_codes(api: Api) -> None:
+    paths = (await document(api))["paths"]
+    types = "/api/v1/events/{id}/ticket-types"
+    taking = {
+        "409": ["sold_out", "event_not_bookable", "customer_limit_reached",
+                "ticket_type_not_on_sale"],
+        "422": ["ticket_type_required", "unknown_ticket_type", "idempotency_key_reused"],
+    }
+    documented = {
+        ("get", types): {"404": ["event_not_found"]},
+        ("post", types): {
+            "403": ["not_event_owner"], "404": ["event_not_found"],
+            "409": ["currency_mismatch", "ticket_type_name_taken", "event_cancelled"],
+            "422": ["validation_failed"],
+        },
+        ("get", f"{types}/{{type_id}}"): {"404": ["ticket_type_not_found"]},
+        ("patch", f"{types}/{{type_id}}"): {
+            "403": ["not_event_owner"], "404": ["ticket_type_not_found"],
+            "409": ["currency_mismatch", "quota_below_taken", "ticket_type_name_taken"],
+        },
+        ("delete", f"{types}/{{type_id}}"): {
+            "404": ["ticket_type_not_found"],
+            "409": ["ticket_type_has_sales", "last_ticket_type"],
+        },
+        ("post", "/api/v1/events/{id}/bookings"): taking,
+        ("post", "/api/v1/events/{id}/holds"): taking,
+        ("get", "/api/v1/holds/{id}"): {"404": ["hold_not_found"]},
+        ("post", "/api/v1/holds/{id}/confirm"): {
+            "404": ["hold_not_found"],
+            "409": ["hold_expired", "hold_released", "hold_already_confirmed",
+                    "event_not_bookable"],
+        },
+        ("delete", "/api/v1/holds/{id}"): {"404": ["hold_not_found"], "409": ["hold_confirmed"]},
+    }
+    for (method, path), by_status in documented.items():
+        responses = paths[path][method]["responses"]
+        for status, codes in by_status.items():
+            for code in codes:
+                assert f"`{code}`" in responses[status]["description"], (method, path, code)
