@@ -173,7 +173,6 @@ async def test_releasing_a_hold_that_ran_out_is_204_before_and_after_it_expires(
     held = await expect(await api.hold(customer, event, quantity=2), 201)
     await run_out(pool, held)
     assert (await api.delete(hold_path(held), customer)).status == 204
-    assert await hold_status(api, customer, held) == "held"
     assert (await pool.fetchrow("SELECT * FROM expire_holds(100)"))["expired"] == 1
     assert (await api.delete(hold_path(held), customer)).status == 204
     assert await hold_status(api, customer, held) == "expired"
@@ -338,3 +337,30 @@ async def test_hold_metrics_count_created_confirmed_released_and_expired(
     assert await counts() == {"created": 3, "confirmed": 1, "released": 1, "expired": 1}
     assert await hold_status(api, customer, to_expire) == "expired"
     assert (await api.get_event(event))["available_tickets"] == 9
+
+
+async def test_a_confirmed_hold_counts_once_against_the_per_customer_cap(
+    api: Api, organizer: User, customer: User
+) -> None:
+    event = await api.create_event(organizer, capacity=10, max_tickets_per_customer=4)
+    held = await expect(await api.hold(customer, event, quantity=2), 201)
+    await expect(await api.confirm(customer, held), 201)
+    await expect(await api.book(customer, event, quantity=2), 201)
+    problem = await assert_problem(await api.hold(customer, event, quantity=1), 409,
+                                   "customer_limit_reached")
+    assert problem["customer_tickets_left"] == 0
+    assert (await api.get_event(event))["available_tickets"] == 6
+
+
+async def test_a_hold_of_an_event_that_started_or_was_cancelled_is_refused(
+    api: Api, organizer: User, customer: User, pool: asyncpg.Pool
+) -> None:
+    started = await api.create_event(organizer)
+    await move_event(pool, started, "-1 minute", "2 hours")
+    await assert_problem(await api.hold(customer, started, quantity=1), 409, "event_not_bookable")
+    cancelled = await api.create_event(organizer)
+    await expect(await api.post(f"/api/v1/events/{cancelled['id']}/cancel", organizer), 200)
+    await assert_problem(await api.hold(customer, cancelled, quantity=1), 409,
+                         "event_not_bookable")
+    unknown = {"id": str(uuid.uuid4())}
+    await assert_problem(await api.hold(customer, unknown, quantity=1), 404, "event_not_found")

@@ -213,6 +213,17 @@ async def test_an_event_created_in_dollars_sells_in_dollars(
     assert (booking["total_cents"], booking["currency"]) == (5000, "USD")
 
 
+@pytest.mark.parametrize("currency", ["EURO", "eur", "XXY", "", 978])
+async def test_an_event_in_an_unknown_currency_is_refused(
+    api: Api, organizer: User, currency: Any
+) -> None:
+    answer = await api.post("/api/v1/events", organizer, json={
+        "title": "Concert", "starts_at": future(), "capacity": 10, "currency": currency,
+    })
+    problem = await assert_problem(answer, 422, "validation_failed")
+    assert set(problem["errors"]) == {"currency"}
+
+
 async def test_the_first_priced_type_may_set_the_currency_of_an_event_without_sales(
     api: Api, organizer: User
 ) -> None:
@@ -336,11 +347,17 @@ async def test_changing_types_needs_a_token(api: Api, organizer: User) -> None:
         assert answer.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-async def test_a_cancelled_event_gets_no_new_types(api: Api, organizer: User) -> None:
-    event = await api.create_event(organizer)
+async def test_the_types_of_a_cancelled_event_are_not_changed_nor_sold(
+    api: Api, organizer: User
+) -> None:
+    event = await api.create_event(organizer, capacity=10)
+    general = await general_admission(api, event)
     await expect(await api.post(f"/api/v1/events/{event['id']}/cancel", organizer), 200)
     answer = await api.post(types_path(event), organizer, json={"name": "VIP", "price_cents": 0})
     await assert_problem(answer, 409, "event_cancelled")
+    answer = await api.patch(types_path(event, general), organizer, json={"price_cents": 100})
+    await assert_problem(answer, 409, "event_cancelled")
+    assert (await shown(api, event, general))["available_tickets"] == 0
 
 
 # -- delete ------------------------------------------------------------------------------
