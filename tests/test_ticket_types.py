@@ -467,12 +467,15 @@ async def test_a_quantity_alone_is_refused_once_the_event_sells_several_types(
     api: Api, organizer: User, customer: User
 ) -> None:
     event = await api.create_event(organizer, capacity=10)
-    await api.add_ticket_type(organizer, event, name="VIP")
+    vip = await api.add_ticket_type(organizer, event, name="VIP")
     await assert_problem(await api.book(customer, event, quantity=2), 422,
                          "ticket_type_required")
     await assert_problem(await api.book(customer, event, quantity=None), 422,
                          "ticket_type_required")
     assert (await api.get_event(event))["available_tickets"] == 10
+    assert (await api.delete(types_path(event, vip), organizer)).status == 204
+    booking = await expect(await api.book(customer, event, quantity=2), 201)
+    assert [i["name"] for i in booking["items"]] == ["General admission"]
 
 
 @pytest.mark.parametrize("shape", ["quantity_and_items", "same_type_twice", "no_items",
