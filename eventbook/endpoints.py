@@ -47,9 +47,9 @@ class Endpoint:
     description: str = ""
     # what the success response is, for the document; JSON unless it says otherwise
     media_type: str = "application/json"
-    # when a repeat of a request already done answers 200 with the same resource: what
-    # that answer is, for the document
-    replay: str | None = None
+    # when a repeat of the request answers 200 with what the first made, for the
+    # document (an Idempotency-Key header documents its own replays)
+    replay: str = ""
 
 
 def endpoint(
@@ -65,7 +65,7 @@ def endpoint(
     tag: str = "",
     description: str = "",
     media_type: str = "application/json",
-    replay: str | None = None,
+    replay: str = "",
 ) -> Callable[[Handler], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
     """Declare a route; the handler receives validated `body` and `query` keyword args."""
     spec = Endpoint(

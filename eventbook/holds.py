@@ -27,6 +27,7 @@ from eventbook.bookings import (
 )
 from eventbook.endpoints import CUSTOMER, endpoint, json_response, path_uuid
 from eventbook.errors import Outcome, Problem
+from eventbook.fields import Text
 from eventbook.keys import METRICS, POOL, REQUEST_ID
 
 log = structlog.get_logger(__name__)
@@ -51,7 +52,7 @@ class HoldSchema(TicketsSchema):
 
 
 class ConfirmSchema(Schema):
-    payment_reference = fields.String(
+    payment_reference = Text(
         validate=validate.Length(1, 255), load_default=None,
         metadata={"description": "Recorded on the booking as given (payment is not taken)."},
     )
@@ -158,7 +159,7 @@ async def get_hold(request: web.Request) -> web.Response:
     body=ConfirmSchema(),
     response=BOOKING,
     status=201,
-    replay="Confirmed before: the same booking.",
+    replay="Confirmed already: the same booking again.",
     problems={
         404: ["hold_not_found"],
         409: ["hold_expired", "hold_released", "hold_already_confirmed", "event_not_bookable"],

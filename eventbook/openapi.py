@@ -196,15 +196,10 @@ def operation_of(
         "description": HTTPStatus(spec.status).phrase,
         "headers": {"X-Request-ID": "X-Request-ID"},
     }
+    # A 204 has no body: documenting one would make clients expect (and parse) it.
     if spec.status != HTTPStatus.NO_CONTENT:
         success["content"] = _success_content(spec)
     responses: dict[str, Any] = {str(spec.status): success}
-    if spec.replay is not None:
-        responses["200"] = {
-            "description": spec.replay,
-            "headers": {"X-Request-ID": "X-Request-ID"},
-            "content": _success_content(spec),
-        }
     for name in spec.headers:
         declared = HEADER_PARAMETERS.get(name, {"schema": {"type": "string"}})
         parameters.append(
@@ -222,6 +217,12 @@ def operation_of(
                 "headers": {"X-Request-ID": "X-Request-ID"},
                 "content": _success_content(spec),
             }
+    if spec.replay and spec.status != 200:
+        responses["200"] = {
+            "description": spec.replay,
+            "headers": {"X-Request-ID": "X-Request-ID"},
+            "content": _success_content(spec),
+        }
     for status, codes in problems_of(spec, bool(path_params)).items():
         responses[str(status)] = _problem_response(status, codes, spec.roles is not PUBLIC)
 

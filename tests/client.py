@@ -44,6 +44,11 @@ def future(days: float = 7) -> str:
     return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).isoformat()
 
 
+def item(ticket_type: dict[str, Any], quantity: int) -> dict[str, Any]:
+    """One line of a booking's or a hold's `items`."""
+    return {"ticket_type_id": ticket_type["id"], "quantity": quantity}
+
+
 async def eventually(
     check: Callable[[], Awaitable[T] | T], timeout: float = 15.0, interval: float = 0.05
 ) -> T:
@@ -167,10 +172,14 @@ class Api:
 
     async def book(
         self, customer: User, event: dict[str, Any], quantity: int | None = 1,
-        key: str | None = None,
+        key: str | None = None, items: list[dict[str, Any]] | None = None,
     ) -> ClientResponse:
+        """Book a `quantity` of the event's only ticket type, or `items` of named types."""
         headers = {"Idempotency-Key": key} if key else {}
-        body = {} if quantity is None else {"quantity": quantity}
+        if items is not None:
+            body: dict[str, Any] = {"items": items}
+        else:
+            body = {} if quantity is None else {"quantity": quantity}
         return await self.post(
             f"/api/v1/events/{event['id']}/bookings", customer, json=body, headers=headers
         )
