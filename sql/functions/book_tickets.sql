@@ -120,6 +120,7 @@ DECLARE
     t_added    integer[];
     t_price    integer[];
     t_name     text[];
+    t_created  timestamptz[];
     -- per item: its type's position in t_ids, once resolved
     v_item_at  integer[] := array_fill(NULL::integer, ARRAY[v_items]);
     -- per request: its event's position in v_ids (NULL: no such event), and the decision
@@ -149,9 +150,9 @@ DECLARE
     v_later      boolean[] := array_fill(false, ARRAY[v_count]);
     v_firsts     integer[] := array_fill(NULL::integer, ARRAY[v_count]);
     v_items_of   jsonb[]   := array_fill(NULL::jsonb, ARRAY[v_count]);
+    v_json       jsonb;
     -- per item: the request it belongs to
     v_item_req   integer[];
-    v_json       jsonb;
     v_holding    boolean := coalesce(true = ANY (p_holds), false);
     v_expires    timestamptz := now() + make_interval(secs => p_hold_seconds);
 BEGIN
@@ -192,8 +193,9 @@ BEGIN
            array_agg(tt.max_per_booking ORDER BY tt.id),
            array_agg(tt.quota - tt.taken ORDER BY tt.id),
            array_agg(tt.price_cents ORDER BY tt.id),
-           array_agg(tt.name ORDER BY tt.id)
-      INTO t_ids, t_event, t_open, t_max, t_left, t_price, t_name
+           array_agg(tt.name ORDER BY tt.id),
+           array_agg(tt.created_at ORDER BY tt.id)
+      INTO t_ids, t_event, t_open, t_max, t_left, t_price, t_name, t_created
       FROM ticket_types tt WHERE tt.event_id = ANY (v_ids);
     t_added := array_fill(0, ARRAY[cardinality(t_ids)]);
     SELECT array_agg(o.only ORDER BY d.k) INTO v_only
@@ -354,15 +356,25 @@ BEGIN
         END IF;
 
         v_left[k] := v_left[k] - v_total;
-        v_json := '[]';
         FOR j IN v_firsts[i] .. v_last LOOP
             t := v_item_at[j];
             t_left[t] := t_left[t] - p_item_quantities[j];
             t_added[t] := t_added[t] + p_item_quantities[j];
-            v_json := v_json || jsonb_build_object(
-                'ticket_type_id', t_ids[t], 'name', t_name[t],
-                'quantity', p_item_quantities[j], 'price_cents', t_price[t]);
         END LOOP;
+        -- The items as booking_items_of shows them: in the order the types were added.
+        IF v_last = v_firsts[i] THEN
+            t := v_item_at[v_last];
+            v_json := jsonb_build_array(jsonb_build_object(
+                'ticket_type_id', t_ids[t], 'name', t_name[t],
+                'quantity', p_item_quantities[v_last], 'price_cents', t_price[t]));
+        ELSE
+            SELECT jsonb_agg(jsonb_build_object(
+                       'ticket_type_id', t_ids[v_item_at[j]], 'name', t_name[v_item_at[j]],
+                       'quantity', p_item_quantities[j], 'price_cents', t_price[v_item_at[j]])
+                       ORDER BY t_created[v_item_at[j]], t_ids[v_item_at[j]])
+              INTO v_json
+              FROM generate_series(v_firsts[i], v_last) AS j;
+        END IF;
         v_items_of[i] := v_json;
         IF v_cap[k] IS NOT NULL THEN
             v_held[v_pair[i]] := v_held[v_pair[i]] + v_total;
