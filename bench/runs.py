@@ -60,7 +60,7 @@ async def booking_run(
         url, paths, connections=connections, duration=duration, threads=threads,
         tokens_file=customers, body=body,
         stop_status=409 if until_sold_out and not refusals_expected else None,
-        until=sold_out if until_sold_out else None, then_confirm=holds,
+        until=sold_out if until_sold_out else None, settle=0.2, then_confirm=holds,
     )
     used = (cpu_used(before[0], cpu_seconds(server)),
             cpu_used(before[1], cpu_seconds(postgres_pids())))

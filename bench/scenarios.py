@@ -21,6 +21,7 @@ from bench.profile import profiled
 from bench.runs import booking_run, latency_ms, percentile
 from bench.world import World
 from bench.wrk import run_wrk
+from eventbook.booking_batcher import MAX_BATCH
 from tests import seed
 from tests.processes import ROOT, Process, Server, environment
 
@@ -130,15 +131,16 @@ async def expiry(world: World, *, holds: int, limit: float) -> dict[str, Any]:
     that expires_at until every ticket is bookable again (available_tickets back to the
     capacity, the ticket type's taken back to 0).
 
-    The holds are taken by book_tickets itself (calls of 1,000 requests) with the default
+    The holds are taken by book_tickets itself (calls of 256 requests) with the default
     life of 600 s; then, with the actor running, one UPDATE moves every expires_at to
     the same instant, the start of a second 1 to 2 s ahead, so the actor has looked
     at least once (it looks every second at most) and sleeps until then."""
     await forget_backlog(world)
     [event] = await world.insert_events(1, holds)
     taken = 0
-    for start in range(0, holds, 1000):
-        size = min(1000, holds - start)
+    # Calls of the server's largest batch: a call of 1,000 holds takes seconds.
+    for start in range(0, holds, MAX_BATCH):
+        size = min(MAX_BATCH, holds - start)
         taken += await world.db.fetchval(
             "SELECT count(*) FILTER (WHERE outcome = 'created') FROM book_tickets("
             " array_fill($1::uuid, $3),"
