@@ -41,7 +41,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)} (default all)")
     parser.add_argument("--quick", action="store_true",
-                        help="short runs (about 2 minutes in all): --duration 4 "
+                        help="short runs (about 3 minutes in all): --duration 4 "
                              "--lag-duration 4 --capacity 10000 --attendees 20000")
     parser.add_argument("--duration", type=float, default=10,
                         help="seconds of each fixed-length load run (default 10)")
