@@ -10,6 +10,11 @@ commit, this adds no delay at low load (a lone request is sent at once) and make
 batches as large as the load. Requests for different events share the call too: a
 commit per booking was also most of the cost of bookings spread over many events.
 Each request still gets its own outcome; the decision stays in SQL.
+
+Confirmations of holds go together the same way, in calls of their own to confirm_holds
+(sql/functions/confirm_holds.sql): each writes an outbox row, and PostgreSQL commits the
+transactions that do (they NOTIFY the relay) one at a time, so one confirmation per
+commit would cap them near 1 / WAL flush over every event together.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -31,6 +36,7 @@ from eventbook.keys import BOOKING_BATCHER, CONFIG, POOL
 log = structlog.get_logger(__name__)
 
 BOOK = db.query("book_tickets")
+CONFIRM = db.query("confirm_holds")
 
 # How long a batch waits for an event's row lock before it is refused and its requests
 # are decided alone (each then waits for its own event as long as a statement may).
@@ -81,7 +87,21 @@ class Booked:
         )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Confirmation:
+    """One customer's confirmation of a hold, validated by the handler."""
+
+    hold: uuid.UUID
+    user: uuid.UUID
+    payment_reference: str | None
+    request_id: str
+
+
 Waiting = tuple[uuid.UUID, BookingRequest, "asyncio.Future[Booked]"]
+# A confirmation and its answer: confirm_hold's row (outcome and booking).
+Confirming = tuple[Confirmation, "asyncio.Future[asyncpg.Record]"]
+
+Sent = TypeVar("Sent", Waiting, Confirming)
 
 
 class BookingBatcher:
@@ -97,6 +117,7 @@ class BookingBatcher:
         # it would then wait for their own call's deadline too.
         self.wait_timeout = wait_timeout
         self._requests = Coalescer(self._decide, _future_of, max_batch)
+        self._confirmations = Coalescer(self._confirm, _future_of, max_batch)
         # Requests of a refused batch, being decided one by one. At most half the pool at
         # once, so requests stuck behind one locked event leave connections for the
         # batches of every other event.
@@ -123,21 +144,44 @@ class BookingBatcher:
             self._requests.withdraw((event, request, future))
             raise
 
+    async def confirm(self, confirmation: Confirmation) -> asyncpg.Record:
+        """confirm_hold's row for `confirmation` (outcome, and the booking), decided
+        together with the confirmations waiting; raises as `book` does."""
+        future: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
+        self._confirmations.submit((confirmation, future))
+        try:
+            async with asyncio.timeout(self.wait_timeout):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            self._confirmations.withdraw((confirmation, future))
+            raise
+
     async def close(self) -> None:
-        """Wait for the call in flight, the requests queued behind it and those of a
+        """Wait for the calls in flight, the requests queued behind them and those of a
         refused batch still being decided alone."""
-        while self._requests.sending is not None or self._alone:
+        while (self._requests.sending is not None or self._confirmations.sending is not None
+               or self._alone):
             await asyncio.gather(
-                *filter(None, [self._requests.sending]), *self._alone, return_exceptions=True
+                *filter(None, [self._requests.sending, self._confirmations.sending]),
+                *self._alone, return_exceptions=True,
             )
 
     async def _decide(self, batch: list[Waiting]) -> None:
+        await self._send(batch, BOOK, self._arguments, Booked.from_row)
+
+    async def _confirm(self, batch: list[Confirming]) -> None:
+        await self._send(batch, CONFIRM, _confirm_arguments, _record)
+
+    async def _send(
+        self, batch: list[Sent], query: str, arguments: Callable[[list[Sent]], list[Any]],
+        answer: Callable[[asyncpg.Record], Any],
+    ) -> None:
+        """One call of `query` for `batch` (its arguments, then the lock bound), each
+        request answered with `answer(row)`."""
         self.calls += 1
         try:
             try:
-                rows = await self.pool.fetch(
-                    BOOK, *self._arguments(batch), BATCH_LOCK_TIMEOUT
-                )
+                rows = await self.pool.fetch(query, *arguments(batch), BATCH_LOCK_TIMEOUT)
             except asyncpg.PostgresConnectionError:
                 raise
             except asyncpg.PostgresError as exc:
@@ -149,40 +193,43 @@ class BookingBatcher:
                 # behind one event's long-held lock.
                 log.warning("booking_batch_failed", size=len(batch), error=repr(exc))
                 for waiting in batch:
-                    task = asyncio.create_task(self._decide_alone(*waiting))
+                    task = asyncio.create_task(
+                        self._send_alone(waiting, query, arguments, answer)
+                    )
                     self._alone.add(task)
                     task.add_done_callback(self._alone.discard)
                 return
         except asyncio.CancelledError as exc:
-            _fail(batch, exc)
+            fail((_future_of(waiting) for waiting in batch), exc)
             raise
         except Exception as exc:
             # The connection failed (or timed out) with the call sent: it may have
             # committed, so deciding again could book twice. Each request fails as a lone
             # booking would (503); a client retries safely with an Idempotency-Key.
             log.warning("booking_batch_lost", size=len(batch), error=repr(exc))
-            _fail(batch, exc)
+            fail((_future_of(waiting) for waiting in batch), exc)
             return
-        for (_, _, future), row in zip(batch, rows, strict=True):
+        for waiting, row in zip(batch, rows, strict=True):
+            future = _future_of(waiting)
             if not future.done():
-                future.set_result(Booked.from_row(row))
+                future.set_result(answer(row))
 
-    async def _decide_alone(
-        self, event: uuid.UUID, request: BookingRequest, future: asyncio.Future[Booked]
+    async def _send_alone(
+        self, waiting: Sent, query: str, arguments: Callable[[list[Sent]], list[Any]],
+        answer: Callable[[asyncpg.Record], Any],
     ) -> None:
+        future = _future_of(waiting)
         try:
             async with self._alone_slots:
                 # A batch of one, with no bound on the wait for its event's lock.
-                row = await self.pool.fetchrow(
-                    BOOK, *self._arguments([(event, request, future)]), None
-                )
+                row = await self.pool.fetchrow(query, *arguments([waiting]), None)
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
             return
         assert row is not None
         if not future.done():
-            future.set_result(Booked.from_row(row))
+            future.set_result(answer(row))
 
 
     def _arguments(self, batch: list[Waiting]) -> list[Any]:
@@ -200,12 +247,20 @@ class BookingBatcher:
         ]
 
 
-def _future_of(waiting: Waiting) -> asyncio.Future[Booked]:
-    return waiting[2]
+def _confirm_arguments(batch: list[Confirming]) -> list[Any]:
+    """confirm_holds' arguments but the lock bound."""
+    confirmations = [confirmation for confirmation, _ in batch]
+    return [[c.hold for c in confirmations], [c.user for c in confirmations],
+            [c.payment_reference for c in confirmations],
+            [c.request_id for c in confirmations]]
 
 
-def _fail(waiting: list[Waiting], exc: BaseException) -> None:
-    fail((future for _, _, future in waiting), exc)
+def _record(row: asyncpg.Record) -> asyncpg.Record:
+    return row
+
+
+def _future_of(waiting: Waiting | Confirming) -> asyncio.Future[Any]:
+    return waiting[-1]
 
 
 async def batcher_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -16,6 +16,7 @@ from marshmallow import Schema, fields, validate
 
 from eventbook import db
 from eventbook.auth import principal
+from eventbook.booking_batcher import Confirmation
 from eventbook.bookings import (
     BOOK_OUTCOMES,
     BOOKING,
@@ -28,13 +29,12 @@ from eventbook.bookings import (
 from eventbook.endpoints import CUSTOMER, endpoint, json_response, path_uuid
 from eventbook.errors import Outcome, Problem
 from eventbook.fields import Text
-from eventbook.keys import METRICS, POOL, REQUEST_ID
+from eventbook.keys import BOOKING_BATCHER, METRICS, POOL, REQUEST_ID
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
 HOLD_BY_ID = db.query("hold_by_id")
-CONFIRM_HOLD = db.query("confirm_hold")
 RELEASE_HOLD = db.query("release_hold")
 
 
@@ -176,10 +176,10 @@ async def get_hold(request: web.Request) -> web.Response:
 )
 async def confirm_hold(request: web.Request, body: dict[str, Any]) -> web.Response:
     held = hold_id(request)
-    row = await request.app[POOL].fetchrow(
-        CONFIRM_HOLD, held, principal(request).id, body["payment_reference"], request[REQUEST_ID]
-    )
-    assert row is not None
+    # Confirmations that arrive together share one call and one commit, as bookings do.
+    row = await request.app[BOOKING_BATCHER].confirm(Confirmation(
+        held, principal(request).id, body["payment_reference"], request[REQUEST_ID]
+    ))
     outcome = CONFIRM_OUTCOMES[row["outcome"]]
     outcome.check()
     if row["outcome"] == "confirmed":
