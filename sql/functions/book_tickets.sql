@@ -154,6 +154,7 @@ DECLARE
     -- per item: the request it belongs to
     v_item_req   integer[];
     v_holding    boolean := coalesce(true = ANY (p_holds), false);
+    v_booked     boolean := false;
     v_expires    timestamptz := now() + make_interval(secs => p_hold_seconds);
 BEGIN
     IF coalesce(cardinality(p_users), 0) <> v_count
@@ -382,6 +383,7 @@ BEGIN
         v_outcomes[i] := 'created';
         v_availables[i] := v_left[k];
         v_records[i] := v_id;
+        v_booked := v_booked OR NOT p_holds[i];
         v_totals[i] := v_total;
         v_amounts[i] := v_cents;
         v_id := NULL;
@@ -420,13 +422,17 @@ BEGIN
            t_price[v_item_at[j]]
       FROM generate_subscripts(p_item_types, 1) AS j
      WHERE v_totals[v_item_req[j]] IS NOT NULL AND NOT p_holds[v_item_req[j]];
-    -- One statement, so the outbox trigger's NOTIFY fires once for the batch.
-    INSERT INTO outbox (topic, kind, payload, request_id)
-    SELECT 'confirmations', 'booking_confirmed',
-           jsonb_build_object('booking_id', v_records[i]), p_request_ids[i]
-      FROM generate_subscripts(p_events, 1) AS i
-     WHERE v_totals[i] IS NOT NULL AND NOT p_holds[i]
-     ORDER BY i;
+    -- One statement, so the outbox trigger's NOTIFY fires once for the batch; none when
+    -- no booking was made (holds alone): NOTIFYing transactions commit one at a time
+    -- across the cluster (a lock held until the commit's WAL is flushed).
+    IF v_booked THEN
+        INSERT INTO outbox (topic, kind, payload, request_id)
+        SELECT 'confirmations', 'booking_confirmed',
+               jsonb_build_object('booking_id', v_records[i]), p_request_ids[i]
+          FROM generate_subscripts(p_events, 1) AS i
+         WHERE v_totals[i] IS NOT NULL AND NOT p_holds[i]
+         ORDER BY i;
+    END IF;
 
     -- What this call made is answered from what it knows (the defaults of a new row:
     -- created_at is now(), the transaction's time); only what a key found is read back.
