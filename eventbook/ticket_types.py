@@ -49,8 +49,13 @@ class TicketTypeSchema(Schema):
     )
     available_tickets = fields.Integer(
         required=True,
-        metadata={"description": "Tickets of this type that can be booked now: under its "
-                                 "quota and the event's capacity alike."},
+        metadata={"description": "Tickets of this type left: under its quota and the "
+                                 "event's capacity alike."},
+    )
+    on_sale = fields.Boolean(
+        required=True,
+        metadata={"description": "Whether it can be booked now: open, within its sales "
+                                 "window, its event scheduled and not started."},
     )
     sales_start = fields.AwareDateTime(required=True, allow_none=True)
     sales_end = fields.AwareDateTime(required=True, allow_none=True)

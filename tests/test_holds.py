@@ -84,6 +84,9 @@ async def test_an_expired_hold_cannot_be_confirmed_and_its_tickets_come_back(
     )
     problem = await expect(await api.confirm(customer, held), 409)
     assert problem["code"] == "hold_expired"
+    # Shown as the confirmation found it, before the holds actor has been by.
+    shown = await expect(await api.get(f"/api/v1/holds/{held['id']}", customer), 200)
+    assert shown["status"] == "expired"
     row = await pool.fetchrow("SELECT * FROM expire_holds(100)")
     assert row["expired"] == 1
     assert (await api.get_event(event))["available_tickets"] == 5

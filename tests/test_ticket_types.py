@@ -16,6 +16,7 @@ from tests.test_check import check
 TYPE_KEYS = {
     "id", "event_id", "name", "price_cents", "currency", "quota", "available_tickets",
     "sales_start", "sales_end", "max_per_booking", "status", "created_at", "updated_at",
+    "on_sale",
 }
 
 
@@ -530,6 +531,7 @@ async def test_a_type_off_sale_is_not_booked(
     answer = await api.book(customer, event, items=[item(general, 1), item(vip, 1)])
     problem = await assert_problem(answer, 409, "ticket_type_not_on_sale")
     assert problem["ticket_type_id"] == vip["id"]
+    assert not (await expect(await api.get(types_path(event, vip)), 200))["on_sale"]
     assert (await api.get_event(event))["available_tickets"] == 10
     await expect(await api.book(customer, event, items=[item(general, 1)]), 201)
 
@@ -539,6 +541,7 @@ async def test_a_type_on_sale_inside_its_window_is_booked(
 ) -> None:
     event = await api.create_event(organizer)
     vip = await api.add_ticket_type(organizer, event, sales_start=future(-1), sales_end=future(1))
+    assert vip["on_sale"]
     await expect(await api.book(customer, event, items=[item(vip, 1)]), 201)
 
 
