@@ -22,7 +22,7 @@ import asyncpg
 
 from eventbook.check import consistency_report
 from eventbook.keys import METRICS
-from tests.client import Api, User, eventually
+from tests.client import Api, User, eventually, expect
 
 RACE_SECONDS = float(os.environ.get("EVENTBOOK_HOLD_RACE_SECONDS", "4"))
 CUSTOMERS = 100
@@ -269,3 +269,50 @@ async def _no_live_holds(pool: asyncpg.Pool, event_id: str) -> bool:
     return not await pool.fetchval(
         "SELECT count(*) FROM holds WHERE event_id = $1::uuid AND status = 'held'", event_id
     )
+
+
+async def test_200_confirmations_sent_as_their_holds_run_out_each_have_one_winner(
+    holds_api: Api, pool: asyncpg.Pool
+) -> None:
+    """200 holds run out in the same instant; each customer confirms within a fifth of a
+    second either side of it while the holds actor expires them: a confirmation answered
+    201 has its booking and its hold confirmed before it ran out, one answered 409
+    hold_expired has no booking and its hold expired, never both, and the tickets add up."""
+    api = holds_api
+    organizer = await api.register(role="organizer")
+    event = await api.create_event(organizer, capacity=400)
+    customers = await api.seed_users(pool, 200)
+    holds = [await expect(answer, 201) for answer in await asyncio.gather(
+        *(api.hold(customer, event, quantity=2) for customer in customers)
+    )]
+    rng = random.Random(200)
+
+    async def confirm_around_expiry(customer: User, hold: dict[str, Any]) -> Any:
+        expires_at = dt.datetime.fromisoformat(hold["expires_at"]).timestamp()
+        await asyncio.sleep(max(expires_at - time.time() + rng.uniform(-0.2, 0.2), 0))
+        return await api.confirm(customer, hold)
+
+    answers = await asyncio.gather(*(confirm_around_expiry(customer, hold)
+                                     for customer, hold in zip(customers, holds, strict=True)))
+    await eventually(lambda: _no_live_holds(pool, event["id"]), timeout=10)
+
+    rows = {str(row["id"]): row for row in await pool.fetch(
+        "SELECT h.id, h.status, h.ended_at < h.expires_at AS in_time,"
+        " array_remove(array_agg(b.id::text), NULL) AS bookings"
+        " FROM holds h LEFT JOIN bookings b ON b.hold_id = h.id GROUP BY h.id",
+    )}
+    winners: Counter[str] = Counter()
+    for hold, answer in zip(holds, answers, strict=True):
+        body = await answer.json()
+        row = rows[hold["id"]]
+        if answer.status == 201:
+            assert (row["status"], row["in_time"], row["bookings"]) == (
+                "confirmed", True, [body["id"]])
+        else:
+            assert (answer.status, body["code"]) == (409, "hold_expired")
+            assert (row["status"], row["in_time"], row["bookings"]) == ("expired", False, [])
+        winners[row["status"]] += 1
+    assert winners["confirmed"] > 0 and winners["expired"] > 0, winners
+    async with pool.acquire() as conn:
+        assert await miscounts(conn, event["id"]) == []
+    assert (await api.get_event(event))["available_tickets"] == 400 - 2 * winners["confirmed"]
