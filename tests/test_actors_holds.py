@@ -156,3 +156,28 @@ async def test_the_holds_actor_waits_out_postgres_trouble_and_expires_after(
     events = [line["event"] for line in logs]
     assert "dependencies_available" in events
     await assert_ticket_counts_add_up(pool)
+
+
+async def test_a_hold_runs_out_on_time_while_another_events_row_is_held_by_a_long_change(
+    holds_api: Api, pool: asyncpg.Pool
+) -> None:
+    """An organizer's change holds one event's row for seconds: a hold of another event
+    still gives its tickets back within a second of its expires_at, and the locked
+    event's hold as soon as its row is free."""
+    api = holds_api
+    organizer = await api.register(role="organizer")
+    holder, other = await api.seed_users(pool, 2)
+    locked, free = [await api.create_event(organizer, capacity=1) for _ in range(2)]
+    await expect(await api.hold(holder, locked), 201)
+    held = await expect(await api.hold(other, free), 201)
+    expires_at = dt.datetime.fromisoformat(held["expires_at"]).timestamp()
+
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT FROM events WHERE id = $1::uuid FOR UPDATE", locked["id"])
+        while (await api.get_event(free))["available_tickets"] == 0:
+            assert time.time() < expires_at + BACK_WITHIN, "the free event's hold is late"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(expires_at + 3 - time.time())
+        assert (await api.get_event(locked))["available_tickets"] == 0
+    await eventually(lambda: no_live_holds(pool), timeout=BACK_WITHIN)
+    await assert_ticket_counts_add_up(pool)
