@@ -4,7 +4,7 @@ gives their tickets back: no count ever goes past a quota, every ticket is sold,
 available, and a confirmation racing its hold's expiry has one winner.
 
 EVENTBOOK_HOLD_RACE_SECONDS sets how long the customers shop (default 4); a long run
-(60, say) is the heavy variant."""
+(60, say) is the heavy variant (past 100 s, raise pytest's timeout: -o timeout=...)."""
 
 from __future__ import annotations
 
