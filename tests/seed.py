@@ -9,7 +9,9 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from eventbook import emails
+from eventbook import db, emails
+
+BOOK_TICKETS = db.query("book_tickets")
 
 
 class SeededUser(NamedTuple):
@@ -149,3 +151,25 @@ async def ledger(
         event_id,
     )
     return row["capacity"], row["available_tickets"], row["held"]
+
+
+async def insert_holds(
+    pool: asyncpg.Pool, event_id: uuid.UUID | str, user_ids: list[uuid.UUID], seconds: int,
+    quantity: int = 1, ticket_type_id: uuid.UUID | str | None = None,
+) -> list[uuid.UUID]:
+    """One hold of `quantity` tickets per user, lasting `seconds`, taken as the server
+    takes them (book_tickets, 500 to a call, so all of one call run out together)."""
+    held = []
+    for start in range(0, len(user_ids), 500):
+        users = user_ids[start:start + 500]
+        count = len(users)
+        rows = await pool.fetch(
+            BOOK_TICKETS, [uuid.UUID(str(event_id))] * count, users, [True] * count,
+            [1] * count, [None] * count, ["seeded"] * count,
+            [f"seed-{start + n}" for n in range(count)],
+            [None if ticket_type_id is None else uuid.UUID(str(ticket_type_id))] * count,
+            [quantity] * count, seconds, None,
+        )
+        assert {row["outcome"] for row in rows} == {"created"}, rows[0]
+        held.extend(row["id"] for row in rows)
+    return held
