@@ -29,7 +29,10 @@ from bench.world import World
 from bench.wrk import ensure_wrk
 from tests.processes import Server, environment
 
-SCENARIOS = ("flash", "spread", "lag", "fanout", "floods")
+SCENARIOS = ("flash", "flash_types", "hold_confirm", "expiry", "spread", "lag", "fanout",
+             "floods")
+# The scenarios whose figures are read against the HTTP, naive and pgbench ceilings.
+BOOKING_LOADS = {"flash", "flash_types", "hold_confirm", "spread"}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -38,7 +41,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)} (default all)")
     parser.add_argument("--quick", action="store_true",
-                        help="short runs (about 2 minutes in all): --duration 4 "
+                        help="short runs (about 3 minutes in all): --duration 4 "
                              "--lag-duration 4 --capacity 10000 --attendees 20000")
     parser.add_argument("--duration", type=float, default=10,
                         help="seconds of each fixed-length load run (default 10)")
@@ -52,6 +55,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="bookings/s of the confirmation-lag run (default 500)")
     parser.add_argument("--lag-duration", type=float, default=10, help="default 10 s")
     parser.add_argument("--attendees", type=int, default=100_000, help="fan-out (default 100000)")
+    parser.add_argument("--expiring", type=int, default=10_000,
+                        help="holds of the expiry run, all due at once (default 10000)")
     parser.add_argument("--listings", type=int, default=100_000,
                         help="events the floods scenario's searches look through "
                              "(default 100000)")
@@ -90,10 +95,10 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
     scen: dict[str, Any] = results["scenarios"]
     load = {"connections": args.connections, "threads": args.threads}
     say("seeding customers")
-    customers = await world.customers_file(max(args.capacity + 5_000, 25_000))
+    customers = await world.customers_file(max(args.capacity + 5_000, args.expiring, 25_000))
     wanted = set(args.scenarios)
 
-    if wanted & {"flash", "spread"}:
+    if wanted & BOOKING_LOADS:
         say(f"HTTP ceiling: bare aiohttp JSON handler, {args.duration:g} s")
         ceil["http"] = await ceilings.http_ceiling(world, customers, duration=args.duration,
                                                    **load)
@@ -114,6 +119,22 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
                 scen["flash_sale"] = await scenarios.flash_sale(
                     world, server, customers, capacity=args.capacity, limit=300, **load
                 )
+        if "flash_types" in wanted:
+            say(f"flash sale over 2 ticket types: 1 event, {args.capacity} tickets")
+            with sampled(args, server, world, results, "flash_types (server)"):
+                scen["flash_types"] = await scenarios.flash_types(
+                    world, server, customers, capacity=args.capacity, limit=300, **load
+                )
+        if "hold_confirm" in wanted:
+            say(f"hold then confirm: 1 event, {args.capacity} tickets")
+            with sampled(args, server, world, results, "hold_confirm (server)"):
+                scen["hold_confirm"] = await scenarios.hold_confirm(
+                    world, server, customers, capacity=args.capacity, limit=300, **load
+                )
+        if "expiry" in wanted:
+            say(f"expiry: {args.expiring} holds due at the same instant, holds actor in "
+                "an eventbook worker")
+            scen["expiry"] = await scenarios.expiry(world, holds=args.expiring, limit=60)
         if "spread" in wanted:
             say(f"spread: {args.events} events, {args.duration:g} s")
             with sampled(args, server, world, results, "spread (server)"):

@@ -66,24 +66,25 @@ def ratio(value: float | None, ceiling: float | None) -> float | None:
     return value / ceiling
 
 
-def booking_rows(name: str, data: dict[str, Any], naive: dict[str, Any]) -> list[Row]:
+def booking_rows(name: str, data: dict[str, Any], naive: dict[str, Any],
+                 per: str = "booking") -> list[Row]:
     """A booking run's latency (p99 against the naive ceiling's) and CPU rows."""
     return [
         Row(f"  {name} p50", data["p50_ms"], "ms"),
         Row(f"  {name} p99", data["p99_ms"], "ms", "naive p99",
             ratio(data["p99_ms"], naive.get("p99_ms")), "< 100 ms", data["p99_ms"] < 100),
-        *cpu_rows(data, naive),
+        *cpu_rows(data, naive, per),
     ]
 
 
-def cpu_rows(data: dict[str, Any], naive: dict[str, Any]) -> list[Row]:
-    """CPU per booking of the server process and of PostgreSQL: the figures the shared
-    machine's noise disturbs least."""
+def cpu_rows(data: dict[str, Any], naive: dict[str, Any], per: str = "booking") -> list[Row]:
+    """CPU per booking (`per`: per purchase, for hold then confirm) of the server
+    process and of PostgreSQL: the figures the shared machine's noise disturbs least."""
     out = []
     for key, label in (("server_cpu_ms_per_booking", "server"),
                        ("postgres_cpu_ms_per_booking", "PostgreSQL")):
         if data.get(key) is not None:
-            out.append(Row(f"  {label} CPU per booking", data[key], "ms",
+            out.append(Row(f"  {label} CPU per {per}", data[key], "ms",
                            "naive's" if data is not naive else "",
                            ratio(data[key], naive.get(key)) if data is not naive else None))
     return out
@@ -126,6 +127,33 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row("  flash sale vs HTTP", rate, "bookings/s", "HTTP ceiling",
                        ratio(rate, http)))
         out.extend(booking_rows("flash sale", flash, ceil.get("naive", {})))
+    types = scen.get("flash_types")
+    if types:
+        rate = types["bookings_per_s"]
+        r = ratio(rate, naive)
+        out.append(Row("flash sale, 2 ticket types", rate, "bookings/s", "naive ceiling", r,
+                       ">= 2x", None if r is None else r >= 2))
+        out.append(Row("  2 types vs 1 (flash sale)", rate, "bookings/s", "flash sale",
+                       ratio(rate, flash and flash["bookings_per_s"])))
+        out.extend(booking_rows("2 types", types, ceil.get("naive", {})))
+    checkout = scen.get("hold_confirm")
+    if checkout:
+        rate = checkout["bookings_per_s"]
+        r = ratio(rate, naive)
+        out.append(Row("hold then confirm, 1 event", rate, "purchases/s", "naive ceiling", r,
+                       ">= 2x", None if r is None else r >= 2))
+        out.append(Row("  hold+confirm vs flash sale", rate, "purchases/s", "flash sale",
+                       ratio(rate, flash and flash["bookings_per_s"])))
+        out.extend(booking_rows("hold+confirm, per request,", checkout,
+                                ceil.get("naive", {}), "purchase"))
+    expiry = scen.get("expiry")
+    if expiry:
+        back = expiry["back_s"]
+        out.append(Row(f"expiry of {expiry['holds']:,} holds due at once: all tickets back",
+                       back, "s", "", None, "< 2 s", back < 2))
+        out.append(Row("  actor's first expiry after expires_at",
+                       expiry["first_expired_s"], "s"))
+        out.append(Row("  last expiry after expires_at", expiry["last_expired_s"], "s"))
     if spread:
         data = scen["spread"]
         r = ratio(spread, naive)

@@ -35,23 +35,32 @@ async def booking_run(
     threads: int,
     until_sold_out: bool = False,
     server_pid: int | None = None,
+    body: str = BODY,
+    holds: bool = False,
+    refusals_expected: bool = False,
 ) -> dict[str, Any]:
-    """Book 1 ticket a request on `events` (round robin) for `duration` seconds, or until
-    the one event in `events` is sold out. bookings_per_s is the bookings the database
-    holds divided by the time from the first to the last one, so wrk's start-up and the
-    tail after the sell-out do not count."""
-    paths = world.paths_file(name, events)
+    """Book `body` (1 ticket, unless "@FILE" names bodies to go round) a request on
+    `events` (round robin) for `duration` seconds, or until the one event in `events` is
+    sold out. With `holds`, each purchase is a hold then its confirmation by the same
+    customer, and sold out means no ticket left and none held. bookings_per_s is the
+    bookings the database holds divided by the time from the first booking (or hold) to
+    the last booking, so wrk's start-up and the tail after the sell-out do not count.
+
+    Until the sell-out, wrk stops at the first 409 (sold out), unless
+    `refusals_expected`: a ticket type's quota runs out before the event, or holds are
+    still to confirm when the last ticket is held."""
+    paths = world.paths_file(name, events, "holds" if holds else "bookings")
 
     async def sold_out() -> bool:
-        return await world.available(events[0]) == 0
+        return await world.sold_out(events[0])
 
     server = [server_pid] if server_pid else []
     before = cpu_seconds(server), cpu_seconds(postgres_pids())
     result = await run_wrk(
         url, paths, connections=connections, duration=duration, threads=threads,
-        tokens_file=customers, body=BODY,
-        stop_status=409 if until_sold_out else None,
-        until=sold_out if until_sold_out else None,
+        tokens_file=customers, body=body,
+        stop_status=409 if until_sold_out and not refusals_expected else None,
+        until=sold_out if until_sold_out else None, settle=0.2, then_confirm=holds,
     )
     used = (cpu_used(before[0], cpu_seconds(server)),
             cpu_used(before[1], cpu_seconds(postgres_pids())))
@@ -63,6 +72,7 @@ async def booking_run(
         "postgres_cpu_ms_per_booking": used[1] * per_booking,
         "bookings_per_s": sold["bookings"] / sold["span"] if sold["span"] else 0.0,
         "bookings": sold["bookings"],
+        "tickets": sold["tickets"],
         "seconds": sold["span"],
         **latency_ms(result),
         "statuses": result["statuses"],

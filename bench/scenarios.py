@@ -21,6 +21,7 @@ from bench.profile import profiled
 from bench.runs import booking_run, latency_ms, percentile
 from bench.world import World
 from bench.wrk import run_wrk
+from eventbook.booking_batcher import MAX_BATCH
 from tests import seed
 from tests.processes import ROOT, Process, Server, environment
 
@@ -49,6 +50,156 @@ async def flash_sale(world: World, server: Server, customers: Path, *,
             f"answered {created} x 201 for a capacity of {capacity}"
         )
     return result
+
+
+# The two ticket types of flash_types: name, price, quota as a share of the capacity.
+# Together above the capacity (125%): the requests take as many of each, so the event's
+# capacity ends the sale with both types' quotas still open, and no request is refused
+# before the end (a type sold out on the way would make every request naming it a cheap
+# 409, and the figure a mix of two loads).
+FLASH_TYPES = (("Standard", 4_500, 0.7), ("Premium", 12_000, 0.55))
+
+
+async def flash_types(world: World, server: Server, customers: Path, *,
+                      capacity: int, connections: int, threads: int, limit: float
+                      ) -> dict[str, Any]:
+    """A flash sale as `flash_sale` over two ticket types (FLASH_TYPES) until the event is
+    sold out. Requests go round three bodies: 1 Standard, 1 Premium, 1 of each."""
+    [event] = await world.insert_events(1, capacity)
+    types = await world.insert_ticket_types(
+        event, [(name, price, round(share * capacity)) for name, price, share in FLASH_TYPES]
+    )
+    standard, premium = (str(t) for t in types)
+    bodies = world.lines_file("flash-types.bodies", [
+        json.dumps({"items": items}, separators=(",", ":")) for items in (
+            [{"ticket_type_id": standard, "quantity": 1}],
+            [{"ticket_type_id": premium, "quantity": 1}],
+            [{"ticket_type_id": standard, "quantity": 1},
+             {"ticket_type_id": premium, "quantity": 1}],
+        )
+    ])
+    result = await booking_run(world, server.url, "flash-types", [event], customers,
+                               connections=connections, duration=limit, threads=threads,
+                               until_sold_out=True, refusals_expected=True,
+                               server_pid=server.proc.pid, body=f"@{bodies}")
+    ledger = await world.ledger(event)
+    kinds = await world.type_ledger(event)
+    result["ledger"] = ledger
+    result["types"] = kinds
+    created = result["statuses"].get("201", 0)
+    if ledger["available_tickets"] != 0:
+        raise Failed(f"two-type flash sale not sold out within {limit:.0f} s: {ledger}")
+    if not ledger["held"] == capacity == sum(t["taken"] or 0 for t in kinds.values()):
+        raise Failed(f"two-type flash sale sold {ledger['held']} tickets for a capacity of "
+                     f"{capacity}: {kinds}")
+    if ledger["bookings"] != created:
+        raise Failed(f"two-type flash sale answered {created} x 201 for "
+                     f"{ledger['bookings']} bookings")
+    for name, kind in kinds.items():
+        if kind["taken"] != kind["sold"] or (kind["quota"] or capacity) < (kind["sold"] or 0):
+            raise Failed(f"ticket type {name} of the two-type flash sale: {kind}")
+    return result
+
+
+async def hold_confirm(world: World, server: Server, customers: Path, *,
+                       capacity: int, connections: int, threads: int, limit: float
+                       ) -> dict[str, Any]:
+    """A flash sale through checkout: each purchase is a hold of 1 ticket, then its
+    confirmation by the same customer as soon as the hold is answered, until all
+    `capacity` tickets are sold and none is held. bookings_per_s is purchases a second;
+    the latency is per request (holds and confirmations together)."""
+    [event] = await world.insert_events(1, capacity)
+    result = await booking_run(world, server.url, "hold-confirm", [event], customers,
+                               connections=connections, duration=limit, threads=threads,
+                               until_sold_out=True, holds=True, refusals_expected=True,
+                               server_pid=server.proc.pid)
+    ledger = await world.ledger(event)
+    result["ledger"] = ledger
+    created = result["statuses"].get("201", 0)
+    if ledger["available_tickets"] != 0 or ledger["holds_live"]:
+        raise Failed(f"checkout flash sale not sold out within {limit:.0f} s: {ledger}")
+    if not (ledger["held"] == ledger["bookings"] == ledger["from_holds"] == capacity
+            == ledger["holds"] == ledger["holds_confirmed"]) or created != 2 * capacity:
+        raise Failed(f"checkout flash sale of {capacity} tickets answered {created} x 201: "
+                     f"{ledger}")
+    return result
+
+
+async def expiry(world: World, *, holds: int, limit: float) -> dict[str, Any]:
+    """`holds` holds of 1 ticket, on one event of `holds` tickets, all expiring at the
+    same instant, with an `eventbook worker` running the holds actor: the seconds from
+    that expires_at until every ticket is bookable again (available_tickets back to the
+    capacity, the ticket type's taken back to 0).
+
+    The holds are taken by book_tickets itself (calls of 256 requests) with the default
+    life of 600 s; then, with the actor running, one UPDATE moves every expires_at to
+    the same instant, the start of a second 1 to 2 s ahead, so the actor has looked
+    at least once (it looks every second at most) and sleeps until then."""
+    await forget_backlog(world)
+    [event] = await world.insert_events(1, holds)
+    taken = 0
+    # Calls of the server's largest batch: a call of 1,000 holds takes seconds.
+    for start in range(0, holds, MAX_BATCH):
+        size = min(MAX_BATCH, holds - start)
+        taken += await world.db.fetchval(
+            "SELECT count(*) FILTER (WHERE outcome = 'created') FROM book_tickets("
+            " array_fill($1::uuid, $3),"
+            " (SELECT array_agg(id ORDER BY n) FROM bench_customers"
+            "   WHERE n > $2 AND n <= $2 + $4),"
+            " array_fill(true, $3), array_fill(1, $3), array_fill(NULL::text, $3),"
+            " array_fill('bench'::text, $3), array_fill('bench-expiry'::text, $3),"
+            " array_fill(NULL::uuid, $3), array_fill(1, $3), 600, NULL)",
+            event, start, [size], size,
+        )
+    if taken != holds or await world.available(event) != 0:
+        raise Failed(f"expiry: {taken} holds taken of {holds}")
+    actors = await worker(world, "worker-expiry", EVENTBOOK_ACTORS="holds")
+    try:
+        due = await world.db.fetchval(
+            "WITH due AS (SELECT date_trunc('second', clock_timestamp())"
+            "                    + interval '2 seconds' AS at)"
+            " UPDATE holds SET expires_at = due.at FROM due"
+            "  WHERE event_id = $1 AND status = 'held' RETURNING due.at",
+            event,
+        )
+        deadline = time.monotonic() + limit
+        back_s = None
+        while time.monotonic() < deadline:
+            row = await world.db.fetchrow(
+                "SELECT available_tickets = capacity AS back,"
+                " extract(epoch FROM clock_timestamp() - $2)::float8 AS since"
+                " FROM events WHERE id = $1",
+                event, due,
+            )
+            assert row is not None
+            if row["back"]:
+                back_s = row["since"]
+                break
+            await asyncio.sleep(0.01)
+        ended = await world.db.fetchrow(
+            "SELECT count(*) FILTER (WHERE status = 'expired') AS expired,"
+            " extract(epoch FROM min(ended_at) - $2)::float8 AS first_s,"
+            " extract(epoch FROM max(ended_at) - $2)::float8 AS last_s"
+            " FROM holds WHERE event_id = $1",
+            event, due,
+        )
+        assert ended is not None
+    finally:
+        actors.stop()
+    kinds = await world.type_ledger(event)
+    ledger = await world.ledger(event)
+    if back_s is None:
+        raise Failed(f"expiry: tickets not back within {limit:.0f} s: {ledger}")
+    if ended["expired"] != holds or any(t["taken"] for t in kinds.values()):
+        raise Failed(f"expiry of {holds} holds: {ledger} {kinds}")
+    return {
+        "holds": holds,
+        "back_s": back_s,
+        # The actor's transactions' start (ended_at is now()), from the expires_at.
+        "first_expired_s": ended["first_s"],
+        "last_expired_s": ended["last_s"],
+        "ledger": ledger,
+    }
 
 
 async def spread(world: World, server: Server, customers: Path, *, events: int,

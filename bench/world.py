@@ -150,8 +150,28 @@ class World:
         )
         await self.db.execute("ANALYZE events")
 
-    def paths_file(self, name: str, events: list[uuid.UUID]) -> Path:
-        return self.lines_file(f"{name}.paths", [f"/api/v1/events/{e}/bookings" for e in events])
+    async def insert_ticket_types(self, event: uuid.UUID,
+                                  types: list[tuple[str, int, int | None]]) -> list[uuid.UUID]:
+        """The event's ticket types become `types` (name, price_cents, quota): the first
+        is its default type renamed, the others are added."""
+        (name, price, quota), *others = types
+        ids = [await self.db.fetchval(
+            "UPDATE ticket_types SET name = $2, price_cents = $3, quota = $4"
+            " WHERE event_id = $1 RETURNING id",
+            event, name, price, quota,
+        )]
+        for name, price, quota in others:
+            ids.append(await self.db.fetchval(
+                "INSERT INTO ticket_types (event_id, name, price_cents, quota)"
+                " VALUES ($1, $2, $3, $4) RETURNING id",
+                event, name, price, quota,
+            ))
+        return ids
+
+    def paths_file(self, name: str, events: list[uuid.UUID], resource: str = "bookings"
+                   ) -> Path:
+        return self.lines_file(f"{name}.paths",
+                               [f"/api/v1/events/{e}/{resource}" for e in events])
 
     def lines_file(self, name: str, lines: list[str]) -> Path:
         path = self.directory / name
@@ -159,11 +179,13 @@ class World:
         return path
 
     async def sold(self, events: list[uuid.UUID]) -> dict[str, Any]:
-        """What the database says was sold on `events`, and over which span of time
-        (bookings' created_at is their transaction's start)."""
+        """What the database says was sold on `events`, and over which span of time: from
+        the first booking, or the first hold when a hold came first, to the last booking
+        (created_at is their transaction's start)."""
         row = await self.db.fetchrow(
             "SELECT count(*) AS bookings, coalesce(sum(quantity), 0) AS tickets,"
-            " extract(epoch FROM max(created_at) - min(created_at)) AS span"
+            " extract(epoch FROM max(created_at) - least(min(created_at),"
+            "  (SELECT min(h.created_at) FROM holds h WHERE h.event_id = ANY($1)))) AS span"
             " FROM bookings WHERE event_id = ANY($1) AND status = 'confirmed'",
             events,
         )
@@ -172,18 +194,55 @@ class World:
                 "span": float(row["span"] or 0.0)}
 
     async def ledger(self, event: uuid.UUID) -> dict[str, int]:
-        """capacity, available_tickets and the tickets confirmed bookings hold."""
+        """capacity, available_tickets, the tickets confirmed bookings hold, and the
+        event's holds by status."""
         row = await self.db.fetchrow(
             "SELECT e.capacity, e.available_tickets,"
             " (SELECT coalesce(sum(quantity), 0) FROM bookings b"
             "   WHERE b.event_id = e.id AND b.status = 'confirmed') AS held,"
-            " (SELECT count(*) FROM bookings b WHERE b.event_id = e.id) AS bookings"
+            " (SELECT count(*) FROM bookings b WHERE b.event_id = e.id) AS bookings,"
+            " (SELECT count(*) FROM bookings b"
+            "   WHERE b.event_id = e.id AND b.hold_id IS NOT NULL) AS from_holds,"
+            " (SELECT count(*) FROM holds h WHERE h.event_id = e.id) AS holds,"
+            " (SELECT count(*) FROM holds h"
+            "   WHERE h.event_id = e.id AND h.status = 'held') AS holds_live,"
+            " (SELECT count(*) FROM holds h"
+            "   WHERE h.event_id = e.id AND h.status = 'confirmed') AS holds_confirmed,"
+            " (SELECT count(*) FROM holds h"
+            "   WHERE h.event_id = e.id AND h.status = 'expired') AS holds_expired"
             " FROM events e WHERE e.id = $1",
             event,
         )
         assert row is not None
-        return {key: int(row[key]) for key in ("capacity", "available_tickets", "held",
-                                               "bookings")}
+        return {key: int(value) for key, value in row.items()}
+
+    async def type_ledger(self, event: uuid.UUID) -> dict[str, dict[str, int | None]]:
+        """Each ticket type of `event` by name: its quota, its taken count, and the
+        tickets of it in confirmed bookings and in live holds."""
+        rows = await self.db.fetch(
+            "SELECT t.name, t.quota, t.taken,"
+            " (SELECT coalesce(sum(i.quantity), 0) FROM booking_items i"
+            "   JOIN bookings b ON b.id = i.booking_id"
+            "  WHERE i.ticket_type_id = t.id AND b.status = 'confirmed') AS sold,"
+            " (SELECT coalesce(sum(i.quantity), 0) FROM hold_items i"
+            "   JOIN holds h ON h.id = i.hold_id"
+            "  WHERE i.ticket_type_id = t.id AND h.status = 'held') AS held"
+            " FROM ticket_types t WHERE t.event_id = $1",
+            event,
+        )
+        return {row["name"]: {"quota": row["quota"], "taken": row["taken"],
+                              "sold": int(row["sold"]), "held": int(row["held"])}
+                for row in rows}
+
+    async def sold_out(self, event: uuid.UUID) -> bool:
+        """No ticket left and none held: everything the event had is sold."""
+        done: bool = await self.db.fetchval(
+            "SELECT available_tickets = 0 AND NOT EXISTS"
+            " (SELECT FROM holds h WHERE h.event_id = $1 AND h.status = 'held')"
+            " FROM events WHERE id = $1",
+            event,
+        )
+        return done
 
     async def available(self, event: uuid.UUID) -> int:
         value: int = await self.db.fetchval(

@@ -44,14 +44,20 @@ async def run_wrk(
     stop_status: int | None = None,
     until: Callable[[], Awaitable[bool]] | None = None,
     poll: float = 0.05,
+    settle: float = 0.0,
+    then_confirm: bool = False,
 ) -> dict[str, Any]:
-    """Run wrk for `duration` seconds, or until `until()` answers True (then wrk is
-    interrupted with SIGINT, which makes it stop and still report)."""
+    """Run wrk for `duration` seconds, or until `until()` answers True (then, `settle`
+    seconds later, so that answers already decided reach wrk, wrk is interrupted with
+    SIGINT, which makes it stop and still report). `body` may be
+    "@FILE" (bodies in turn, one a line); `then_confirm` confirms every hold answered
+    201 (see bench/load.lua)."""
     args = [
         ensure_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{duration:.0f}s",
         "--timeout", "30s", "-s", str(SCRIPT), url, "--",
         method, str(paths_file), str(tokens_file) if tokens_file else "-", body or "-",
         str(stop_status) if stop_status else "-", str(threads),
+        "confirm" if then_confirm else "-",
     ]
     proc = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -60,7 +66,10 @@ async def run_wrk(
         if until is not None:
             while proc.returncode is None:
                 if await until():
-                    proc.send_signal(signal.SIGINT)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(proc.wait(), settle)
+                    if proc.returncode is None:
+                        proc.send_signal(signal.SIGINT)
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), poll)

@@ -13,8 +13,10 @@ from eventbook import (
     connections,
     events,
     health,
+    holds,
     notifications,
     openapi,
+    ticket_types,
 )
 from eventbook.access import drop_server_header, request_id
 from eventbook.actors import supervised, watch_streams
@@ -117,7 +119,10 @@ def create_app(
         app.cleanup_ctx.append(private_metrics_ctx(*private_metrics))
     if actors:
         app.cleanup_ctx.append(actors_ctx)
-    for module in (health, accounts, events, announcements, bookings, notifications, openapi):
+    for module in (
+        health, accounts, events, ticket_types, announcements, bookings, holds, notifications,
+        openapi,
+    ):
         app.add_routes(module.routes)
     if config.metrics_token is not None:
         app.add_routes(health.metrics_routes)

@@ -15,6 +15,7 @@ from eventbook.actors.reconciler import find
 REPORT_LIMIT = 100
 
 TICKET_COUNTS = db.query("check_ticket_counts")
+TICKET_TYPE_COUNTS = db.query("check_ticket_type_counts")
 STUCK_OUTBOX = db.query("check_stuck_outbox")
 UNCONFIRMED_BOOKINGS = db.query("check_unconfirmed_bookings")
 USERS_WITHOUT_EMAIL_KEY = db.query("check_users_without_email_key")
@@ -27,6 +28,9 @@ async def consistency_report(
     return {
         "ticket_counts": [
             dict(row) for row in await conn.fetch(TICKET_COUNTS, REPORT_LIMIT)
+        ],
+        "ticket_type_counts": [
+            dict(row) for row in await conn.fetch(TICKET_TYPE_COUNTS, REPORT_LIMIT)
         ],
         "stuck_outbox": [
             dict(row) for row in await conn.fetch(STUCK_OUTBOX, outbox_age_s, REPORT_LIMIT)

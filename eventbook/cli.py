@@ -299,7 +299,10 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps({"ok": findings == 0, **report}, default=str, indent=2))
     else:
         titles = {
-            "ticket_counts": "events whose remaining tickets disagree with their bookings",
+            "ticket_counts": "events whose remaining tickets disagree with their bookings "
+            "and live holds",
+            "ticket_type_counts": "ticket types whose taken count disagrees with their "
+            "bookings and live holds",
             "stuck_outbox": f"outbox rows older than {args.outbox_age:g} s",
             "unconfirmed_bookings": f"bookings unconfirmed after {args.confirmation_window:g} s",
             "users_without_email_key": "users whose e-mail address another user has (no log-in)",

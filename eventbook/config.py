@@ -57,6 +57,8 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_HASH_QUEUE",
             "hashes waiting per lane; one more is answered 503 (default 16)"),
     Setting("EVENTBOOK_BOOKING_RATE", "bookings per customer per second, 0 = off (default 10)"),
+    Setting("EVENTBOOK_HOLD_SECONDS",
+            "how long a checkout hold keeps its tickets (default 600)"),
     Setting("EVENTBOOK_BROWSE_RATE",
             "event reads per client address (per user when signed in) per second, "
             "0 = off (default 10)"),
@@ -117,6 +119,7 @@ class Config:
     hash_threads: int = 1
     hash_queue: int = 16
     booking_rate: int = 10
+    hold_seconds: int = 600
     browse_rate: int = 10
     search_timeout_ms: int = 500
     search_concurrency: int = 2
@@ -180,6 +183,7 @@ class Config:
             hash_threads=reader.integer("EVENTBOOK_HASH_THREADS", 1, 1, 256),
             hash_queue=reader.integer("EVENTBOOK_HASH_QUEUE", 16, 0, 100_000),
             booking_rate=reader.integer("EVENTBOOK_BOOKING_RATE", 10, 0, 1_000_000),
+            hold_seconds=reader.integer("EVENTBOOK_HOLD_SECONDS", 600, 1, 86400),
             browse_rate=reader.integer("EVENTBOOK_BROWSE_RATE", 10, 0, 1_000_000),
             search_timeout_ms=reader.integer("EVENTBOOK_SEARCH_TIMEOUT_MS", 500, 1, 600_000),
             search_concurrency=reader.integer("EVENTBOOK_SEARCH_CONCURRENCY", 2, 1, 1000),

@@ -47,6 +47,9 @@ class Endpoint:
     description: str = ""
     # what the success response is, for the document; JSON unless it says otherwise
     media_type: str = "application/json"
+    # when a repeat of the request answers 200 with what the first made, for the
+    # document (an Idempotency-Key header documents its own replays)
+    replay: str = ""
 
 
 def endpoint(
@@ -62,11 +65,12 @@ def endpoint(
     tag: str = "",
     description: str = "",
     media_type: str = "application/json",
+    replay: str = "",
 ) -> Callable[[Handler], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
     """Declare a route; the handler receives validated `body` and `query` keyword args."""
     spec = Endpoint(
         summary, roles, body, query, response, status, problems or {}, headers, tag, description,
-        media_type,
+        media_type, replay,
     )
 
     def decorate(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

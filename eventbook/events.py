@@ -16,7 +16,7 @@ from eventbook import db
 from eventbook.auth import account_gone, bearer_user, ensure_event_owner, principal
 from eventbook.endpoints import ORGANIZER, PUBLIC, endpoint, json_response, path_uuid
 from eventbook.errors import Outcome, Problem, validation_problem
-from eventbook.fields import Line, Moment, Prose, Text
+from eventbook.fields import DEFAULT_CURRENCY, Currency, Line, Moment, Prose, Text
 from eventbook.keys import CONFIG, POOL, RATE_LIMITER, REQUEST_ID, SEARCH_POOL
 from eventbook.pages import (
     TIMESTAMPTZ,
@@ -45,7 +45,7 @@ ATTENDEES_AFTER = db.query("attendees_after")
 EVENT_COLUMNS = (
     "id, organizer_id, title, description, venue, starts_at, ends_at, capacity,"
     " available_tickets, max_tickets_per_booking, max_tickets_per_customer, status, version,"
-    " created_at, updated_at"
+    " created_at, updated_at, currency"
 )
 DEFAULT_PER_BOOKING = 10
 # Word characters without the underscore, which PostgreSQL's parser splits words at.
@@ -70,12 +70,15 @@ class EventSchema(Schema):
     max_tickets_per_customer = fields.Integer(
         required=True, allow_none=True,
         metadata={"description": "Most tickets one customer may hold in confirmed bookings "
-                                 "of the event; null: no limit."},
+                                 "and live holds of the event; null: no limit."},
     )
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
     version = fields.Integer(required=True)
     created_at = fields.AwareDateTime(required=True)
     updated_at = fields.AwareDateTime(required=True)
+    currency = fields.String(
+        required=True, metadata={"description": "ISO 4217: every price of the event is in it."}
+    )
 
 
 def _not_blank(value: str) -> None:
@@ -144,6 +147,12 @@ class NewEventSchema(EventChangesSchema):
                                  "At least max_tickets_per_booking."},
     )
 
+    currency = Currency(
+        load_default=DEFAULT_CURRENCY,
+        metadata={"description": f"ISO 4217 code of the event's prices (default "
+                                 f"{DEFAULT_CURRENCY})."},
+    )
+
     @post_load
     def _default_per_booking(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         if "max_tickets_per_booking" not in data:
@@ -171,6 +180,17 @@ class EventListQuery(PageQuery):
     )
 
 
+class ItemSchema(Schema):
+    """One line of a booking or a hold: a ticket type, how many, at what price."""
+
+    ticket_type_id = fields.UUID(required=True)
+    name = fields.String(required=True, metadata={"description": "The ticket type's name."})
+    quantity = fields.Integer(required=True)
+    price_cents = fields.Integer(
+        required=True, metadata={"description": "The price of one ticket when it was taken."}
+    )
+
+
 class AttendeeSchema(Schema):
     booking_id = fields.UUID(required=True)
     user_id = fields.UUID(required=True)
@@ -178,6 +198,10 @@ class AttendeeSchema(Schema):
     email = fields.String(required=True)
     quantity = fields.Integer(required=True)
     booked_at = fields.AwareDateTime(required=True)
+    items = fields.List(
+        fields.Nested(ItemSchema), required=True,
+        metadata={"description": "The ticket types booked, with how many of each."},
+    )
 
 
 EVENT = EventSchema()
@@ -294,7 +318,7 @@ async def create_event(request: web.Request, body: dict[str, Any]) -> web.Respon
         event = await request.app[POOL].fetchrow(
             CREATE_EVENT, user.id, body["title"], body["description"] or "", body["venue"],
             body["starts_at"], body["ends_at"], body["capacity"],
-            body["max_tickets_per_booking"], body["max_tickets_per_customer"],
+            body["max_tickets_per_booking"], body["max_tickets_per_customer"], body["currency"],
         )
     except asyncpg.ForeignKeyViolationError:
         raise account_gone() from None
@@ -418,8 +442,8 @@ async def get_event(request: web.Request) -> web.Response:
     description=(
         "Partial: only the fields sent change; null clears `description`, `venue`, "
         "`ends_at` or `max_tickets_per_customer`. `version` goes up by one. Capacity never "
-        "goes below the tickets sold (409 `capacity_below_sold`, with `sold`); the tickets "
-        "left follow it. A change of title, venue, `starts_at` or `ends_at` notifies every "
+        "goes below the tickets sold and held (409 `capacity_below_sold`, with `sold`); the "
+        "tickets left follow it. A change of title, venue, `starts_at` or `ends_at` notifies every "
         "attendee. An event that has ended (at `ends_at`, or at `starts_at` when it has no "
         "end) cannot change: 409 `event_ended`."
     ),
@@ -459,7 +483,8 @@ UPDATE_OUTCOMES: dict[str, Outcome] = {
     "event_ended": Outcome(refusal=lambda row, changes: event_ended()),
     "capacity_below_sold": Outcome(refusal=lambda row, changes: Problem(
         409, "capacity_below_sold",
-        f"{row['sold']} tickets are sold; capacity cannot go below that.", sold=row["sold"],
+        f"{row['sold']} tickets are sold or held; capacity cannot go below that.",
+        sold=row["sold"],
     )),
     "ends_before_start": Outcome(refusal=lambda row, changes: validation_problem(
         {"ends_at": ["Must be after starts_at."]}

@@ -1,5 +1,5 @@
 """The marshmallow field types of request schemas: text PostgreSQL can store and mail
-headers can carry, and times with an offset."""
+headers can carry, times with an offset, and currency codes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import marshmallow
+import pycountry
 from marshmallow import fields
 
 
@@ -72,3 +73,19 @@ class Moment(fields.AwareDateTime):
         except OverflowError:
             # e.g. 9999-12-31T23:00-05:00: valid ISO, but past the last representable year.
             raise marshmallow.ValidationError("Out of range.") from None
+
+
+DEFAULT_CURRENCY = "EUR"
+
+
+class Currency(fields.String):
+    """An ISO 4217 currency code in use (pycountry's list), upper case: EUR, USD, JPY."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        code = super()._deserialize(value, attr, data, **kwargs)
+        if not (len(code) == 3 and code.isascii() and code.isupper()
+                and pycountry.currencies.get(alpha_3=code) is not None):
+            raise marshmallow.ValidationError(
+                "Must be an ISO 4217 currency code, such as EUR or USD."
+            )
+        return code

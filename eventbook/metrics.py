@@ -44,6 +44,7 @@ log = structlog.get_logger(__name__)
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WatchedStream"]
 
 BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "customer_limit", "replayed")
+HOLD_EVENTS = ("created", "confirmed", "released", "expired")
 RECONCILED_KINDS = ("confirmation", "announcement", "dead_letter")
 OUTBOX_TOPICS = topics.TOPICS
 OUTBOX_BY_TOPIC = db.query("metrics_outbox_by_topic")
@@ -169,6 +170,13 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.holds = Counter(
+            "eventbook_holds",
+            "Checkout holds by what happened to them: created, confirmed (into a booking),"
+            " released (by the customer), expired (by the holds actor in this process).",
+            ["event"],
+            registry=registry,
+        )
         self.actor_restarts = Counter(
             "eventbook_actor_restarts",
             "Times the supervisor restarted an actor after it crashed or returned.",
@@ -204,6 +212,8 @@ class Metrics:
             self.bookings.labels(outcome)
         for kind in RECONCILED_KINDS:
             self.reconciled_work.labels(kind)
+        for event in HOLD_EVENTS:
+            self.holds.labels(event)
         self.watched: set[WatchedStream] = set()
         self._snapshot = _SnapshotCollector()
         registry.register(self._snapshot)
@@ -226,6 +236,12 @@ class Metrics:
         if outcome not in BOOKING_OUTCOMES:
             raise ValueError(f"unknown booking outcome {outcome!r}")
         self.bookings.labels(outcome).inc()
+
+    def hold_event(self, event: str, count: int = 1) -> None:
+        """Holds created, confirmed, released or expired: one of HOLD_EVENTS."""
+        if event not in HOLD_EVENTS:
+            raise ValueError(f"unknown hold event {event!r}")
+        self.holds.labels(event).inc(count)
 
     def actor_restarted(self, actor: str) -> None:
         self.actor_restarts.labels(actor).inc()

@@ -192,13 +192,14 @@ def operation_of(
     ]
     if spec.query is not None:
         parameters.append({"in": "query", "schema": spec.query})
-    responses: dict[str, Any] = {
-        str(spec.status): {
-            "description": HTTPStatus(spec.status).phrase,
-            "headers": {"X-Request-ID": "X-Request-ID"},
-            "content": _success_content(spec),
-        }
+    success: dict[str, Any] = {
+        "description": HTTPStatus(spec.status).phrase,
+        "headers": {"X-Request-ID": "X-Request-ID"},
     }
+    # A 204 has no body: documenting one would make clients expect (and parse) it.
+    if spec.status != HTTPStatus.NO_CONTENT:
+        success["content"] = _success_content(spec)
+    responses: dict[str, Any] = {str(spec.status): success}
     for name in spec.headers:
         declared = HEADER_PARAMETERS.get(name, {"schema": {"type": "string"}})
         parameters.append(
@@ -216,6 +217,12 @@ def operation_of(
                 "headers": {"X-Request-ID": "X-Request-ID"},
                 "content": _success_content(spec),
             }
+    if spec.replay and spec.status != 200:
+        responses["200"] = {
+            "description": spec.replay,
+            "headers": {"X-Request-ID": "X-Request-ID"},
+            "content": _success_content(spec),
+        }
     for status, codes in problems_of(spec, bool(path_params)).items():
         responses[str(status)] = _problem_response(status, codes, spec.roles is not PUBLIC)
 

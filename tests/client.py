@@ -44,6 +44,11 @@ def future(days: float = 7) -> str:
     return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).isoformat()
 
 
+def item(ticket_type: dict[str, Any], quantity: int) -> dict[str, Any]:
+    """One line of a booking's or a hold's `items`."""
+    return {"ticket_type_id": ticket_type["id"], "quantity": quantity}
+
+
 async def eventually(
     check: Callable[[], Awaitable[T] | T], timeout: float = 15.0, interval: float = 0.05
 ) -> T:
@@ -90,6 +95,39 @@ class Api:
     async def patch(self, path: str, user: User | None = None, **kwargs: Any) -> ClientResponse:
         return await self.request("PATCH", path, user, **kwargs)
 
+    async def delete(self, path: str, user: User | None = None, **kwargs: Any) -> ClientResponse:
+        return await self.request("DELETE", path, user, **kwargs)
+
+    async def add_ticket_type(
+        self, organizer: User, event: dict[str, Any], **fields: Any
+    ) -> dict[str, Any]:
+        body = {"name": f"Type {next(_serial)}", "price_cents": 0, **fields}
+        answer = await self.post(
+            f"/api/v1/events/{event['id']}/ticket-types", organizer, json=body
+        )
+        assert answer.status == 201, await answer.text()
+        created: dict[str, Any] = await answer.json()
+        return created
+
+    async def ticket_types(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        answer = await self.get(f"/api/v1/events/{event['id']}/ticket-types")
+        assert answer.status == 200, await answer.text()
+        types: list[dict[str, Any]] = (await answer.json())["items"]
+        return types
+
+    async def hold(
+        self, customer: User, event: dict[str, Any], key: str | None = None, **body: Any
+    ) -> ClientResponse:
+        headers = {"Idempotency-Key": key} if key else {}
+        return await self.post(
+            f"/api/v1/events/{event['id']}/holds", customer, json=body, headers=headers
+        )
+
+    async def confirm(
+        self, customer: User, hold: dict[str, Any], **body: Any
+    ) -> ClientResponse:
+        return await self.post(f"/api/v1/holds/{hold['id']}/confirm", customer, json=body)
+
     async def register(
         self, role: str = "customer", email: str | None = None, password: str = "correct horse",
         name: str = "Test Person",
@@ -134,10 +172,14 @@ class Api:
 
     async def book(
         self, customer: User, event: dict[str, Any], quantity: int | None = 1,
-        key: str | None = None,
+        key: str | None = None, items: list[dict[str, Any]] | None = None,
     ) -> ClientResponse:
+        """Book a `quantity` of the event's only ticket type, or `items` of named types."""
         headers = {"Idempotency-Key": key} if key else {}
-        body = {} if quantity is None else {"quantity": quantity}
+        if items is not None:
+            body: dict[str, Any] = {"items": items}
+        else:
+            body = {} if quantity is None else {"quantity": quantity}
         return await self.post(
             f"/api/v1/events/{event['id']}/bookings", customer, json=body, headers=headers
         )

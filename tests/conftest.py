@@ -163,6 +163,13 @@ async def api(make_api: Callable[..., Awaitable[Api]]) -> Api:
 
 
 @pytest.fixture
+async def holds_api(config: Config, aiohttp_client: Any) -> Api:
+    """The app with the holds actor running (and no other), holds lasting one second."""
+    app_config = config.replace(actors=("holds",), hold_seconds=1)
+    return Api(await aiohttp_client(create_app(app_config, actors=True)))
+
+
+@pytest.fixture
 def live_server(config: Config) -> Iterator[LiveServer]:
     """The app (HTTP only) on a real port, for clients that block."""
     with LiveServer(create_app(config, actors=False)) as server:

@@ -75,6 +75,12 @@ class World:
         self.booking_id = self._post(
             f"/api/v1/events/{self.event_id}/bookings", "customer", {"quantity": 1}
         )["id"]
+        self.hold_id = self._post(
+            f"/api/v1/events/{self.event_id}/holds", "customer", {"quantity": 1}
+        )["id"]
+        self.ticket_type_id = self.session.get(
+            f"{self.base_url}/api/v1/events/{self.event_id}/ticket-types"
+        ).json()["items"][0]["id"]
 
     def _register(self, role: str) -> str:
         answer = self.session.post(
@@ -100,5 +106,12 @@ class World:
             return None
         return "organizer" if roles == ["organizer"] else "customer"
 
-    def existing_id(self, path: str) -> str:
-        return self.booking_id if path.startswith("/api/v1/bookings") else self.event_id
+    def existing_id(self, path: str, parameter: str = "id") -> str:
+        """The id of an object that exists, for path parameter `parameter` of `path`."""
+        if parameter == "type_id":
+            return self.ticket_type_id
+        if path.startswith("/api/v1/bookings"):
+            return self.booking_id
+        if path.startswith("/api/v1/holds"):
+            return self.hold_id
+        return self.event_id

@@ -9,7 +9,9 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from eventbook import emails
+from eventbook import db, emails
+
+BOOK_TICKETS = db.query("book_tickets")
 
 
 class SeededUser(NamedTuple):
@@ -82,13 +84,22 @@ async def move_event(
 async def insert_attendees(
     pool: asyncpg.Pool, event_id: uuid.UUID, user_ids: list[uuid.UUID], quantity: int = 1
 ) -> None:
-    """One confirmed booking each (confirmation already sent), tickets taken from the event."""
+    """One confirmed booking each (confirmation already sent) of the event's first ticket
+    type, tickets taken from the event and the type."""
     await pool.execute(
         """
-        WITH made AS (
+        WITH kind AS (
+            SELECT id FROM ticket_types WHERE event_id = $1 ORDER BY created_at, id LIMIT 1
+        ), made AS (
             INSERT INTO bookings (event_id, user_id, quantity, confirmation_status, confirmed_at)
             SELECT $1, u, $3, 'sent', now() FROM unnest($2::uuid[]) AS u
-            RETURNING quantity
+            RETURNING id, quantity
+        ), items AS (
+            INSERT INTO booking_items (booking_id, ticket_type_id, quantity, price_cents)
+            SELECT made.id, kind.id, made.quantity, 0 FROM made, kind
+        ), typed AS (
+            UPDATE ticket_types SET taken = taken + (SELECT sum(quantity) FROM made)
+             WHERE id = (SELECT id FROM kind)
         )
         UPDATE events SET available_tickets = available_tickets - (SELECT sum(quantity) FROM made)
          WHERE id = $1
@@ -105,10 +116,17 @@ async def insert_unconfirmed_booking(
     sent, with no outbox row: as if the message that would send it had been lost."""
     booking_id: uuid.UUID = await pool.fetchval(
         """
-        WITH made AS (
+        WITH kind AS (
+            SELECT id FROM ticket_types WHERE event_id = $1 ORDER BY created_at, id LIMIT 1
+        ), made AS (
             INSERT INTO bookings (event_id, user_id, quantity, confirmation_status, created_at)
             VALUES ($1, $2, 1, $4, now() - make_interval(secs => $3))
             RETURNING id
+        ), items AS (
+            INSERT INTO booking_items (booking_id, ticket_type_id, quantity, price_cents)
+            SELECT made.id, kind.id, 1, 0 FROM made, kind
+        ), typed AS (
+            UPDATE ticket_types SET taken = taken + 1 WHERE id = (SELECT id FROM kind)
         ), taken AS (
             UPDATE events SET available_tickets = available_tickets - 1 WHERE id = $1
         )
@@ -133,3 +151,25 @@ async def ledger(
         event_id,
     )
     return row["capacity"], row["available_tickets"], row["held"]
+
+
+async def insert_holds(
+    pool: asyncpg.Pool, event_id: uuid.UUID | str, user_ids: list[uuid.UUID], seconds: int,
+    quantity: int = 1, ticket_type_id: uuid.UUID | str | None = None,
+) -> list[uuid.UUID]:
+    """One hold of `quantity` tickets per user, lasting `seconds`, taken as the server
+    takes them (book_tickets, 500 to a call, so all of one call run out together)."""
+    held = []
+    for start in range(0, len(user_ids), 500):
+        users = user_ids[start:start + 500]
+        count = len(users)
+        rows = await pool.fetch(
+            BOOK_TICKETS, [uuid.UUID(str(event_id))] * count, users, [True] * count,
+            [1] * count, [None] * count, ["seeded"] * count,
+            [f"seed-{start + n}" for n in range(count)],
+            [None if ticket_type_id is None else uuid.UUID(str(ticket_type_id))] * count,
+            [quantity] * count, seconds, None,
+        )
+        assert {row["outcome"] for row in rows} == {"created"}, rows[0]
+        held.extend(row["id"] for row in rows)
+    return held

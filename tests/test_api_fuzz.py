@@ -122,8 +122,10 @@ def test_every_answer_is_in_the_document(
         database=None,
     )
     def answers_conform(case: Any) -> None:
-        if "id" in (case.path_parameters or {}):
-            generated = str(case.path_parameters["id"])
+        for parameter in ("id", "type_id"):
+            if parameter not in (case.path_parameters or {}):
+                continue
+            generated = str(case.path_parameters[parameter])
             # Three times in four, aim at an object that exists (valid ids only, so a
             # negative case stays negative).
             try:
@@ -131,7 +133,7 @@ def test_every_answer_is_in_the_document(
             except ValueError:
                 use_existing = False
             if use_existing:
-                case.path_parameters["id"] = world.existing_id(path)
+                case.path_parameters[parameter] = world.existing_id(path, parameter)
         assume(within_http_line_limits(case, world.base_url))
         case.call_and_validate(
             base_url=world.base_url,

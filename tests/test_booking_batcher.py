@@ -4,6 +4,7 @@ book_tickets calls, each request still decided on its own and in arrival order."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import random
 import uuid
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from eventbook.booking_batcher import Booked, BookingBatcher, BookingRequest
+from eventbook.booking_batcher import Booked, BookingBatcher, BookingRequest, Confirmation
 from tests.seed import insert_event, insert_users, ledger
 
 
@@ -20,7 +21,9 @@ def request(user: uuid.UUID, event: uuid.UUID, quantity: int = 1, key: str | Non
             request_id: str | None = None) -> BookingRequest:
     # The handler's fingerprint: event and quantity.
     fingerprint = hashlib.sha256(f"{event}:{quantity}".encode()).hexdigest()
-    return BookingRequest(user, quantity, key, fingerprint, request_id or uuid.uuid4().hex)
+    return BookingRequest(
+        user, ((None, quantity),), key, fingerprint, request_id or uuid.uuid4().hex
+    )
 
 
 @pytest.fixture
@@ -279,6 +282,68 @@ async def test_later_bookings_do_not_wait_behind_a_request_stuck_on_a_locked_eve
         assert answer.outcome == "created"
         assert not stuck.done()
     assert (await stuck).outcome == "created"
+
+
+async def hold_each(batcher: BookingBatcher, event: uuid.UUID,
+                    users: list[uuid.UUID]) -> list[uuid.UUID]:
+    held = await asyncio.gather(*(
+        batcher.book(event, dataclasses.replace(request(u, event), hold=True)) for u in users
+    ))
+    assert [h.outcome for h in held] == ["created"] * len(users)
+    return [h.booking["id"] for h in held]
+
+
+async def test_confirmations_arriving_together_share_one_call_each_with_its_own_answer(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    event = await insert_event(pool, organizer, capacity=10)
+    users = await insert_users(pool, 4)
+    holds = await hold_each(batcher, event, users)
+    calls = batcher.calls
+    stranger = users[0]  # confirming another customer's hold finds none
+    answers = await asyncio.gather(
+        batcher.confirm(Confirmation(holds[0], users[0], "pay-0", "r0")),
+        batcher.confirm(Confirmation(holds[1], users[1], None, "r1")),
+        batcher.confirm(Confirmation(holds[2], stranger, None, "r2")),
+        batcher.confirm(Confirmation(holds[0], users[0], "pay-0", "r3")),
+        batcher.confirm(Confirmation(holds[3], users[3], None, "r4")),
+    )
+    assert batcher.calls == calls + 1
+    assert [a["outcome"] for a in answers] == [
+        "confirmed", "confirmed", "hold_not_found", "replayed", "confirmed"
+    ]
+    assert answers[0]["hold_id"] == holds[0]
+    assert answers[0]["payment_reference"] == "pay-0"
+    assert answers[3]["id"] == answers[0]["id"]
+    assert [a["user_id"] for a in answers if a["id"]] == [users[0], users[1], users[0],
+                                                           users[3]]
+    # Each booking its own confirmation mail, carrying its own request id.
+    assert sorted(await pool.fetchval(
+        "SELECT array_agg(request_id) FROM outbox WHERE kind = 'booking_confirmed'"
+    )) == ["r0", "r1", "r4"]
+    assert await ledger(pool, event) == (10, 6, 3)
+
+
+async def test_a_hold_locked_elsewhere_does_not_stall_the_other_confirmations(
+    batcher: BookingBatcher, pool, organizer
+) -> None:
+    event = await insert_event(pool, organizer, capacity=10)
+    users = await insert_users(pool, 3)
+    holds = await hold_each(batcher, event, users)
+    async with pool.acquire() as conn, conn.transaction():
+        # A hold in another transaction's hands (a release, say) past the batch's bound.
+        await conn.execute("SELECT 1 FROM holds WHERE id = $1 FOR UPDATE", holds[1])
+        stuck = asyncio.ensure_future(
+            batcher.confirm(Confirmation(holds[1], users[1], None, "r1"))
+        )
+        others = await asyncio.wait_for(asyncio.gather(
+            batcher.confirm(Confirmation(holds[0], users[0], None, "r0")),
+            batcher.confirm(Confirmation(holds[2], users[2], None, "r2")),
+        ), 5)
+        assert [a["outcome"] for a in others] == ["confirmed", "confirmed"]
+        assert not stuck.done()
+    assert (await stuck)["outcome"] == "confirmed"
+    assert await ledger(pool, event) == (10, 7, 3)
 
 
 class LostConnectionPool:

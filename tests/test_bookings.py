@@ -13,7 +13,7 @@ from tests.seed import ledger, move_event
 
 BOOKING_KEYS = {
     "id", "event_id", "user_id", "quantity", "status", "confirmation_status", "confirmed_at",
-    "created_at",
+    "created_at", "items", "total_cents", "currency", "payment_reference", "hold_id",
 }
 
 
@@ -31,6 +31,9 @@ async def test_a_customer_books_tickets(api: Api, organizer, customer) -> None:
     assert booking["confirmation_status"] == "pending"
     assert booking["confirmed_at"] is None
     assert "+00:00" in booking["created_at"]
+    [item] = booking["items"]
+    assert (item["name"], item["quantity"], item["price_cents"]) == ("General admission", 3, 0)
+    assert (booking["total_cents"], booking["currency"]) == (0, "EUR")
     assert (await api.get_event(event))["available_tickets"] == 7
 
 

@@ -26,7 +26,8 @@ async def test_consistent_data_reports_nothing(config: Config, pool: asyncpg.Poo
     await consistent_world(pool)
     code, report = check(config)
     assert code == 0
-    assert report == {"ok": True, "ticket_counts": [], "stuck_outbox": [],
+    assert report == {"ok": True, "ticket_counts": [], "ticket_type_counts": [],
+                      "stuck_outbox": [],
                       "unconfirmed_bookings": [], "users_without_email_key": [],
                       "confirmations_to_requeue": [], "announcements_to_resume": [],
                       "dead_letters_to_replay": []}

@@ -18,6 +18,7 @@ EVENT_KEYS = {
     "id", "organizer_id", "title", "description", "venue", "starts_at", "ends_at", "capacity",
     "available_tickets", "max_tickets_per_booking", "max_tickets_per_customer", "status",
     "version", "created_at", "updated_at",
+    "currency",
 }
 
 
@@ -470,7 +471,9 @@ async def test_the_organizer_lists_confirmed_attendees(api: Api, organizer, pool
     assert attendee["user_id"] == ada.id
     assert attendee["email"] == ada.email
     assert attendee["quantity"] == 2
-    assert set(attendee) == {"booking_id", "user_id", "name", "email", "quantity", "booked_at"}
+    assert set(attendee) == {"booking_id", "user_id", "name", "email", "quantity", "booked_at",
+                             "items"}
+    assert [item["name"] for item in attendee["items"]] == ["General admission"]
 
 
 async def test_attendees_come_in_pages(api: Api, organizer, pool) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from openapi_spec_validator import validate
 
 from eventbook.openapi import documented_routes
-from tests.client import Api
+from tests.client import Api, expect
 
 
 async def document(api: Api) -> dict[str, Any]:
@@ -153,3 +153,77 @@ async def test_the_document_describes_the_405_answer(api: Api) -> None:
     assert answer.status == 405
     assert set(declared["headers"]) <= {*answer.headers, "X-Request-ID"}
     assert (await answer.json())["code"] == "method_not_allowed"
+
+
+async def test_an_answer_without_a_body_is_documented_without_one(
+    api: Api, organizer, customer
+) -> None:
+    paths = (await document(api))["paths"]
+    empty = [
+        (method, path)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if "204" in operation["responses"]
+    ]
+    assert ("delete", "/api/v1/holds/{id}") in empty
+    for method, path in empty:
+        assert "content" not in paths[path][method]["responses"]["204"], f"{method} {path}"
+    event = await api.create_event(organizer)
+    held = await expect(await api.hold(customer, event, quantity=1), 201)
+    released = await api.delete(f"/api/v1/holds/{held['id']}", customer)
+    assert released.status == 204
+    assert "Content-Type" not in released.headers and await released.read() == b""
+
+
+async def test_confirming_a_hold_again_is_a_documented_200(
+    api: Api, organizer, customer
+) -> None:
+    confirm = (await document(api))["paths"]["/api/v1/holds/{id}/confirm"]["post"]
+    assert {"200", "201"} <= confirm["responses"].keys()
+    assert confirm["responses"]["200"]["content"] == confirm["responses"]["201"]["content"]
+    event = await api.create_event(organizer)
+    held = await expect(await api.hold(customer, event, quantity=1), 201)
+    first = await expect(await api.post(f"/api/v1/holds/{held['id']}/confirm", customer), 201)
+    again = await expect(await api.post(f"/api/v1/holds/{held['id']}/confirm", customer), 200)
+    assert again["id"] == first["id"]
+
+
+async def test_the_ticket_type_and_hold_routes_document_their_problem_codes(api: Api) -> None:
+    paths = (await document(api))["paths"]
+    types = "/api/v1/events/{id}/ticket-types"
+    taking = {
+        "409": ["sold_out", "event_not_bookable", "customer_limit_reached",
+                "ticket_type_not_on_sale"],
+        "422": ["ticket_type_required", "unknown_ticket_type", "idempotency_key_reused"],
+    }
+    documented = {
+        ("get", types): {"404": ["event_not_found"]},
+        ("post", types): {
+            "403": ["not_event_owner"], "404": ["event_not_found"],
+            "409": ["currency_mismatch", "ticket_type_name_taken", "event_cancelled"],
+            "422": ["validation_failed"],
+        },
+        ("get", f"{types}/{{type_id}}"): {"404": ["ticket_type_not_found"]},
+        ("patch", f"{types}/{{type_id}}"): {
+            "403": ["not_event_owner"], "404": ["ticket_type_not_found"],
+            "409": ["currency_mismatch", "quota_below_taken", "ticket_type_name_taken"],
+        },
+        ("delete", f"{types}/{{type_id}}"): {
+            "404": ["ticket_type_not_found"],
+            "409": ["ticket_type_has_sales", "last_ticket_type"],
+        },
+        ("post", "/api/v1/events/{id}/bookings"): taking,
+        ("post", "/api/v1/events/{id}/holds"): taking,
+        ("get", "/api/v1/holds/{id}"): {"404": ["hold_not_found"]},
+        ("post", "/api/v1/holds/{id}/confirm"): {
+            "404": ["hold_not_found"],
+            "409": ["hold_expired", "hold_released", "hold_already_confirmed",
+                    "event_not_bookable"],
+        },
+        ("delete", "/api/v1/holds/{id}"): {"404": ["hold_not_found"], "409": ["hold_confirmed"]},
+    }
+    for (method, path), by_status in documented.items():
+        responses = paths[path][method]["responses"]
+        for status, codes in by_status.items():
+            for code in codes:
+                assert f"`{code}`" in responses[status]["description"], (method, path, code)

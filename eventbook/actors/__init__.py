@@ -10,6 +10,7 @@ import redis.asyncio
 
 from eventbook import topics
 from eventbook.actors.confirmations import Confirmations
+from eventbook.actors.holds import Holds
 from eventbook.actors.mailer import build_mailer
 from eventbook.actors.notifications import Notifications
 from eventbook.actors.reconciler import Reconciler
@@ -38,6 +39,7 @@ FACTORIES: dict[str, ActorFactory] = {
     "reconciler": lambda config, pool, client, metrics: Reconciler(
         config, pool, client, metrics
     ),
+    "holds": lambda config, pool, client, metrics: Holds(pool, metrics),
 }
 
 ACTOR_NAMES: tuple[str, ...] = tuple(FACTORIES)

@@ -15,7 +15,7 @@ BEGIN
     END IF;
     -- Event row first, as everywhere, so this never deadlocks with an event cancel. The
     -- lock also holds starts_at still until the commit.
-    SELECT e.starts_at INTO v_starts FROM events e WHERE e.id = v_event_id FOR UPDATE;
+    SELECT e.starts_at INTO v_starts FROM events e WHERE e.id = v_event_id FOR NO KEY UPDATE;
 
     UPDATE bookings b
        SET status = 'cancelled', cancel_reason = 'customer', cancelled_at = now()
@@ -31,6 +31,9 @@ BEGIN
 
     UPDATE events e SET available_tickets = e.available_tickets + v_booking.quantity
      WHERE e.id = v_event_id;
+    UPDATE ticket_types t SET taken = t.taken - i.quantity
+      FROM booking_items i
+     WHERE i.booking_id = v_booking.id AND t.id = i.ticket_type_id;
 
     INSERT INTO outbox (topic, kind, payload, request_id)
     VALUES ('confirmations', 'booking_cancelled',

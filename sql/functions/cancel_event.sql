@@ -22,6 +22,10 @@ BEGIN
     UPDATE bookings b
        SET status = 'cancelled', cancel_reason = 'event_cancelled', cancelled_at = now()
      WHERE b.event_id = p_event AND b.status = 'confirmed';
+    -- Its live holds end with it; every ticket is back, so no type has any taken.
+    UPDATE holds h SET status = 'released', ended_at = now()
+     WHERE h.event_id = p_event AND h.status = 'held';
+    UPDATE ticket_types t SET taken = 0 WHERE t.event_id = p_event AND t.taken <> 0;
 
     UPDATE events e
        SET status = 'cancelled', available_tickets = e.capacity,

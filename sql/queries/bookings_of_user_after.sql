@@ -1,5 +1,6 @@
 -- A customer's bookings, newest first: the $2 rows after the cursor ($3, $4).
-SELECT id, event_id, user_id, quantity, status, confirmation_status, confirmed_at, created_at
+SELECT id, event_id, user_id, quantity, status, confirmation_status, confirmed_at, created_at,
+       total_cents, currency, payment_reference, hold_id, booking_items_of(id) AS items
   FROM bookings
  WHERE user_id = $1 AND (created_at, id) < ($3, $4)
  ORDER BY created_at DESC, id DESC

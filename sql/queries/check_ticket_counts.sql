@@ -1,11 +1,15 @@
--- Events whose remaining tickets disagree with their confirmed bookings.
+-- Events whose remaining tickets disagree with their confirmed bookings and live holds
+-- (a cancelled event has all its tickets back).
 SELECT e.id, e.title, e.status, e.capacity, e.available_tickets,
-       e.capacity - COALESCE(sum(b.quantity) FILTER (WHERE b.status = 'confirmed'), 0)
-           AS expected_available
+       CASE WHEN e.status = 'cancelled' THEN e.capacity
+            ELSE e.capacity - coalesce(b.sold, 0) - coalesce(h.held, 0) END AS expected_available
   FROM events e
-  LEFT JOIN bookings b ON b.event_id = e.id
- GROUP BY e.id
-HAVING e.available_tickets
-       <> e.capacity - COALESCE(sum(b.quantity) FILTER (WHERE b.status = 'confirmed'), 0)
+  LEFT JOIN LATERAL (SELECT sum(x.quantity) AS sold FROM bookings x
+                      WHERE x.event_id = e.id AND x.status = 'confirmed') b ON true
+  LEFT JOIN LATERAL (SELECT sum(x.quantity) AS held FROM holds x
+                      WHERE x.event_id = e.id AND x.status = 'held') h ON true
+ WHERE e.available_tickets
+       <> CASE WHEN e.status = 'cancelled' THEN e.capacity
+               ELSE e.capacity - coalesce(b.sold, 0) - coalesce(h.held, 0) END
  ORDER BY e.id
  LIMIT $1

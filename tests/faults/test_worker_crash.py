@@ -34,8 +34,8 @@ async def book_in_sql(
     made = []
     for user in users:
         row = await pool.fetchrow(
-            "SELECT outcome, id FROM book_tickets("
-            " ARRAY[$1::uuid], ARRAY[$2::uuid], '{1}', '{NULL}', '{fp}', ARRAY[$3], NULL)",
+            "SELECT outcome, id FROM book_tickets(ARRAY[$1::uuid], ARRAY[$2::uuid], '{f}',"
+            " '{1}', '{NULL}', '{fp}', ARRAY[$3], '{NULL}', '{1}', 600, NULL)",
             event, user, f"crash-{user}",
         )
         assert row["outcome"] == "created"

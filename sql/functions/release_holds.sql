@@ -1,0 +1,32 @@
+-- Ends live holds and gives their tickets back to their types and events, as
+-- p_status ('released': by the customer or with the event; 'expired': by the holds
+-- actor, which passes only holds whose expires_at has passed). The caller holds the
+-- events' rows locked (FOR NO KEY UPDATE or stronger), which every change of a count
+-- takes first; holds no longer live are left as they are, so a hold ends once.
+-- Returns the holds ended.
+
+CREATE OR REPLACE FUNCTION release_holds(p_holds uuid[], p_status text)
+RETURNS SETOF uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ended uuid[];
+BEGIN
+    WITH ended AS (
+        UPDATE holds h SET status = p_status, ended_at = now()
+         WHERE h.id = ANY (p_holds) AND h.status = 'held'
+        RETURNING h.id, h.event_id, h.quantity
+    ), events_back AS (
+        UPDATE events e SET available_tickets = e.available_tickets + b.quantity
+          FROM (SELECT x.event_id, sum(x.quantity)::integer AS quantity
+                  FROM ended x GROUP BY x.event_id) b
+         WHERE e.id = b.event_id
+    )
+    SELECT coalesce(array_agg(x.id), '{}') INTO v_ended FROM ended x;
+
+    UPDATE ticket_types t SET taken = t.taken - b.quantity
+      FROM (SELECT i.ticket_type_id, sum(i.quantity)::integer AS quantity
+              FROM hold_items i WHERE i.hold_id = ANY (v_ended)
+             GROUP BY i.ticket_type_id) b
+     WHERE t.id = b.ticket_type_id;
+    RETURN QUERY SELECT unnest(v_ended);
+END $$;

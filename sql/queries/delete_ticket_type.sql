@@ -1,0 +1,1 @@
+SELECT outcome FROM delete_ticket_type($1, $2)

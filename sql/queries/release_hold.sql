@@ -1,0 +1,1 @@
+SELECT outcome FROM release_hold($1, $2)

@@ -1,0 +1,10 @@
+-- One ticket type of an event, as ticket_types_of_event shows it.
+SELECT t.id, t.event_id, t.name, t.price_cents, e.currency, t.quota, t.sales_start,
+       t.sales_end, t.max_per_booking, t.status, t.created_at, t.updated_at,
+       CASE WHEN e.status = 'cancelled' THEN 0
+            ELSE least(t.quota - t.taken, e.available_tickets) END AS available_tickets,
+       e.status = 'scheduled' AND e.starts_at > now() AND t.status = 'on_sale'
+           AND coalesce(t.sales_start <= now(), true) AND coalesce(t.sales_end > now(), true)
+           AS on_sale
+  FROM ticket_types t JOIN events e ON e.id = t.event_id
+ WHERE t.id = $2 AND t.event_id = $1
