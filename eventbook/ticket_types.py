@@ -26,8 +26,7 @@ from eventbook.pages import page_of, page_response
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
-TICKET_TYPES_OF_EVENT = db.query("ticket_types_of_event")
-TICKET_TYPE_BY_ID = db.query("ticket_type_by_id")
+TICKET_TYPES = db.query("ticket_types")
 CHANGE_TICKET_TYPE = db.query("change_ticket_type")
 DELETE_TICKET_TYPE = db.query("delete_ticket_type")
 EVENT_BY_ID = db.query("event_by_id")
@@ -184,7 +183,7 @@ async def list_ticket_types(request: web.Request) -> web.Response:
     await limit_browsing(request)
     event = event_id(request)
     pool = request.app[POOL]
-    rows = await pool.fetch(TICKET_TYPES_OF_EVENT, event)
+    rows = await pool.fetch(TICKET_TYPES, event, None)
     if not rows and await pool.fetchval(EVENT_BY_ID, event) is None:
         raise event_not_found()
     return json_response(page_response(TICKET_TYPE.dump(rows, many=True), None))
@@ -201,7 +200,7 @@ async def list_ticket_types(request: web.Request) -> web.Response:
 async def get_ticket_type(request: web.Request) -> web.Response:
     await limit_browsing(request)
     row = await request.app[POOL].fetchrow(
-        TICKET_TYPE_BY_ID, event_id(request), ticket_type_id(request)
+        TICKET_TYPES, event_id(request), ticket_type_id(request)
     )
     if row is None:
         raise ticket_type_not_found()
@@ -224,7 +223,7 @@ async def _change(
         f"ticket_type_{row['outcome']}", event_id=str(event), ticket_type_id=str(row["id"]),
         fields=sorted(body),
     )
-    changed = await pool.fetchrow(TICKET_TYPE_BY_ID, event, row["id"])
+    changed = await pool.fetchrow(TICKET_TYPES, event, row["id"])
     return json_response(TICKET_TYPE.dump(changed), status=outcome.status)
 
 

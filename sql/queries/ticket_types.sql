@@ -1,5 +1,6 @@
--- An event's ticket types in the order they were added, each with the tickets still
--- available: under its quota and the event's capacity alike.
+-- An event's ticket types in the order they were added, or only the one $2 (NULL: all),
+-- each with the tickets left under its quota and the event's capacity alike, and
+-- whether it can be booked now.
 SELECT t.id, t.event_id, t.name, t.price_cents, e.currency, t.quota, t.sales_start,
        t.sales_end, t.max_per_booking, t.status, t.created_at, t.updated_at,
        CASE WHEN e.status = 'cancelled' THEN 0
@@ -8,5 +9,5 @@ SELECT t.id, t.event_id, t.name, t.price_cents, e.currency, t.quota, t.sales_sta
            AND coalesce(t.sales_start <= now(), true) AND coalesce(t.sales_end > now(), true)
            AS on_sale
   FROM ticket_types t JOIN events e ON e.id = t.event_id
- WHERE t.event_id = $1
+ WHERE t.event_id = $1 AND ($2::uuid IS NULL OR t.id = $2)
  ORDER BY t.created_at, t.id
