@@ -557,10 +557,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = add(
         "check", cmd_check,
-        "Check the data: remaining tickets against bookings, outbox rows stuck, bookings "
-        "left unconfirmed, users who cannot log in because another has their e-mail "
-        "address, and what the reconciler would put back (confirmations and event changes "
-        "no queue holds, dead letters an outage caused). Exits 1 when it finds anything.",
+        "Check the data: remaining tickets of events and ticket types against bookings "
+        "and live holds, outbox rows stuck, bookings left unconfirmed, users who cannot log "
+        "in because another has their e-mail address, and what the reconciler would put "
+        "back (confirmations and event changes no queue holds, dead letters an outage "
+        "caused). Exits 1 when it finds anything.",
     )
     check.add_argument("--outbox-age", type=float, default=60.0,
                        help="report outbox rows older than this many seconds (default 60)")
