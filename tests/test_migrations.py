@@ -214,3 +214,52 @@ async def test_every_named_query_prepares_against_the_schema(conn: asyncpg.Conne
 def test_an_unknown_query_name_is_a_key_error() -> None:
     with pytest.raises(KeyError, match="no query 'no_such_query'"):
         db.query("no_such_query")
+
+
+async def test_a_database_with_bookings_before_ticket_types_gets_a_type_and_items(
+    conn: asyncpg.Connection,
+) -> None:
+    """Upgrading: each event becomes one free type holding its sold tickets, each booking
+    an item of it, and the counts agree with what `eventbook check` verifies."""
+    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    await conn.execute(db.query("migrations_table"))
+    for name, sql in db.migrations():
+        if name < "0003":
+            await conn.execute(sql)
+            await conn.execute(db.query("migration_record"), name)
+    organizer, customer = [
+        await conn.fetchval(
+            "INSERT INTO users (email, email_key, name, role, password_hash)"
+            " VALUES ($1, $1, 'Old', $2, '!') RETURNING id", f"{role}@example.com", role,
+        )
+        for role in ("organizer", "customer")
+    ]
+    sold, cancelled = [
+        await conn.fetchval(
+            "INSERT INTO events (organizer_id, title, starts_at, capacity, available_tickets,"
+            " status) VALUES ($1, 'Old', now() + interval '1 day', 10, $2, $3) RETURNING id",
+            organizer, available, status,
+        )
+        for available, status in ((7, "scheduled"), (10, "cancelled"))
+    ]
+    await conn.execute(
+        "INSERT INTO bookings (event_id, user_id, quantity) VALUES ($1, $2, 2), ($1, $2, 1)",
+        sold, customer,
+    )
+    await conn.execute(
+        "INSERT INTO bookings (event_id, user_id, quantity, status, cancel_reason,"
+        " cancelled_at) VALUES ($1, $2, 4, 'cancelled', 'event_cancelled', now())",
+        cancelled, customer,
+    )
+
+    assert await db.migrate(conn) == ["0003_ticket_types_and_holds"]
+
+    types = await conn.fetch(
+        "SELECT event_id, name, price_cents, taken FROM ticket_types ORDER BY taken DESC"
+    )
+    assert [(t["event_id"], t["name"], t["price_cents"], t["taken"]) for t in types] == [
+        (sold, "General admission", 0, 3), (cancelled, "General admission", 0, 0)
+    ]
+    assert await conn.fetchval("SELECT count(*) FROM booking_items") == 3
+    for check in ("check_ticket_counts", "check_ticket_type_counts"):
+        assert await conn.fetch(db.query(check), 100) == []
