@@ -39,7 +39,6 @@ routes = web.RouteTableDef()
 BOOKINGS_OF_USER = db.query("bookings_of_user")
 BOOKINGS_OF_USER_AFTER = db.query("bookings_of_user_after")
 BOOKING_WITH_ORGANIZER = db.query("booking_with_organizer")
-BOOKING_BY_ID = db.query("booking_by_id")
 CANCEL_BOOKING = db.query("cancel_booking")
 IDEMPOTENCY_KEY = "Idempotency-Key"
 # Printable ASCII: the key is stored and compared as is, and may be logged.

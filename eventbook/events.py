@@ -296,7 +296,8 @@ async def owned_event(request: web.Request) -> uuid.UUID:
     return event
 
 
-def _as_json(changes: dict[str, Any]) -> dict[str, Any]:
+def as_json(changes: dict[str, Any]) -> dict[str, Any]:
+    """A change as the stored procedures take it (jsonb): times in ISO 8601."""
     return {
         name: value.isoformat() if isinstance(value, dt.datetime) else value
         for name, value in changes.items()
@@ -451,7 +452,7 @@ async def get_event(request: web.Request) -> web.Response:
 async def update_event(request: web.Request, body: dict[str, Any]) -> web.Response:
     event = await owned_event(request)
     row = await request.app[POOL].fetchrow(
-        UPDATE_EVENT, event, _as_json(body), request[REQUEST_ID]
+        UPDATE_EVENT, event, as_json(body), request[REQUEST_ID]
     )
     assert row is not None
     UPDATE_OUTCOMES[row["outcome"]].check(row, body)

@@ -18,7 +18,14 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from eventbook import db
 from eventbook.endpoints import ORGANIZER, PUBLIC, endpoint, json_response, path_uuid
 from eventbook.errors import Outcome, Problem, validation_problem
-from eventbook.events import event_cancelled, event_id, event_not_found, limit_browsing, owned_event
+from eventbook.events import (
+    as_json,
+    event_cancelled,
+    event_id,
+    event_not_found,
+    limit_browsing,
+    owned_event,
+)
 from eventbook.fields import Currency, Line, Moment
 from eventbook.keys import POOL
 from eventbook.pages import page_of, page_response
@@ -29,7 +36,6 @@ routes = web.RouteTableDef()
 TICKET_TYPES = db.query("ticket_types")
 CHANGE_TICKET_TYPE = db.query("change_ticket_type")
 DELETE_TICKET_TYPE = db.query("delete_ticket_type")
-EVENT_BY_ID = db.query("event_by_id")
 STATUSES = ("on_sale", "closed")
 
 
@@ -181,10 +187,9 @@ DELETE_OUTCOMES: dict[str, Outcome] = {
 )
 async def list_ticket_types(request: web.Request) -> web.Response:
     await limit_browsing(request)
-    event = event_id(request)
-    pool = request.app[POOL]
-    rows = await pool.fetch(TICKET_TYPES, event, None)
-    if not rows and await pool.fetchval(EVENT_BY_ID, event) is None:
+    rows = await request.app[POOL].fetch(TICKET_TYPES, event_id(request), None)
+    # Every event has a type from its creation on, and keeps its last one.
+    if not rows:
         raise event_not_found()
     return json_response(page_response(TICKET_TYPE.dump(rows, many=True), None))
 
@@ -210,12 +215,8 @@ async def get_ticket_type(request: web.Request) -> web.Response:
 async def _change(
     request: web.Request, event: uuid.UUID, ticket_type: uuid.UUID | None, body: dict[str, Any]
 ) -> web.Response:
-    fields_sent = {
-        name: value.isoformat() if hasattr(value, "isoformat") else value
-        for name, value in body.items()
-    }
     pool = request.app[POOL]
-    row = await pool.fetchrow(CHANGE_TICKET_TYPE, event, ticket_type, fields_sent)
+    row = await pool.fetchrow(CHANGE_TICKET_TYPE, event, ticket_type, as_json(body))
     assert row is not None
     outcome = CHANGE_OUTCOMES[row["outcome"]]
     outcome.check(row)
