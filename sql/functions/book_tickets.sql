@@ -240,13 +240,8 @@ BEGIN
         v_first := v_last + 1;
 
         IF p_keys[i] IS NOT NULL THEN
-            IF p_holds[i] THEN
-                SELECT ho.id, ho.request_fingerprint INTO v_found_id, v_found_fp FROM holds ho
-                 WHERE ho.user_id = p_users[i] AND ho.idempotency_key = p_keys[i];
-            ELSE
-                SELECT bk.id, bk.request_fingerprint INTO v_found_id, v_found_fp FROM bookings bk
-                 WHERE bk.user_id = p_users[i] AND bk.idempotency_key = p_keys[i];
-            END IF;
+            SELECT f.id, f.request_fingerprint INTO v_found_id, v_found_fp
+              FROM taken_by_key(p_holds[i], p_users[i], p_keys[i]) f;
             IF FOUND THEN
                 v_outcomes[i] := CASE WHEN v_found_fp = p_fingerprints[i]
                                       THEN 'replayed' ELSE 'key_reused' END;
@@ -343,13 +338,8 @@ BEGIN
         END IF;
         IF v_id IS NULL THEN
             -- A twin committed meanwhile by a concurrent call: answered like a replay.
-            IF p_holds[i] THEN
-                SELECT ho.id, ho.request_fingerprint INTO v_found_id, v_found_fp FROM holds ho
-                 WHERE ho.user_id = p_users[i] AND ho.idempotency_key = p_keys[i];
-            ELSE
-                SELECT bk.id, bk.request_fingerprint INTO v_found_id, v_found_fp FROM bookings bk
-                 WHERE bk.user_id = p_users[i] AND bk.idempotency_key = p_keys[i];
-            END IF;
+            SELECT f.id, f.request_fingerprint INTO v_found_id, v_found_fp
+              FROM taken_by_key(p_holds[i], p_users[i], p_keys[i]) f;
             v_outcomes[i] := CASE WHEN v_found_fp = p_fingerprints[i]
                                   THEN 'replayed' ELSE 'key_reused' END;
             v_records[i] := v_found_id;
