@@ -17,6 +17,7 @@ from eventbook import (
     notifications,
     openapi,
     ticket_types,
+    waitlist,
 )
 from eventbook.access import drop_server_header, request_id
 from eventbook.actors import supervised, watch_streams
@@ -120,8 +121,8 @@ def create_app(
     if actors:
         app.cleanup_ctx.append(actors_ctx)
     for module in (
-        health, accounts, events, ticket_types, announcements, bookings, holds, notifications,
-        openapi,
+        health, accounts, events, ticket_types, announcements, bookings, holds, waitlist,
+        notifications, openapi,
     ):
         app.add_routes(module.routes)
     if config.metrics_token is not None:

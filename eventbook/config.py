@@ -120,6 +120,7 @@ class Config:
     hash_queue: int = 16
     booking_rate: int = 10
     hold_seconds: int = 600
+    waitlist_offer_seconds: int = 3600
     browse_rate: int = 10
     search_timeout_ms: int = 500
     search_concurrency: int = 2
@@ -184,6 +185,9 @@ class Config:
             hash_queue=reader.integer("EVENTBOOK_HASH_QUEUE", 16, 0, 100_000),
             booking_rate=reader.integer("EVENTBOOK_BOOKING_RATE", 10, 0, 1_000_000),
             hold_seconds=reader.integer("EVENTBOOK_HOLD_SECONDS", 600, 1, 86400),
+            waitlist_offer_seconds=reader.integer(
+                "EVENTBOOK_WAITLIST_OFFER_SECONDS", 3600, 1, 7 * 86400
+            ),
             browse_rate=reader.integer("EVENTBOOK_BROWSE_RATE", 10, 0, 1_000_000),
             search_timeout_ms=reader.integer("EVENTBOOK_SEARCH_TIMEOUT_MS", 500, 1, 600_000),
             search_concurrency=reader.integer("EVENTBOOK_SEARCH_CONCURRENCY", 2, 1, 1000),

@@ -78,13 +78,20 @@ async def create_pool(
 
 
 async def create_config_pool(config: Config, min_size: int, max_size: int) -> asyncpg.Pool:
-    """The pool of a serve or worker process, its deadlines from the configuration."""
+    """The pool of a serve or worker process, its deadlines from the configuration.
+
+    The stored functions read the settings they need from the connection: a waiting-list
+    offer is made wherever tickets come back (sql/functions/offer_waitlist.sql), deep in
+    functions that otherwise need no configuration."""
     assert config.database_url is not None
     return await create_pool(
         config.database_url, min_size, max_size,
         connect_timeout=config.db_connect_timeout_seconds,
         acquire_timeout=config.db_acquire_timeout_seconds,
         statement_timeout=config.db_statement_timeout_seconds,
+        server_settings={
+            "eventbook.waitlist_offer_seconds": str(config.waitlist_offer_seconds),
+        },
     )
 
 

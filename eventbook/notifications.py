@@ -20,7 +20,10 @@ from eventbook.pages import (
 
 routes = web.RouteTableDef()
 
-KINDS = ("booking_confirmed", "booking_cancelled", "event_updated", "event_cancelled")
+KINDS = (
+    "booking_confirmed", "booking_cancelled", "event_updated", "event_cancelled",
+    "waitlist_offer",
+)
 
 
 class NotificationSchema(Schema):
@@ -28,6 +31,10 @@ class NotificationSchema(Schema):
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
     event_id = fields.UUID(required=True)
     booking_id = fields.UUID(required=True, allow_none=True)
+    hold_id = fields.UUID(
+        required=True, allow_none=True,
+        metadata={"description": "A waiting-list offer's hold, to confirm or release."},
+    )
     subject = fields.String(required=True)
     body = fields.String(required=True)
     created_at = fields.AwareDateTime(required=True)

@@ -107,6 +107,14 @@ def _integer(value: Any) -> int:
     return value
 
 
+def _bigint(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(value)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(value)
+    return value
+
+
 # The SQL type of a keyset column, as the conversion of a cursor value to it: a value of
 # another type or out of the type's range raises ValueError, so whatever reaches the
 # query binds (asyncpg would otherwise fail the query, a 500).
@@ -115,6 +123,7 @@ Column = Callable[[Any], Any]
 TIMESTAMPTZ: Column = _timestamptz
 UUID: Column = _uuid
 INTEGER: Column = _integer
+BIGINT: Column = _bigint
 
 
 def decode_cursor(cursor: str, *columns: Column) -> tuple[Any, ...]:

@@ -73,6 +73,16 @@ class TicketTypeSchema(Schema):
         required=True, validate=validate.OneOf(STATUSES),
         metadata={"description": "closed: not sold, whatever its window."},
     )
+    waitlist_length = fields.Integer(
+        required=True,
+        metadata={"description": "Customers waiting for this type (POST "
+                                 "/api/v1/events/{id}/waitlist while it is sold out)."},
+    )
+    waitlist_allow_skip = fields.Boolean(
+        required=True,
+        metadata={"description": "Whether an entry that fits the tickets come back is offered "
+                                 "them before an earlier entry that wants more."},
+    )
     created_at = fields.AwareDateTime(required=True)
     updated_at = fields.AwareDateTime(required=True)
 
@@ -96,6 +106,11 @@ class TicketTypeChangesSchema(Schema):
         strict=True, allow_none=True, validate=validate.Range(1, 100)
     )
     status = fields.String(validate=validate.OneOf(STATUSES))
+    waitlist_allow_skip = fields.Boolean(
+        truthy={True}, falsy={False},
+        metadata={"description": "Let an entry that fits what came back go before an earlier "
+                                 "one that wants more (default false: strictly in order)."},
+    )
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:

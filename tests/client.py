@@ -128,6 +128,20 @@ class Api:
     ) -> ClientResponse:
         return await self.post(f"/api/v1/holds/{hold['id']}/confirm", customer, json=body)
 
+    async def join_waitlist(
+        self, customer: User, event: dict[str, Any], ticket_type: dict[str, Any] | None = None,
+        **body: Any,
+    ) -> ClientResponse:
+        if ticket_type is not None:
+            body["ticket_type_id"] = ticket_type["id"]
+        return await self.post(f"/api/v1/events/{event['id']}/waitlist", customer, json=body)
+
+    async def waitlist_entry(self, customer: User, entry: dict[str, Any]) -> dict[str, Any]:
+        answer = await self.get(f"/api/v1/waitlist/{entry['id']}", customer)
+        assert answer.status == 200, await answer.text()
+        shown: dict[str, Any] = await answer.json()
+        return shown
+
     async def register(
         self, role: str = "customer", email: str | None = None, password: str = "correct horse",
         name: str = "Test Person",

@@ -1,4 +1,5 @@
-"""The confirmations actor: one mail per booking confirmed or cancelled, recorded once."""
+"""The confirmations actor: one mail per booking confirmed or cancelled, and per
+waiting-list offer, each recorded once."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from eventbook.outages import postgres_writable
 
 log = structlog.get_logger(__name__)
 
-KINDS = ("booking_confirmed", "booking_cancelled")
+KINDS = ("booking_confirmed", "booking_cancelled", "waitlist_offer")
 # The log line of each mail sent, so that one booking can be followed by name.
 SENT_EVENTS = {"booking_confirmed": "confirmation_sent", "booking_cancelled": "cancellation_sent"}
 
@@ -27,11 +28,19 @@ RECORD = db.query("confirmation_record")
 RECORDED = db.query("confirmation_recorded")
 MARK_SENT = db.query("confirmation_mark_sent")
 MARK_FAILED = db.query("confirmation_mark_failed")
+OFFER = db.query("waitlist_offer_mail")
+OFFER_RECORD = db.query("waitlist_offer_record")
+OFFER_RECORDED = db.query("waitlist_offer_recorded")
+NOTE_SENT = db.query("notification_mark_sent")
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%A %d %B %Y, %H:%M UTC")
 
 
 def compose(kind: str, booking: asyncpg.Record | dict[str, Any]) -> tuple[str, str]:
     """Subject and body of the mail for `booking` (a row of BOOKING)."""
-    starts = booking["starts_at"].astimezone(dt.UTC).strftime("%A %d %B %Y, %H:%M UTC")
+    starts = _when(booking["starts_at"])
     tickets = f"{booking['quantity']} ticket{'s' if booking['quantity'] != 1 else ''}"
     where = f" at {booking['venue']}" if booking["venue"] else ""
     if kind == "booking_confirmed":
@@ -50,8 +59,31 @@ def compose(kind: str, booking: asyncpg.Record | dict[str, Any]) -> tuple[str, s
     return subject, body
 
 
+def compose_offer(offer: asyncpg.Record | dict[str, Any]) -> tuple[str, str]:
+    """Subject and body of the mail offering `offer` (a row of OFFER)."""
+    tickets = f"{offer['quantity']} ticket{'s' if offer['quantity'] != 1 else ''}"
+    where = f" at {offer['venue']}" if offer["venue"] else ""
+    price = (
+        f"{offer['total_cents'] / 100:.2f} {offer['currency']}" if offer["total_cents"] else "free"
+    )
+    body = (
+        f"Hello {offer['name']},\n\n"
+        f"Tickets came back and you are next on the waiting list: {tickets}"
+        f" ({offer['ticket_type']}) for {offer['title']}{where} are held in your name"
+        f" until {_when(offer['expires_at'])}.\n"
+        f"Total: {price}. The event starts {_when(offer['starts_at'])}.\n\n"
+        f"To book them, confirm the hold: POST /api/v1/holds/{offer['id']}/confirm\n"
+        f"Not needed? Release it so the next in line gets them: "
+        f"DELETE /api/v1/holds/{offer['id']}\n\n"
+        f"Hold: {offer['id']}\n"
+        f"Event: {offer['event_id']}\n"
+    )
+    return f"Tickets for you: {offer['title']}", body
+
+
 class Confirmations(StreamActor):
-    """Sends and records the booking_confirmed and booking_cancelled mails."""
+    """Sends and records the booking_confirmed, booking_cancelled and waitlist_offer
+    mails."""
 
     name = topics.CONFIRMATIONS
     topic = topics.CONFIRMATIONS
@@ -72,6 +104,9 @@ class Confirmations(StreamActor):
         kind = message.kind
         if kind not in KINDS:
             log.warning("confirmation_kind_unknown", kind=kind)
+            return
+        if kind == "waitlist_offer":
+            await self._offer(uuid.UUID(str(message.payload["hold_id"])))
             return
         booking_id = uuid.UUID(str(message.payload["booking_id"]))
         booking = await self.pool.fetchrow(BOOKING, booking_id, kind)
@@ -101,6 +136,34 @@ class Confirmations(StreamActor):
         await self.pool.execute(MARK_SENT, note["id"], booking_id, kind)
         log.info(SENT_EVENTS.get(kind, "mail_sent"), kind=kind, booking_id=str(booking_id),
                  notification_id=str(note["id"]))
+
+    async def _offer(self, hold_id: uuid.UUID) -> None:
+        offer = await self.pool.fetchrow(OFFER, hold_id)
+        if offer is None:
+            log.warning("waitlist_offer_hold_missing", hold_id=str(hold_id))
+            return
+        if offer["note_id"] is not None:
+            note: Any = {"id": offer["note_id"], "recipient": offer["recipient"],
+                         "subject": offer["subject"], "body": offer["body"],
+                         "sent_at": offer["sent_at"]}
+        else:
+            subject, body = compose_offer(offer)
+            note = await self.pool.fetchrow(
+                OFFER_RECORD, offer["user_id"], offer["event_id"], hold_id, offer["email"],
+                subject, body,
+            ) or await self.pool.fetchrow(OFFER_RECORDED, hold_id)
+        assert note is not None
+        if note["sent_at"] is not None:
+            log.info("waitlist_offer_already_sent", hold_id=str(hold_id))
+            return
+        try:
+            await self.mailer.send(note["recipient"], note["subject"], note["body"])
+        except Exception:
+            self.metrics.mail_failed("waitlist_offer")
+            raise
+        self.metrics.mail_sent("waitlist_offer")
+        await self.pool.execute(NOTE_SENT, note["id"])
+        log.info("waitlist_offer_sent", hold_id=str(hold_id), notification_id=str(note["id"]))
 
     async def on_dead_letter(self, message: Message, error: str) -> None:
         if message.kind != "booking_confirmed":

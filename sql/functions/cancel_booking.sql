@@ -34,6 +34,8 @@ BEGIN
     UPDATE ticket_types t SET taken = t.taken - i.quantity
       FROM booking_items i
      WHERE i.booking_id = v_booking.id AND t.id = i.ticket_type_id;
+    -- Those waiting for them get them first.
+    PERFORM offer_waitlist(v_event_id);
 
     INSERT INTO outbox (topic, kind, payload, request_id)
     VALUES ('confirmations', 'booking_cancelled',

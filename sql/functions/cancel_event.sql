@@ -25,7 +25,10 @@ BEGIN
     -- Its live holds end with it; every ticket is back, so no type has any taken.
     UPDATE holds h SET status = 'released', ended_at = now()
      WHERE h.event_id = p_event AND h.status = 'held';
-    UPDATE ticket_types t SET taken = 0 WHERE t.event_id = p_event AND t.taken <> 0;
+    UPDATE ticket_types t SET taken = 0, reserved = 0, waiting = 0
+     WHERE t.event_id = p_event AND (t.taken <> 0 OR t.waiting <> 0);
+    UPDATE waitlist_entries w SET status = 'cancelled', ended_at = now()
+     WHERE w.event_id = p_event AND w.status IN ('waiting', 'offered');
 
     UPDATE events e
        SET status = 'cancelled', available_tickets = e.capacity,

@@ -58,8 +58,11 @@ BEGIN
         END IF;
     END IF;
 
-    IF p_fields ? 'quota' AND (p_fields ->> 'quota')::integer < coalesce(v_old.taken, 0) THEN
-        RETURN QUERY SELECT 'quota_below_taken', v_old.taken, NULL::text, v_old;
+    -- Sold and held; what is reserved for the waiting list follows the new quota.
+    IF p_fields ? 'quota'
+       AND (p_fields ->> 'quota')::integer < coalesce(v_old.taken - v_old.reserved, 0) THEN
+        RETURN QUERY SELECT 'quota_below_taken', v_old.taken - v_old.reserved, NULL::text,
+                            v_old;
         RETURN;
     END IF;
     v_start := CASE WHEN p_fields ? 'sales_start' THEN (p_fields ->> 'sales_start')::timestamptz
@@ -72,13 +75,17 @@ BEGIN
     END IF;
 
     BEGIN
+        IF p_fields ? 'quota' THEN
+            PERFORM waitlist_unreserve(p_event);
+        END IF;
         IF p_type IS NULL THEN
             INSERT INTO ticket_types (event_id, name, price_cents, quota, sales_start, sales_end,
-                                      max_per_booking, status)
+                                      max_per_booking, status, waitlist_allow_skip)
             VALUES (p_event, p_fields ->> 'name', (p_fields ->> 'price_cents')::integer,
                     (p_fields ->> 'quota')::integer, v_start, v_end,
                     (p_fields ->> 'max_per_booking')::integer,
-                    coalesce(p_fields ->> 'status', 'on_sale'))
+                    coalesce(p_fields ->> 'status', 'on_sale'),
+                    coalesce((p_fields ->> 'waitlist_allow_skip')::boolean, false))
             RETURNING * INTO v_new;
         ELSE
             UPDATE ticket_types t SET
@@ -92,6 +99,8 @@ BEGIN
                                        THEN (p_fields ->> 'max_per_booking')::integer
                                        ELSE t.max_per_booking END,
                 status = coalesce(p_fields ->> 'status', t.status),
+                waitlist_allow_skip = coalesce((p_fields ->> 'waitlist_allow_skip')::boolean,
+                                               t.waitlist_allow_skip),
                 updated_at = now()
              WHERE t.id = p_type
             RETURNING * INTO v_new;
@@ -103,6 +112,10 @@ BEGIN
         RETURN QUERY SELECT 'name_taken', NULL::integer, NULL::text, v_old;
         RETURN;
     END;
+
+    -- A quota raised, a type reopened or let skip: those waiting may be offered more.
+    PERFORM offer_waitlist(p_event);
+    SELECT * INTO v_new FROM ticket_types t WHERE t.id = v_new.id;
 
     RETURN QUERY SELECT CASE WHEN p_type IS NULL THEN 'created' ELSE 'updated' END,
                         v_new.taken, coalesce(v_currency, v_event.currency), v_new;

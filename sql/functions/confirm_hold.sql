@@ -63,6 +63,9 @@ BEGIN
       FROM hold_items i WHERE i.hold_id = v_hold.id;
     UPDATE holds h SET status = 'confirmed', ended_at = now(), booking_id = v_booking
      WHERE h.id = v_hold.id;
+    -- A waiting-list offer taken up.
+    UPDATE waitlist_entries w SET status = 'accepted', ended_at = now()
+     WHERE w.hold_id = v_hold.id AND w.status = 'offered';
     INSERT INTO outbox (topic, kind, payload, request_id)
     VALUES ('confirmations', 'booking_confirmed', jsonb_build_object('booking_id', v_booking),
             p_request_id);

@@ -3,7 +3,9 @@
 -- actor, which passes only holds whose expires_at has passed). The caller holds the
 -- events' rows locked (FOR NO KEY UPDATE or stronger), which every change of a count
 -- takes first; holds no longer live are left as they are, so a hold ends once.
--- Returns the holds ended.
+-- A hold that was a waiting-list offer ends its entry too (expired, or declined), and
+-- the tickets that came back are offered to the next in line (offer_waitlist) before
+-- anyone else can book them. Returns the holds ended.
 
 CREATE OR REPLACE FUNCTION release_holds(p_holds uuid[], p_status text)
 RETURNS SETOF uuid
@@ -28,5 +30,15 @@ BEGIN
               FROM hold_items i WHERE i.hold_id = ANY (v_ended)
              GROUP BY i.ticket_type_id) b
      WHERE t.id = b.ticket_type_id;
+
+    IF v_ended <> '{}' THEN
+        UPDATE waitlist_entries w
+           SET status = CASE WHEN p_status = 'expired' THEN 'expired' ELSE 'declined' END,
+               ended_at = now()
+         WHERE w.hold_id = ANY (v_ended) AND w.status = 'offered';
+        PERFORM offer_waitlist(h.event_id)
+           FROM (SELECT DISTINCT h.event_id FROM holds h WHERE h.id = ANY (v_ended)
+                  ORDER BY h.event_id) h;
+    END IF;
     RETURN QUERY SELECT unnest(v_ended);
 END $$;

@@ -11,6 +11,7 @@ DECLARE
     v_ends timestamptz;
     v_per_booking integer;
     v_per_customer integer;
+    v_sold integer;
 BEGIN
     SELECT * INTO v_old FROM events e WHERE e.id = p_event FOR UPDATE;
     IF NOT FOUND THEN
@@ -27,9 +28,12 @@ BEGIN
     END IF;
 
     v_capacity := COALESCE((p_changes ->> 'capacity')::integer, v_old.capacity);
-    IF v_capacity < v_old.capacity - v_old.available_tickets THEN
-        RETURN QUERY SELECT 'capacity_below_sold', v_old.capacity - v_old.available_tickets,
-                            v_old;
+    -- Sold and held; what is reserved for the waiting list follows the new capacity.
+    v_sold := v_old.capacity - v_old.available_tickets
+              - (SELECT coalesce(sum(t.reserved), 0) FROM ticket_types t
+                  WHERE t.event_id = p_event)::integer;
+    IF v_capacity < v_sold THEN
+        RETURN QUERY SELECT 'capacity_below_sold', v_sold, v_old;
         RETURN;
     END IF;
     v_starts := COALESCE((p_changes ->> 'starts_at')::timestamptz, v_old.starts_at);
@@ -49,6 +53,9 @@ BEGIN
         RETURN;
     END IF;
 
+    IF v_capacity <> v_old.capacity THEN
+        PERFORM waitlist_unreserve(p_event);
+    END IF;
     UPDATE events e SET
         title = COALESCE(p_changes ->> 'title', e.title),
         description = CASE WHEN p_changes ? 'description'
@@ -73,6 +80,12 @@ BEGIN
         VALUES ('notifications', 'event_updated',
                 jsonb_build_object('event_id', v_new.id, 'version', v_new.version),
                 p_request_id);
+    END IF;
+
+    IF v_capacity <> v_old.capacity THEN
+        -- More to sell goes to those waiting first; less may shrink what is reserved.
+        PERFORM offer_waitlist(p_event);
+        SELECT * INTO v_new FROM events e WHERE e.id = p_event;
     END IF;
 
     RETURN QUERY SELECT 'updated', NULL::integer, v_new;

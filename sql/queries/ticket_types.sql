@@ -3,6 +3,7 @@
 -- whether it can be booked now.
 SELECT t.id, t.event_id, t.name, t.price_cents, e.currency, t.quota, t.sales_start,
        t.sales_end, t.max_per_booking, t.status, t.created_at, t.updated_at,
+       t.waiting AS waitlist_length, t.waitlist_allow_skip,
        CASE WHEN e.status = 'cancelled' THEN 0
             ELSE least(t.quota - t.taken, e.available_tickets) END AS available_tickets,
        e.status = 'scheduled' AND e.starts_at > now() AND t.status = 'on_sale'

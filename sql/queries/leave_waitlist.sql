@@ -1,0 +1,1 @@
+SELECT outcome FROM leave_waitlist($1, $2)

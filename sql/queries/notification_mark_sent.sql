@@ -1,0 +1,1 @@
+UPDATE notifications SET sent_at = now() WHERE id = $1 AND sent_at IS NULL

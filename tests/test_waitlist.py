@@ -1,0 +1,44 @@
+"""The waiting list through the API: joining a sold-out type, offers of the tickets that
+come back, in order, and what each customer and organizer sees."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from eventbook.check import consistency_report
+from tests.assertions import assert_problem
+from tests.client import Api, User, expect
+
+
+async def counts_agree(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        report = await consistency_report(conn, 3600, 3600)
+    assert {kind: rows for kind, rows in report.items() if rows} == {}
+
+
+async def sold_out_event(api: Api, organizer: User, buyer: User, capacity: int = 2) -> Any:
+    event = await api.create_event(organizer, capacity=capacity)
+    booking = await expect(await api.book(buyer, event, quantity=capacity), 201)
+    return event, booking
+
+
+async def test_cancelled_tickets_are_offered_to_the_first_in_line_not_sold_again(
+    api: Api, organizer, customer, pool: asyncpg.Pool
+) -> None:
+    event, booking = await sold_out_event(api, organizer, customer)
+    first, second, public = [await api.register() for _ in range(3)]
+    one = await expect(await api.join_waitlist(first, event, quantity=2), 201)
+    two = await expect(await api.join_waitlist(second, event, quantity=1), 201)
+    assert (one["status"], one["position"], two["position"]) == ("waiting", 1, 2)
+
+    await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
+    await expect(await api.book(public, event, quantity=1), 409)
+    offered = await api.waitlist_entry(first, one)
+    assert offered["status"] == "offered" and offered["hold_id"] is not None
+    assert (await api.waitlist_entry(second, two))["position"] == 1
+    booked = await expect(await api.confirm(first, {"id": offered["hold_id"]}), 201)
+    assert booked["quantity"] == 2
+    assert (await api.waitlist_entry(first, one))["status"] == "accepted"
+    await counts_agree(pool)
