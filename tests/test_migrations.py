@@ -252,7 +252,7 @@ async def test_a_database_with_bookings_before_ticket_types_gets_a_type_and_item
         cancelled, customer,
     )
 
-    assert await db.migrate(conn) == ["0003_ticket_types_and_holds"]
+    assert await db.migrate(conn) == ["0003_ticket_types_and_holds", "0004_waitlist"]
 
     types = await conn.fetch(
         "SELECT event_id, name, price_cents, taken FROM ticket_types ORDER BY taken DESC"

@@ -49,7 +49,7 @@ async def test_my_mails_are_listed_newest_first_and_only_mine(
     ]
     assert items[1]["subject"] == "Booking confirmed: Second Night"
     assert items[1]["event_id"] == second["id"]
-    assert set(items[0]) == {"id", "kind", "event_id", "booking_id", "subject", "body",
+    assert set(items[0]) == {"id", "kind", "event_id", "booking_id", "hold_id", "subject", "body",
                              "created_at", "sent_at"}
     assert all(item["sent_at"] for item in items)
     assert listed["next_cursor"] is None

@@ -16,7 +16,7 @@ from tests.test_check import check
 TYPE_KEYS = {
     "id", "event_id", "name", "price_cents", "currency", "quota", "available_tickets",
     "sales_start", "sales_end", "max_per_booking", "status", "created_at", "updated_at",
-    "on_sale",
+    "on_sale", "waitlist_length", "waitlist_allow_skip",
 }
 
 
