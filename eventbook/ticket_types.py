@@ -182,6 +182,10 @@ DELETE_OUTCOMES: dict[str, Outcome] = {
         409, "ticket_type_has_sales",
         "Tickets of this type were sold or held: close it (status closed) instead.",
     )),
+    "ticket_type_has_waitlist": Outcome(refusal=lambda: Problem(
+        409, "ticket_type_has_waitlist",
+        "Customers joined this type's waiting list: close it (status closed) instead.",
+    )),
     "last_ticket_type": Outcome(refusal=lambda: Problem(
         409, "last_ticket_type", "An event keeps at least one ticket type."
     )),
@@ -300,12 +304,13 @@ async def update_ticket_type(request: web.Request, body: dict[str, Any]) -> web.
     problems={
         403: ["not_event_owner"],
         404: ["event_not_found", "ticket_type_not_found"],
-        409: ["ticket_type_has_sales", "last_ticket_type"],
+        409: ["ticket_type_has_sales", "ticket_type_has_waitlist", "last_ticket_type"],
     },
     tag="ticket types",
     description=(
         "Only a type nothing was ever sold or held of (else 409 `ticket_type_has_sales`: "
-        "close it instead), and not the event's last one."
+        "close it instead) and nobody joined the waiting list of (else 409 "
+        "`ticket_type_has_waitlist`), and not the event's last one."
     ),
 )
 async def delete_ticket_type(request: web.Request) -> web.Response:

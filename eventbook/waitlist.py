@@ -41,7 +41,9 @@ ENTRY = db.query("waitlist_entry")
 OF_USER = db.query("waitlist_of_user")
 OF_USER_AFTER = db.query("waitlist_of_user_after")
 OF_EVENT = db.query("waitlist_of_event")
-STATUSES = ("waiting", "offered", "accepted", "expired", "declined", "left", "cancelled")
+STATUSES = (
+    "waiting", "offered", "accepted", "expired", "declined", "left", "lapsed", "cancelled"
+)
 
 
 class EntrySchema(Schema):
@@ -53,8 +55,9 @@ class EntrySchema(Schema):
         required=True, validate=validate.OneOf(STATUSES),
         metadata={"description": (
             "waiting; offered (hold_id holds the tickets until offer_expires_at: confirm "
-            "or release it as any hold); then accepted, expired, declined, left or "
-            "cancelled (with the event)."
+            "or release it as any hold); then accepted, expired, declined, left, lapsed "
+            "(its turn came when the customer already had as many tickets as the event "
+            "allows one customer) or cancelled (with the event)."
         )},
     )
     position = fields.Integer(

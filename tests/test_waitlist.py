@@ -9,7 +9,7 @@ import asyncpg
 
 from eventbook.check import consistency_report
 from tests.assertions import assert_problem
-from tests.client import Api, User, expect
+from tests.client import Api, User, expect, item
 
 
 async def counts_agree(pool: asyncpg.Pool) -> None:
@@ -42,3 +42,35 @@ async def test_cancelled_tickets_are_offered_to_the_first_in_line_not_sold_again
     assert booked["quantity"] == 2
     assert (await api.waitlist_entry(first, one))["status"] == "accepted"
     await counts_agree(pool)
+
+
+async def test_a_customer_at_the_cap_when_their_turn_comes_lapses_and_the_next_is_offered(
+    api: Api, organizer, customer, pool: asyncpg.Pool
+) -> None:
+    event = await api.create_event(organizer, capacity=3, max_tickets_per_customer=2)
+    vip = await api.add_ticket_type(organizer, event, name="VIP", quota=1)
+    [general, _] = await api.ticket_types(event)
+    sold = await expect(await api.book(customer, event, items=[item(vip, 1)]), 201)
+    first, second = await api.register(), await api.register()
+    one = await expect(await api.join_waitlist(first, event, vip), 201)
+    two = await expect(await api.join_waitlist(second, event, vip), 201)
+    # Meanwhile the first in line books two General admission tickets: the cap.
+    await expect(await api.book(first, event, items=[item(general, 2)]), 201)
+
+    await expect(await api.post(f"/api/v1/bookings/{sold['id']}/cancel", customer), 200)
+    assert (await api.waitlist_entry(first, one))["status"] == "lapsed"
+    assert (await api.waitlist_entry(second, two))["status"] == "offered"
+    await counts_agree(pool)
+
+
+async def test_a_type_with_a_waiting_list_is_closed_rather_than_deleted(
+    api: Api, organizer, customer
+) -> None:
+    event = await api.create_event(organizer, capacity=1)
+    extra = await api.add_ticket_type(organizer, event, name="Extra")
+    [general, _] = await api.ticket_types(event)
+    await expect(await api.book(customer, event, items=[item(general, 1)]), 201)
+    await expect(await api.join_waitlist(await api.register(), event, extra), 201)
+    answer = await api.delete(f"/api/v1/events/{event['id']}/ticket-types/{extra['id']}",
+                              organizer)
+    await assert_problem(answer, 409, "ticket_type_has_waitlist")

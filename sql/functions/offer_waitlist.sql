@@ -13,7 +13,9 @@
 -- connections; 3600 when unset), and a waitlist_offer mail through the outbox. An entry
 -- that wants more than the reserve stops the offers of its type (unless the type lets
 -- smaller entries skip ahead); what is left stays reserved, off sale, until more comes
--- back. A type nobody waits for, one not on sale, or an event no longer open keeps
+-- back. An entry whose customer already has, in confirmed bookings and live holds, as
+-- many tickets as the event's per-customer cap leaves with its quantity lapses instead
+-- of being offered, and the next is considered. A type nobody waits for, one not on sale, or an event no longer open keeps
 -- nothing reserved.
 --
 -- Afterwards, for every type with someone waiting, no ticket of it can be booked: what
@@ -34,6 +36,7 @@ DECLARE
     v_reserve integer;
     v_waiting integer;
     v_hold    uuid;
+    v_has     integer;
     v_offers  integer := 0;
 BEGIN
     IF NOT EXISTS (SELECT FROM waitlist_entries w
@@ -74,6 +77,21 @@ BEGIN
                  ORDER BY w.seq LIMIT 1;
             END IF;
             EXIT WHEN NOT FOUND OR v_entry.quantity > v_reserve;
+            IF v_event.max_tickets_per_customer IS NOT NULL THEN
+                SELECT coalesce((SELECT sum(b.quantity) FROM bookings b
+                                  WHERE b.event_id = p_event AND b.user_id = v_entry.user_id
+                                    AND b.status = 'confirmed'), 0)
+                     + coalesce((SELECT sum(h.quantity) FROM holds h
+                                  WHERE h.event_id = p_event AND h.user_id = v_entry.user_id
+                                    AND h.status = 'held'), 0)
+                  INTO v_has;
+                IF v_has + v_entry.quantity > v_event.max_tickets_per_customer THEN
+                    UPDATE waitlist_entries w SET status = 'lapsed', ended_at = now()
+                     WHERE w.id = v_entry.id;
+                    v_waiting := v_waiting - 1;
+                    CONTINUE;
+                END IF;
+            END IF;
 
             INSERT INTO holds (event_id, user_id, quantity, total_cents, currency, expires_at)
             VALUES (p_event, v_entry.user_id, v_entry.quantity,

@@ -26,10 +26,12 @@ CREATE TABLE waitlist_entries (
     quantity       integer NOT NULL CHECK (quantity BETWEEN 1 AND 100),
     -- waiting; offered (hold_id holds its tickets); then accepted (the hold was
     -- confirmed), expired or declined (the offer ran out or was let go), left (the
-    -- customer left the list while waiting), or cancelled (with the event).
+    -- customer left the list while waiting), lapsed (its turn came when the customer
+    -- already had as many tickets as the event allows one customer), or cancelled (with
+    -- the event).
     status         text NOT NULL DEFAULT 'waiting' CHECK (status IN
                    ('waiting', 'offered', 'accepted', 'expired', 'declined', 'left',
-                    'cancelled')),
+                    'lapsed', 'cancelled')),
     hold_id        uuid UNIQUE REFERENCES holds (id),
     created_at     timestamptz NOT NULL DEFAULT now(),
     offered_at     timestamptz,
@@ -37,7 +39,7 @@ CREATE TABLE waitlist_entries (
     CONSTRAINT waitlist_offer_has_hold CHECK (
         (hold_id IS NOT NULL) = (offered_at IS NOT NULL)
         AND (status NOT IN ('offered', 'accepted', 'expired', 'declined') OR hold_id IS NOT NULL)
-        AND (status NOT IN ('waiting', 'left') OR hold_id IS NULL)
+        AND (status NOT IN ('waiting', 'left', 'lapsed') OR hold_id IS NULL)
     ),
     CONSTRAINT waitlist_ended_consistent CHECK (
         (status IN ('waiting', 'offered')) = (ended_at IS NULL)
