@@ -32,6 +32,7 @@ OFFER = db.query("waitlist_offer_mail")
 OFFER_RECORD = db.query("waitlist_offer_record")
 OFFER_RECORDED = db.query("waitlist_offer_recorded")
 NOTE_SENT = db.query("notification_mark_sent")
+OFFER_MARK_FAILED = db.query("waitlist_offer_mark_failed")
 
 
 def _when(moment: dt.datetime) -> str:
@@ -166,6 +167,14 @@ class Confirmations(StreamActor):
         log.info("waitlist_offer_sent", hold_id=str(hold_id), notification_id=str(note["id"]))
 
     async def on_dead_letter(self, message: Message, error: str) -> None:
+        if message.kind == "waitlist_offer":
+            try:
+                hold_id = uuid.UUID(str(message.payload["hold_id"]))
+            except (ValueError, KeyError, TypeError):
+                return
+            await self.pool.execute(OFFER_MARK_FAILED, hold_id)
+            log.error("waitlist_offer_mail_failed", hold_id=str(hold_id), error=error)
+            return
         if message.kind != "booking_confirmed":
             return
         try:
