@@ -21,7 +21,7 @@ from eventbook.auth import account_gone, principal
 from eventbook.endpoints import CUSTOMER, ORGANIZER, endpoint, json_response, path_uuid
 from eventbook.errors import Outcome, Problem, validation_problem
 from eventbook.events import event_id, event_not_found, owned_event
-from eventbook.keys import POOL
+from eventbook.keys import CONFIG, POOL, RATE_LIMITER
 from eventbook.pages import (
     BIGINT,
     PageQuery,
@@ -194,6 +194,7 @@ def _entry_id(request: web.Request) -> uuid.UUID:
         409: ["tickets_available", "already_on_waitlist", "event_not_bookable",
               "ticket_type_not_on_sale", "customer_limit_reached"],
         422: ["validation_failed", "ticket_type_required", "unknown_ticket_type"],
+        429: ["too_many_requests"],
     },
     tag="waiting list",
     description=(
@@ -209,6 +210,13 @@ def _entry_id(request: web.Request) -> uuid.UUID:
 )
 async def join(request: web.Request, body: dict[str, Any]) -> web.Response:
     user = principal(request).id
+    config = request.app[CONFIG]
+    if config.booking_rate > 0:
+        # Joining takes the event's row lock, as a booking does: the same budget.
+        await request.app[RATE_LIMITER].enforce(
+            "booking", str(user), config.booking_rate, 1,
+            "Too many bookings; wait a second and try again.",
+        )
     try:
         row = await request.app[POOL].fetchrow(
             JOIN, event_id(request), body["ticket_type_id"], user, body["quantity"]
