@@ -228,18 +228,24 @@ TAKE_PROBLEMS = {
 }
 
 
+async def limit_booking(request: web.Request, user: uuid.UUID) -> None:
+    """429 past EVENTBOOK_BOOKING_RATE requests a second of one customer that take an
+    event's row lock: bookings, holds and joining a waiting list."""
+    config = request.app[CONFIG]
+    if config.booking_rate > 0:
+        await request.app[RATE_LIMITER].enforce(
+            "booking", str(user), config.booking_rate, 1,
+            "Too many bookings; wait a second and try again.",
+        )
+
+
 async def take(request: web.Request, body: dict[str, Any], hold: bool) -> Booked:
     """Decide a request for tickets, as a booking or a hold, through the batcher; raise
     its refusal. Counts its outcome."""
     user = principal(request)
     event = event_id(request)
     key = idempotency_key(request)
-    config = request.app[CONFIG]
-    if config.booking_rate > 0:
-        await request.app[RATE_LIMITER].enforce(
-            "booking", str(user.id), config.booking_rate, 1,
-            "Too many bookings; wait a second and try again.",
-        )
+    await limit_booking(request, user.id)
     items = body["items"]
     # Requests of one event that arrive together are decided in one call (see
     # eventbook.booking_batcher); this one still gets its own decision.

@@ -18,10 +18,11 @@ from marshmallow import Schema, fields, validate
 
 from eventbook import db
 from eventbook.auth import account_gone, principal
+from eventbook.bookings import limit_booking
 from eventbook.endpoints import CUSTOMER, ORGANIZER, endpoint, json_response, path_uuid
 from eventbook.errors import Outcome, Problem, validation_problem
 from eventbook.events import event_id, event_not_found, owned_event
-from eventbook.keys import CONFIG, POOL, RATE_LIMITER
+from eventbook.keys import POOL
 from eventbook.pages import (
     BIGINT,
     PageQuery,
@@ -210,13 +211,8 @@ def _entry_id(request: web.Request) -> uuid.UUID:
 )
 async def join(request: web.Request, body: dict[str, Any]) -> web.Response:
     user = principal(request).id
-    config = request.app[CONFIG]
-    if config.booking_rate > 0:
-        # Joining takes the event's row lock, as a booking does: the same budget.
-        await request.app[RATE_LIMITER].enforce(
-            "booking", str(user), config.booking_rate, 1,
-            "Too many bookings; wait a second and try again.",
-        )
+    # Joining takes the event's row lock, as a booking does: the same budget.
+    await limit_booking(request, user)
     try:
         row = await request.app[POOL].fetchrow(
             JOIN, event_id(request), body["ticket_type_id"], user, body["quantity"]
