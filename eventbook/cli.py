@@ -303,6 +303,16 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
             "and live holds",
             "ticket_type_counts": "ticket types whose taken count disagrees with their "
             "bookings and live holds",
+            "waitlist_tickets_on_sale": "ticket types the public can book while someone "
+            "waits for them",
+            "waitlist_reserve_unwaited": "ticket types keeping tickets reserved for a waiting "
+            "list nobody is on",
+            "waitlist_offers_missing": "ticket types whose reserve covers the next in line, "
+            "who still waits",
+            "waitlist_counts": "ticket types whose waiting-list length disagrees with its "
+            "entries",
+            "waitlist_order": "waiting entries passed over by a later one's offer",
+            "waitlist_offer_holds": "waiting-list offers whose hold is missing or disagrees",
             "stuck_outbox": f"outbox rows older than {args.outbox_age:g} s",
             "unconfirmed_bookings": f"bookings unconfirmed after {args.confirmation_window:g} s",
             "users_without_email_key": "users whose e-mail address another user has (no log-in)",
@@ -558,7 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = add(
         "check", cmd_check,
         "Check the data: remaining tickets of events and ticket types against bookings "
-        "and live holds, outbox rows stuck, bookings left unconfirmed, users who cannot log "
+        "and live holds, the waiting lists (tickets that came back are on sale only when "
+        "nobody waits, else offered in the order of joining or kept reserved while too "
+        "few for the next in line; lengths and offers' holds agree), outbox rows stuck, "
+        "bookings left unconfirmed, users who cannot log "
         "in because another has their e-mail address, and what the reconciler would put "
         "back (confirmations and event changes no queue holds, dead letters an outage "
         "caused). Exits 1 when it finds anything.",
