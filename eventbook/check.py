@@ -68,6 +68,7 @@ async def reconciliation_report(
     work = await find(conn, client, prefix, reconcile_after_s, limit=REPORT_LIMIT)
     return {
         "confirmations_to_requeue": work.confirmations,
+        "offers_to_requeue": work.offers,
         "announcements_to_resume": work.announcements,
         "dead_letters_to_replay": work.dead_letters[:REPORT_LIMIT],
     }

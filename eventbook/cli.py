@@ -318,6 +318,8 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
             "users_without_email_key": "users whose e-mail address another user has (no log-in)",
             "confirmations_to_requeue": f"bookings pending after {reconcile_after:g} s with "
             "no message to confirm them (the reconciler requeues them)",
+            "offers_to_requeue": f"waiting-list offers open after {reconcile_after:g} s "
+            "with no mail sent and no message to send it (the reconciler requeues them)",
             "announcements_to_resume": f"event changes unfinished after {reconcile_after:g} s "
             "with no message to go on (the reconciler resumes them)",
             "dead_letters_to_replay": "dead letters an outage caused (the reconciler replays "
@@ -349,6 +351,9 @@ def cmd_reconcile(config: Config, args: argparse.Namespace) -> int:
         lines = [f"requeued {len(done['confirmations'])} confirmation(s)"]
         lines += [f"  booking {item['booking_id']} event {item['event_id']}"
                   f" request_id={item['request_id']}" for item in done["confirmations"]]
+        lines.append(f"requeued {len(done['offers'])} waiting-list offer(s)")
+        lines += [f"  hold {item['hold_id']} event {item['event_id']}"
+                  f" request_id={item['request_id']}" for item in done["offers"]]
         lines.append(f"resumed {len(done['announcements'])} announcement(s)")
         for item in done["announcements"]:
             pages = ",".join(str(page["page"]) for page in item["pages"])

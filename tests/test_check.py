@@ -34,7 +34,8 @@ async def test_consistent_data_reports_nothing(config: Config, pool: asyncpg.Poo
                       "waitlist_order": [], "waitlist_offer_holds": [],
                       "stuck_outbox": [],
                       "unconfirmed_bookings": [], "users_without_email_key": [],
-                      "confirmations_to_requeue": [], "announcements_to_resume": [],
+                      "confirmations_to_requeue": [], "offers_to_requeue": [],
+                      "announcements_to_resume": [],
                       "dead_letters_to_replay": []}
 
 
