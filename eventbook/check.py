@@ -19,19 +19,32 @@ TICKET_TYPE_COUNTS = db.query("check_ticket_type_counts")
 STUCK_OUTBOX = db.query("check_stuck_outbox")
 UNCONFIRMED_BOOKINGS = db.query("check_unconfirmed_bookings")
 USERS_WITHOUT_EMAIL_KEY = db.query("check_users_without_email_key")
+# The waiting list: the tickets that came back are on sale, offered, or sold, in order.
+WAITLIST_CHECKS = {
+    "waitlist_tickets_on_sale": db.query("check_waitlist_on_sale"),
+    "waitlist_reserve_unwaited": db.query("check_waitlist_reserve_unwaited"),
+    "waitlist_offers_missing": db.query("check_waitlist_offers_missing"),
+    "waitlist_counts": db.query("check_waitlist_counts"),
+    "waitlist_order": db.query("check_waitlist_order"),
+    "waitlist_offer_holds": db.query("check_waitlist_offer_holds"),
+}
 
 
 async def consistency_report(
     conn: asyncpg.Connection, outbox_age_s: float, confirmation_window_s: float
 ) -> dict[str, list[dict[str, Any]]]:
     """Every finding, by kind; all lists empty means the data is consistent."""
-    return {
+    report = {
         "ticket_counts": [
             dict(row) for row in await conn.fetch(TICKET_COUNTS, REPORT_LIMIT)
         ],
         "ticket_type_counts": [
             dict(row) for row in await conn.fetch(TICKET_TYPE_COUNTS, REPORT_LIMIT)
         ],
+    }
+    for kind, query in WAITLIST_CHECKS.items():
+        report[kind] = [dict(row) for row in await conn.fetch(query, REPORT_LIMIT)]
+    return report | {
         "stuck_outbox": [
             dict(row) for row in await conn.fetch(STUCK_OUTBOX, outbox_age_s, REPORT_LIMIT)
         ],
@@ -55,6 +68,7 @@ async def reconciliation_report(
     work = await find(conn, client, prefix, reconcile_after_s, limit=REPORT_LIMIT)
     return {
         "confirmations_to_requeue": work.confirmations,
+        "offers_to_requeue": work.offers,
         "announcements_to_resume": work.announcements,
         "dead_letters_to_replay": work.dead_letters[:REPORT_LIMIT],
     }

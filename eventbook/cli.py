@@ -303,11 +303,23 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
             "and live holds",
             "ticket_type_counts": "ticket types whose taken count disagrees with their "
             "bookings and live holds",
+            "waitlist_tickets_on_sale": "ticket types the public can book while someone "
+            "waits for them",
+            "waitlist_reserve_unwaited": "ticket types keeping tickets reserved for a waiting "
+            "list nobody is on",
+            "waitlist_offers_missing": "ticket types whose reserve covers the next in line, "
+            "who still waits",
+            "waitlist_counts": "ticket types whose waiting-list length disagrees with its "
+            "entries",
+            "waitlist_order": "waiting entries passed over by a later one's offer",
+            "waitlist_offer_holds": "waiting-list offers whose hold is missing or disagrees",
             "stuck_outbox": f"outbox rows older than {args.outbox_age:g} s",
             "unconfirmed_bookings": f"bookings unconfirmed after {args.confirmation_window:g} s",
             "users_without_email_key": "users whose e-mail address another user has (no log-in)",
             "confirmations_to_requeue": f"bookings pending after {reconcile_after:g} s with "
             "no message to confirm them (the reconciler requeues them)",
+            "offers_to_requeue": f"waiting-list offers open after {reconcile_after:g} s "
+            "with no mail sent and no message to send it (the reconciler requeues them)",
             "announcements_to_resume": f"event changes unfinished after {reconcile_after:g} s "
             "with no message to go on (the reconciler resumes them)",
             "dead_letters_to_replay": "dead letters an outage caused (the reconciler replays "
@@ -339,6 +351,9 @@ def cmd_reconcile(config: Config, args: argparse.Namespace) -> int:
         lines = [f"requeued {len(done['confirmations'])} confirmation(s)"]
         lines += [f"  booking {item['booking_id']} event {item['event_id']}"
                   f" request_id={item['request_id']}" for item in done["confirmations"]]
+        lines.append(f"requeued {len(done['offers'])} waiting-list offer(s)")
+        lines += [f"  hold {item['hold_id']} event {item['event_id']}"
+                  f" request_id={item['request_id']}" for item in done["offers"]]
         lines.append(f"resumed {len(done['announcements'])} announcement(s)")
         for item in done["announcements"]:
             pages = ",".join(str(page["page"]) for page in item["pages"])
@@ -558,7 +573,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = add(
         "check", cmd_check,
         "Check the data: remaining tickets of events and ticket types against bookings "
-        "and live holds, outbox rows stuck, bookings left unconfirmed, users who cannot log "
+        "and live holds, the waiting lists (tickets that came back are on sale only when "
+        "nobody waits, else offered in the order of joining or kept reserved while too "
+        "few for the next in line; lengths and offers' holds agree), outbox rows stuck, "
+        "bookings left unconfirmed, users who cannot log "
         "in because another has their e-mail address, and what the reconciler would put "
         "back (confirmations and event changes no queue holds, dead letters an outage "
         "caused). Exits 1 when it finds anything.",

@@ -59,6 +59,9 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_BOOKING_RATE", "bookings per customer per second, 0 = off (default 10)"),
     Setting("EVENTBOOK_HOLD_SECONDS",
             "how long a checkout hold keeps its tickets (default 600)"),
+    Setting("EVENTBOOK_WAITLIST_OFFER_SECONDS",
+            "how long a waiting-list offer holds its tickets for the next in line "
+            "(default 3600)"),
     Setting("EVENTBOOK_BROWSE_RATE",
             "event reads per client address (per user when signed in) per second, "
             "0 = off (default 10)"),

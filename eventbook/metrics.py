@@ -7,14 +7,16 @@ zero. Code that counts something calls one method on it:
     request.app[METRICS].booking_outcome("sold_out")     # in a handler
     self.metrics.mail_sent("booking_confirmed")          # in an actor given `metrics`
 
-Gauges about shared state (the outbox backlog, stream lengths and lag) are not pushed.
-`refresh_forever`, a background task of the process, reads them from PostgreSQL and
-Redis on an interval and then renders the whole registry as text, in a thread; a scrape
-serves the last text. Rendering costs milliseconds of CPU per hundred series (every
-route and status has a latency histogram), and reading the gauges a query and a round
-trip per stream: a scrape does neither, so however often /metrics is asked for, neither
-the event loop, the database nor Redis does more. What a scrape shows is then up to one
-interval old.
+Gauges about shared state (the outbox backlog, stream lengths and lag) are not pushed,
+nor are the waiting list's figures: offers are made inside the stored procedures that
+give tickets back, wherever that happens, so they are counted where they are recorded,
+in the waitlist_entries table. `refresh_forever`, a background task of the process,
+reads them from PostgreSQL and Redis on an interval and then renders the whole registry
+as text, in a thread; a scrape serves the last text. Rendering costs milliseconds of CPU
+per hundred series (every route and status has a latency histogram), and reading the
+gauges two queries and a round trip per stream: a scrape does neither, so however often
+/metrics is asked for, neither the event loop, the database nor Redis does more. What a
+scrape shows is then up to one interval old.
 
 This module does not import aiohttp, so actors may use it.
 """
@@ -32,7 +34,7 @@ import redis.asyncio
 import redis.exceptions
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -45,9 +47,14 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WatchedStream"]
 
 BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "customer_limit", "replayed")
 HOLD_EVENTS = ("created", "confirmed", "released", "expired")
-RECONCILED_KINDS = ("confirmation", "announcement", "dead_letter")
+RECONCILED_KINDS = ("confirmation", "offer", "announcement", "dead_letter")
 OUTBOX_TOPICS = topics.TOPICS
 OUTBOX_BY_TOPIC = db.query("metrics_outbox_by_topic")
+WAITLIST_BY_STATUS = db.query("metrics_waitlist_by_status")
+WAITLIST_STATUSES = ("waiting", "offered", "accepted", "expired", "declined", "left",
+                     "cancelled")
+# The offers made, and those that ended in each of these statuses of their entry.
+WAITLIST_OFFER_ENDS = ("accepted", "expired", "declined")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The route label of a request no route matched (404, 405): never the raw path, whose
 # values are unbounded.
@@ -78,6 +85,14 @@ class StreamState:
     dead_letters: int = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class WaitlistCounts:
+    """Waiting-list entries by status, and offers made, as PostgreSQL counted them."""
+
+    entries: dict[str, int]
+    offers: int
+
+
 @dataclasses.dataclass
 class _Snapshot:
     """What the last refresh read from PostgreSQL and Redis."""
@@ -85,6 +100,8 @@ class _Snapshot:
     outbox_backlog: dict[str, int] = dataclasses.field(default_factory=dict)
     outbox_oldest_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     streams: dict[WatchedStream, StreamState] = dataclasses.field(default_factory=dict)
+    # None until PostgreSQL first answered; then what it last answered (see _read_waitlist).
+    waitlist: WaitlistCounts | None = None
     up: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
@@ -141,6 +158,35 @@ class _SnapshotCollector(Collector):
         for source, value in sorted(snap.up.items()):
             up.add_metric([source], value)
         yield from (backlog, oldest, length, pending, lag, dead, up)
+        yield from _waitlist_families(snap.waitlist)
+
+
+def _waitlist_families(counts: WaitlistCounts | None) -> Iterator[Metric]:
+    """The waiting list's figures; families without samples before the first read."""
+    entries = GaugeMetricFamily(
+        "eventbook_waitlist_entries",
+        "Waiting-list entries of every event by status: waiting, offered (a hold in the"
+        " customer's name), accepted, expired, declined, left, cancelled.",
+        labels=["status"],
+    )
+    joined = CounterMetricFamily(
+        "eventbook_waitlist_joined", "Waiting-list entries ever made, of every event."
+    )
+    offers = CounterMetricFamily(
+        "eventbook_waitlist_offers",
+        "Waiting-list offers: made (a hold offered to the next in line), and those that"
+        " ended accepted (confirmed into a booking), expired or declined (released, or the"
+        " customer left the list); each of these moves to the next in line.",
+        labels=["outcome"],
+    )
+    if counts is not None:
+        for status in WAITLIST_STATUSES:
+            entries.add_metric([status], counts.entries.get(status, 0))
+        joined.add_metric([], sum(counts.entries.values()))
+        offers.add_metric(["made"], counts.offers)
+        for status in WAITLIST_OFFER_ENDS:
+            offers.add_metric([status], counts.entries.get(status, 0))
+    yield from (entries, joined, offers)
 
 
 class Metrics:
@@ -203,7 +249,8 @@ class Metrics:
         self.reconciled_work = Counter(
             "eventbook_reconciled",
             "Work the reconciler put back after a store lost it, by kind: confirmation (a"
-            " booking's confirmation requeued), announcement (an event change resumed),"
+            " booking's confirmation requeued), offer (a waiting-list offer's mail requeued),"
+            " announcement (an event change resumed),"
             " dead_letter (a message an outage made fail, replayed).",
             ["kind"],
             registry=registry,
@@ -286,12 +333,12 @@ class Metrics:
             await asyncio.sleep(interval)
 
     async def refresh(self, pool: asyncpg.Pool | None, client: redis.asyncio.Redis | None) -> None:
-        """Read the outbox and stream gauges now (each source within SCRAPE_TIMEOUT), then
-        render the registry for the scrapes to come."""
+        """Read the outbox, waiting-list and stream figures now (each source within
+        SCRAPE_TIMEOUT), then render the registry for the scrapes to come."""
         snapshot = _Snapshot()
         jobs = []
         if pool is not None:
-            jobs.append(self._read_outbox(pool, snapshot))
+            jobs.append(self._read_postgres(pool, snapshot))
         if client is not None:
             jobs.append(self._read_streams(client, snapshot))
         await asyncio.gather(*jobs)
@@ -306,22 +353,35 @@ class Metrics:
             self._rendered = generate_latest(self.registry)
         return self._rendered
 
-    async def _read_outbox(self, pool: asyncpg.Pool, snapshot: _Snapshot) -> None:
+    async def _read_postgres(self, pool: asyncpg.Pool, snapshot: _Snapshot) -> None:
         snapshot.outbox_backlog = dict.fromkeys(OUTBOX_TOPICS, 0)
         snapshot.outbox_oldest_seconds = dict.fromkeys(OUTBOX_TOPICS, 0.0)
+        # The waiting list's counters go on showing what was last read rather than zero:
+        # a counter that fell to zero and rose back would read as a burst of offers.
+        snapshot.waitlist = self._snapshot.snapshot.waitlist
         try:
-            rows = await asyncio.wait_for(
-                pool.fetch(OUTBOX_BY_TOPIC, timeout=SCRAPE_TIMEOUT),
-                SCRAPE_TIMEOUT,
-            )
+            rows, waitlist = await asyncio.wait_for(self._fetch_postgres(pool), SCRAPE_TIMEOUT)
         except POSTGRES_ERRORS as exc:
             log.warning("metrics_source_unavailable", source="postgres", error=repr(exc))
             snapshot.up["postgres"] = 0
             return
+        snapshot.waitlist = WaitlistCounts(
+            entries={row["status"]: row["entries"] for row in waitlist},
+            offers=sum(row["offers"] for row in waitlist),
+        )
         for row in rows:
             snapshot.outbox_backlog[row["topic"]] = row["backlog"]
             snapshot.outbox_oldest_seconds[row["topic"]] = max(0.0, row["oldest"] or 0.0)
         snapshot.up["postgres"] = 1
+
+    @staticmethod
+    async def _fetch_postgres(
+        pool: asyncpg.Pool,
+    ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        async with pool.acquire(timeout=SCRAPE_TIMEOUT) as conn:
+            outbox = await conn.fetch(OUTBOX_BY_TOPIC, timeout=SCRAPE_TIMEOUT)
+            waitlist = await conn.fetch(WAITLIST_BY_STATUS, timeout=SCRAPE_TIMEOUT)
+        return outbox, waitlist
 
     async def _read_streams(self, client: redis.asyncio.Redis, snapshot: _Snapshot) -> None:
         watched = sorted(self.watched, key=lambda w: (w.stream, w.group))

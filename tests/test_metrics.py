@@ -9,22 +9,26 @@ from typing import Any
 
 import pytest
 import structlog
+from prometheus_client.parser import text_string_to_metric_families
 
+from eventbook import connections
 from eventbook.app import create_app
 from eventbook.bookings import BOOK_OUTCOMES
 from eventbook.config import Config
 from eventbook.embedded import free_port
 from eventbook.keys import METRICS, REDIS
-from eventbook.metrics import BOOKING_OUTCOMES
+from eventbook.metrics import BOOKING_OUTCOMES, Metrics
 from tests.assertions import assert_problem
 from tests.client import (
     Api,
     eventually,
+    expect,
     metric,
     metric_becomes,
     metrics_headers,
     scrape_private_port,
 )
+from tests.seed import insert_event
 
 EVENT_ROUTE = "/api/v1/events/{id}"
 
@@ -200,3 +204,74 @@ async def test_the_access_log_names_an_unmatched_route_as_the_metrics_do(api: Ap
         assert (await api.request("DELETE", "/api/v1/events")).status == 405
     routes = [line["route"] for line in logs if line["event"] == "request"]
     assert routes == ["unmatched", "unmatched"]
+
+
+async def test_waiting_list_entries_and_offers_are_counted_from_the_database(
+    api: Api, organizer, customer, pool
+) -> None:
+    """Offers are made inside the transactions that give tickets back (here a cancelled
+    booking, an expired offer and a declined one): the figures follow them all."""
+    await metric_becomes(api, "eventbook_waitlist_entries", 0, status="waiting")
+    event = await api.create_event(organizer, capacity=3)
+    booking = await expect(await api.book(customer, event, quantity=3), 201)
+    waiting = [await api.register() for _ in range(4)]
+    entries = [await expect(await api.join_waitlist(user, event, quantity=1), 201)
+               for user in waiting]
+    await metric_becomes(api, "eventbook_waitlist_entries", 4, status="waiting")
+    assert await metric(api, "eventbook_waitlist_joined_total") == 4
+    assert await metric(api, "eventbook_waitlist_offers_total", outcome="made") == 0
+
+    await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
+    await metric_becomes(api, "eventbook_waitlist_offers_total", 3, outcome="made")
+    assert await metric(api, "eventbook_waitlist_entries", status="offered") == 3
+    assert await metric(api, "eventbook_waitlist_entries", status="waiting") == 1
+
+    first, second, third = [await api.waitlist_entry(user, entry)
+                            for user, entry in zip(waiting[:3], entries[:3], strict=True)]
+    await expect(await api.confirm(waiting[0], {"id": first["hold_id"]}), 201)
+    await pool.execute("UPDATE holds SET expires_at = now() - interval '1 second'"
+                       " WHERE id = $1::uuid", second["hold_id"])
+    await pool.execute("SELECT expire_holds(100)")
+    answer = await api.delete(f"/api/v1/waitlist/{third['id']}", waiting[2])
+    assert answer.status == 204, await answer.text()
+
+    await metric_becomes(api, "eventbook_waitlist_offers_total", 4, outcome="made")
+    for outcome in ("accepted", "expired", "declined"):
+        assert await metric(api, "eventbook_waitlist_offers_total", outcome=outcome) == 1
+    shown = {status: await metric(api, "eventbook_waitlist_entries", status=status)
+             for status in ("waiting", "offered", "accepted", "expired", "declined", "left")}
+    assert shown == {"waiting": 0, "offered": 1, "accepted": 1, "expired": 1, "declined": 1,
+                     "left": 0}
+    assert await metric(api, "eventbook_waitlist_joined_total") == 4
+
+
+async def test_waiting_list_counters_keep_their_last_values_while_postgres_is_away(
+    config: Config, pool
+) -> None:
+    """Shown as zero before the first read, or while PostgreSQL is away, a counter would
+    seem to fall and jump back: a burst of offers that never happened."""
+    metrics = Metrics()
+    await metrics.refresh(None, None)
+    assert sample(metrics, "eventbook_waitlist_offers_total", outcome="made") is None
+
+    await pool.execute(
+        "INSERT INTO waitlist_entries (event_id, ticket_type_id, user_id, quantity)"
+        " SELECT e.id, t.id, e.organizer_id, 1 FROM events e"
+        " JOIN ticket_types t ON t.event_id = e.id WHERE e.id = $1", await insert_event(pool)
+    )
+    away = await connections.create_pool(config.database_url, 1, 1)
+    await metrics.refresh(away, None)
+    assert sample(metrics, "eventbook_waitlist_joined_total") == 1
+    await away.close()
+    await metrics.refresh(away, None)
+    assert sample(metrics, "eventbook_metrics_source_up", source="postgres") == 0
+    assert sample(metrics, "eventbook_waitlist_joined_total") == 1
+    assert sample(metrics, "eventbook_waitlist_entries", status="waiting") == 1
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return None

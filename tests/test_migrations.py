@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from eventbook import db
+from eventbook.check import consistency_report
 from eventbook.config import Config
 from tests.processes import environment, run
 
@@ -263,3 +264,78 @@ async def test_a_database_with_bookings_before_ticket_types_gets_a_type_and_item
     assert await conn.fetchval("SELECT count(*) FROM booking_items") == 3
     for check in ("check_ticket_counts", "check_ticket_type_counts"):
         assert await conn.fetch(db.query(check), 100) == []
+
+
+async def test_a_database_with_ticket_types_bookings_and_holds_gains_the_waiting_list(
+    conn: asyncpg.Connection,
+) -> None:
+    """Upgrading to the waiting list: a sold-out event of two types, with a booking and a
+    live hold taken before it, keeps its counts; the hold confirms, and a customer joins
+    the waiting list of the sold-out type and is offered the tickets a cancellation
+    gives back."""
+    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    await conn.execute(db.query("migrations_table"))
+    for name, sql in db.migrations():
+        if name < "0004":
+            await conn.execute(sql)
+            await conn.execute(db.query("migration_record"), name)
+    organizer, buyer, holder, waiter = [
+        await conn.fetchval(
+            "INSERT INTO users (email, email_key, name, role, password_hash)"
+            " VALUES ($1, $1, 'Old', $2, '!') RETURNING id", f"{name}@example.com", role,
+        )
+        for name, role in (("organizer", "organizer"), ("buyer", "customer"),
+                           ("holder", "customer"), ("waiter", "customer"))
+    ]
+    event = await conn.fetchval(
+        "INSERT INTO events (organizer_id, title, starts_at, capacity, available_tickets)"
+        " VALUES ($1, 'Old', now() + interval '1 day', 3, 0) RETURNING id", organizer,
+    )
+    standard, premium = [
+        await conn.fetchval(
+            "INSERT INTO ticket_types (event_id, name, price_cents, quota, taken)"
+            " VALUES ($1, $2, $3, $4, $5) RETURNING id", event, name, price, quota, taken,
+        )
+        for name, price, quota, taken in (("Standard", 1000, 2, 2), ("Premium", 5000, None, 1))
+    ]
+    booking = await conn.fetchval(
+        "INSERT INTO bookings (event_id, user_id, quantity, total_cents)"
+        " VALUES ($1, $2, 2, 2000) RETURNING id", event, buyer,
+    )
+    await conn.execute("INSERT INTO booking_items (booking_id, ticket_type_id, quantity,"
+                       " price_cents) VALUES ($1, $2, 2, 1000)", booking, standard)
+    hold = await conn.fetchval(
+        "INSERT INTO holds (event_id, user_id, quantity, total_cents, currency, expires_at)"
+        " VALUES ($1, $2, 1, 5000, 'EUR', now() + interval '10 minutes') RETURNING id",
+        event, holder,
+    )
+    await conn.execute("INSERT INTO hold_items (hold_id, ticket_type_id, quantity,"
+                       " price_cents) VALUES ($1, $2, 1, 5000)", hold, premium)
+
+    assert await db.migrate(conn) == ["0004_waitlist"]
+
+    types = await conn.fetch("SELECT id, taken, reserved, waiting, waitlist_allow_skip"
+                             " FROM ticket_types ORDER BY price_cents")
+    assert [tuple(row) for row in types] == [(standard, 2, 0, 0, False),
+                                             (premium, 1, 0, 0, False)]
+    await assert_consistent(conn)
+
+    assert await conn.fetchval("SELECT outcome FROM confirm_hold($1, $2, NULL, 'r')",
+                               hold, holder) == "confirmed"
+    assert await conn.fetchval("SELECT outcome FROM join_waitlist($1, $2, $3, 2)",
+                               event, standard, waiter) == "created"
+    assert await conn.fetchval("SELECT outcome FROM cancel_booking($1, $2, 'r')",
+                               booking, buyer) == "cancelled"
+    offer = await conn.fetchrow(
+        "SELECT w.status, h.user_id, h.quantity, h.total_cents FROM waitlist_entries w"
+        " JOIN holds h ON h.id = w.hold_id WHERE w.user_id = $1", waiter,
+    )
+    assert tuple(offer) == ("offered", waiter, 2, 2000)
+    assert await conn.fetchval("SELECT available_tickets FROM events WHERE id = $1", event) == 0
+    await assert_consistent(conn)
+
+
+async def assert_consistent(conn: asyncpg.Connection) -> None:
+    """What `eventbook check` verifies of tickets and waiting lists finds nothing."""
+    report = await consistency_report(conn, 3600, 3600)
+    assert {kind: rows for kind, rows in report.items() if rows} == {}

@@ -238,6 +238,101 @@ async def test_the_reconciler_runs_with_the_other_actors_and_its_work_can_be_fol
     await assert_each_confirmed_once(pool, [booking])
 
 
+# -- waiting-list offers ---------------------------------------------------------------
+
+
+async def open_offers(pool: asyncpg.Pool, event: uuid.UUID, count: int,
+                      age_seconds: float = HOUR) -> list[uuid.UUID]:
+    """`count` customers wait for a sold-out event and its tickets come back: each gets an
+    offer (a hold) made `age_seconds` ago, whose message was relayed, then lost by Redis.
+    Their holds."""
+    await pool.execute("UPDATE events SET capacity = $2, available_tickets = $2 WHERE id = $1",
+                       event, count)
+    await pool.execute("UPDATE ticket_types SET quota = NULL WHERE event_id = $1", event)
+    buyers = await insert_users(pool, count)
+    await insert_attendees(pool, event, buyers)
+    for user in await insert_users(pool, count):
+        assert await pool.fetchval("SELECT outcome FROM join_waitlist($1, NULL, $2, 1)",
+                                   event, user) == "created"
+    for buyer in buyers:
+        booking = await pool.fetchval("SELECT id FROM bookings WHERE user_id = $1", buyer)
+        assert await pool.fetchval("SELECT outcome FROM cancel_booking($1, $2, 'test')",
+                                   booking, buyer) == "cancelled"
+    await pool.execute("DELETE FROM outbox")
+    holds = await pool.fetch(
+        "UPDATE waitlist_entries SET offered_at = now() - make_interval(secs => $2)"
+        " WHERE event_id = $1 AND status = 'offered' RETURNING hold_id, seq", event, age_seconds,
+    )
+    return [row["hold_id"] for row in sorted(holds, key=lambda row: row["seq"])]
+
+
+async def offer_outbox(pool: asyncpg.Pool) -> list[tuple[str, str, str]]:
+    """(hold id, entry id, request id) of every waitlist_offer outbox row."""
+    rows = await pool.fetch(
+        "SELECT payload ->> 'hold_id' AS hold_id, payload ->> 'entry_id' AS entry_id,"
+        " request_id FROM outbox WHERE kind = 'waitlist_offer' ORDER BY id"
+    )
+    return [(row["hold_id"], row["entry_id"], row["request_id"]) for row in rows]
+
+
+async def offers_mailed(pool: asyncpg.Pool, holds: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    rows = await pool.fetch(
+        "SELECT hold_id, count(*) AS mails FROM notifications WHERE kind = 'waitlist_offer'"
+        " AND sent_at IS NOT NULL AND hold_id = ANY($1::uuid[]) GROUP BY hold_id", holds,
+    )
+    return {row["hold_id"]: row["mails"] for row in rows}
+
+
+async def test_an_offer_whose_mail_message_was_lost_is_requeued_once_and_mailed_once(
+    config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, event: uuid.UUID
+) -> None:
+    [hold] = await open_offers(pool, event, 1)
+
+    done = await reconcile_now(pool, client, config)
+    assert done is not None
+    assert [item["hold_id"] for item in done.offers] == [str(hold)]
+    [(queued, entry, request_id)] = await offer_outbox(pool)
+    assert queued == str(hold) and request_id.startswith("reconcile-")
+    assert entry == str(await pool.fetchval(
+        "SELECT id FROM waitlist_entries WHERE hold_id = $1", hold))
+    assert done.offers[0]["request_id"] == request_id
+    assert not await reconcile_now(pool, client, config), "its outbox row is there now"
+
+    async with running(config, pool, client, "relay", "confirmations"):
+        await eventually(lambda: offers_mailed(pool, [hold]), timeout=30)
+        assert not await reconcile_now(pool, client, config), "mailed: nothing to do"
+    assert await offers_mailed(pool, [hold]) == {hold: 1}
+
+
+async def test_an_offer_mailed_ended_young_or_whose_message_waits_is_left_alone(
+    config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, event: uuid.UUID
+) -> None:
+    lost, mailed, confirmed, expired, in_stream, in_outbox = await open_offers(pool, event, 6)
+    [young] = await open_offers(pool, await insert_event(pool), 1, age_seconds=30)
+    for hold in (in_stream, in_outbox):
+        await pool.execute(
+            "INSERT INTO outbox (topic, kind, payload) SELECT 'confirmations', 'waitlist_offer',"
+            " jsonb_build_object('hold_id', hold_id, 'entry_id', id) FROM waitlist_entries"
+            " WHERE hold_id = $1", hold,
+        )
+        if hold == in_stream:
+            assert await OutboxRelay(config, pool, client).relay_once() == 1
+    await pool.execute(
+        "INSERT INTO notifications (user_id, kind, event_id, hold_id, recipient, subject, body,"
+        " sent_at) SELECT h.user_id, 'waitlist_offer', h.event_id, h.id, 'x@example.com',"
+        " 's', 'b', now() FROM holds h WHERE h.id = $1", mailed,
+    )
+    user = await pool.fetchval("SELECT user_id FROM holds WHERE id = $1", confirmed)
+    assert await pool.fetchval("SELECT outcome FROM confirm_hold($1, $2, NULL, 'test')",
+                               confirmed, user) == "confirmed"
+    await pool.execute("UPDATE holds SET expires_at = now() WHERE id = $1", expired)
+
+    done = await reconcile_now(pool, client, config, after=60)
+    assert done is not None
+    assert [item["hold_id"] for item in done.offers] == [str(lost)]
+    assert str(young) not in {hold for hold, _, _ in await offer_outbox(pool)}
+
+
 # -- announcements ---------------------------------------------------------------------
 
 
@@ -520,3 +615,19 @@ async def test_check_lists_what_a_pass_would_put_back_and_reconcile_puts_it_back
     again = run(["reconcile"], environment(config))
     assert again.returncode == 0
     assert "requeued 0 confirmation(s)" in again.stdout
+
+
+async def test_check_lists_an_offer_whose_mail_was_lost_and_reconcile_requeues_it(
+    config: Config, pool: asyncpg.Pool, event: uuid.UUID
+) -> None:
+    [hold] = await open_offers(pool, event, 1)
+
+    code, report = eventbook_json(config, "check")
+    assert code == 1
+    assert [row["hold_id"] for row in report["offers_to_requeue"]] == [str(hold)]
+    text = run(["reconcile"], environment(config))
+    assert text.returncode == 0
+    assert "requeued 1 waiting-list offer(s)" in text.stdout
+    assert f"hold {hold}" in text.stdout
+    _, report = eventbook_json(config, "check")
+    assert report["offers_to_requeue"] == []

@@ -74,3 +74,17 @@ async def test_a_type_with_a_waiting_list_is_closed_rather_than_deleted(
     answer = await api.delete(f"/api/v1/events/{event['id']}/ticket-types/{extra['id']}",
                               organizer)
     await assert_problem(answer, 409, "ticket_type_has_waitlist")
+
+
+async def test_tickets_left_after_everyone_waiting_got_an_offer_go_back_on_sale(
+    api: Api, organizer, customer, pool: asyncpg.Pool
+) -> None:
+    event, booking = await sold_out_event(api, organizer, customer, capacity=3)
+    waiter, public = await api.register(), await api.register()
+    entry = await expect(await api.join_waitlist(waiter, event, quantity=2), 201)
+
+    await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
+    assert (await api.waitlist_entry(waiter, entry))["status"] == "offered"
+    assert (await api.get_event(event))["available_tickets"] == 1
+    await expect(await api.book(public, event, quantity=1), 201)
+    await counts_agree(pool)

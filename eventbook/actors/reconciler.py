@@ -9,6 +9,8 @@ EVENTBOOK_RECONCILE_AFTER_SECONDS and that no outbox row and no stream entry the
 consumer group has yet to acknowledge will do:
 
 - confirmations: a booking still `pending` gets its booking_confirmed outbox row again;
+- offers: a waiting-list offer still open (its entry offered, its hold live) whose mail
+  was not sent gets its waitlist_offer outbox row again;
 - announcements: an unfinished event change gets its expand message again (when not
   expanded yet), or a deliver message for each page not delivered (not when that
   message waits in the dead letters: replaying it is the operator's call);
@@ -17,8 +19,8 @@ consumer group has yet to acknowledge will do:
 PostgreSQL is read first and Redis after: the relay adds an entry to Redis before its
 outbox row disappears, and a consumer records its effect before it acknowledges the
 entry, so work that moves on between the two reads is seen where it went and never
-taken for lost. Every effect is keyed in PostgreSQL (one mail per booking and kind, one
-per attendee and change), so work put back twice is still done once.
+taken for lost. Every effect is keyed in PostgreSQL (one mail per booking and kind, per
+offer's hold, per attendee and change), so work put back twice is still done once.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ log = structlog.get_logger(__name__)
 RECONCILE_CONFIRMATIONS = db.query("reconcile_confirmations")
 RECONCILE_ANNOUNCEMENTS = db.query("reconcile_announcements")
 RECONCILE_REQUEUE_CONFIRMATIONS = db.query("reconcile_requeue_confirmations")
+RECONCILE_OFFERS = db.query("reconcile_offers")
+RECONCILE_REQUEUE_OFFERS = db.query("reconcile_requeue_offers")
 RECONCILE_REQUEUE_EXPAND = db.query("reconcile_requeue_expand")
 FANOUT_FINISH = db.query("fanout_finish")
 RECONCILE_UNDONE_PAGES = db.query("reconcile_undone_pages")
@@ -68,14 +72,15 @@ def new_request_id() -> str:
 @dataclasses.dataclass
 class Findings:
     """Work to put back (what a pass found), or put back (what it did), by kind. Each
-    item is a JSON-ready dict naming its booking or event."""
+    item is a JSON-ready dict naming its booking, offer's hold or event."""
 
     confirmations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    offers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     announcements: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     dead_letters: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return {"confirmations": len(self.confirmations),
+        return {"confirmations": len(self.confirmations), "offers": len(self.offers),
                 "announcements": len(self.announcements),
                 "dead_letters": len(self.dead_letters)}
 
@@ -83,8 +88,8 @@ class Findings:
         return any(self.counts().values())
 
     def as_dict(self) -> dict[str, list[dict[str, Any]]]:
-        return {"confirmations": self.confirmations, "announcements": self.announcements,
-                "dead_letters": self.dead_letters}
+        return {"confirmations": self.confirmations, "offers": self.offers,
+                "announcements": self.announcements, "dead_letters": self.dead_letters}
 
 
 # -- reading Redis ---------------------------------------------------------------------
@@ -127,16 +132,21 @@ def _payload(fields: Mapping[str, str]) -> dict[str, Any]:
 
 
 async def _queued_confirmations(
-    client: redis.asyncio.Redis, prefix: str, bookings: set[str]
-) -> set[str]:
-    """Which of `bookings` have a booking_confirmed entry not yet acknowledged."""
-    queued: set[str] = set()
+    client: redis.asyncio.Redis, prefix: str, bookings: set[str], holds: set[str]
+) -> tuple[set[str], set[str]]:
+    """Which of `bookings` have a booking_confirmed entry, and which of the offers'
+    `holds` a waitlist_offer entry, not yet acknowledged (one read of the stream)."""
+    queued: tuple[set[str], set[str]] = (set(), set())
+    wanted = {"booking_confirmed": ("booking_id", bookings, queued[0]),
+              "waitlist_offer": ("hold_id", holds, queued[1])}
     async for _, fields in unacknowledged(client, stream_key(prefix, topics.CONFIRMATIONS),
                                           topics.CONFIRMATIONS):
-        if fields.get("kind") == "booking_confirmed":
-            booking = str(_payload(fields).get("booking_id"))
-            if booking in bookings:
-                queued.add(booking)
+        kind = wanted.get(fields.get("kind", ""))
+        if kind is not None:
+            key, candidates, found = kind
+            value = str(_payload(fields).get(key))
+            if value in candidates:
+                found.add(value)
     return queued
 
 
@@ -178,15 +188,23 @@ async def find(
     first, then the streams, then the dead letters; see the module's docstring for why.
     (A message dead-lettered between the last two reads is seen in its stream.)"""
     bookings = await conn.fetch(RECONCILE_CONFIRMATIONS, after_seconds, limit)
+    offers = await conn.fetch(RECONCILE_OFFERS, after_seconds, limit)
     changes = await conn.fetch(RECONCILE_ANNOUNCEMENTS, after_seconds, limit)
     found = Findings()
-    if bookings:
-        candidates = {str(row["booking_id"]) for row in bookings}
-        queued = await _queued_confirmations(client, prefix, candidates)
+    if bookings or offers:
+        queued, offered = await _queued_confirmations(
+            client, prefix, {str(row["booking_id"]) for row in bookings},
+            {str(row["hold_id"]) for row in offers},
+        )
         found.confirmations = [
             {"booking_id": str(row["booking_id"]), "event_id": str(row["event_id"]),
              "created_at": row["created_at"].isoformat()}
             for row in bookings if str(row["booking_id"]) not in queued
+        ]
+        found.offers = [
+            {"hold_id": str(row["hold_id"]), "entry_id": str(row["entry_id"]),
+             "event_id": str(row["event_id"]), "offered_at": row["offered_at"].isoformat()}
+            for row in offers if str(row["hold_id"]) not in offered
         ]
     messages = await _queued_announcements(client, prefix) if changes else set()
     letters = await queues.dead_letters(client, prefix, limit=queues.DEAD_LETTER_SCAN_LIMIT)
@@ -258,6 +276,14 @@ async def put_back(
         done.confirmations = [{**item, "request_id": requeued[item["booking_id"]]}
                               for item in found.confirmations
                               if item["booking_id"] in requeued]
+    if found.offers:
+        request_ids = [new_request_id() for _ in found.offers]
+        rows = await conn.fetch(
+            RECONCILE_REQUEUE_OFFERS, [item["hold_id"] for item in found.offers], request_ids,
+        )
+        requeued = {str(row["hold_id"]): row["request_id"] for row in rows}
+        done.offers = [{**item, "request_id": requeued[item["hold_id"]]}
+                       for item in found.offers if item["hold_id"] in requeued]
     for item in found.announcements:
         resumed = await _resume(conn, client, prefix, item)
         if resumed is not None:
@@ -326,6 +352,9 @@ async def reconcile(
     for item in done.confirmations:
         log.info("confirmation_requeued", booking_id=item["booking_id"],
                  event_id=item["event_id"], request_id=item["request_id"])
+    for item in done.offers:
+        log.info("waitlist_offer_requeued", hold_id=item["hold_id"], entry_id=item["entry_id"],
+                 event_id=item["event_id"], request_id=item["request_id"])
     for item in done.announcements:
         log.info("announcement_resumed", event_id=item["event_id"], version=item["version"],
                  kind=item["kind"], action=item["action"],
@@ -339,7 +368,7 @@ async def reconcile(
         log.info("reconciled", **done.counts(),
                  duration_ms=round((time.perf_counter() - started) * 1000, 2))
     if metrics is not None:
-        for kind, items in (("confirmation", done.confirmations),
+        for kind, items in (("confirmation", done.confirmations), ("offer", done.offers),
                             ("announcement", done.announcements),
                             ("dead_letter", done.dead_letters)):
             if items:
@@ -367,6 +396,6 @@ class Reconciler:
         while not stopping.is_set():
             done = await reconcile(self.pool, self.redis, self.config.redis_prefix,
                                    self.config.reconcile_after_seconds, metrics=self.metrics)
-            if done is not None and len(done.confirmations) >= BATCH:
+            if done is not None and BATCH <= max(len(done.confirmations), len(done.offers)):
                 continue  # a whole batch lost: more are likely waiting
             await pause(self.config.reconcile_interval_seconds, stopping)

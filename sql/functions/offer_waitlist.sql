@@ -109,6 +109,14 @@ BEGIN
             v_waiting := v_waiting - 1;
             v_offers := v_offers + 1;
         END LOOP;
+        IF v_reserve > 0 AND NOT EXISTS (SELECT FROM waitlist_entries w
+                                          WHERE w.ticket_type_id = v_type.id
+                                            AND w.status = 'waiting') THEN
+            -- Everyone waiting has an offer: what is left is for sale again.
+            v_left := v_left + v_reserve;
+            v_free := v_free - v_reserve;
+            v_reserve := 0;
+        END IF;
         IF v_free <> 0 OR v_waiting <> v_type.waiting THEN
             -- The offered tickets stay taken, now as holds; the rest as the reserve.
             UPDATE ticket_types t
