@@ -9,7 +9,7 @@ import asyncpg
 
 from eventbook.check import consistency_report
 from tests.assertions import assert_problem
-from tests.client import Api, User, expect, item
+from tests.client import Api, User, eventually, expect, future, item
 
 
 async def counts_agree(pool: asyncpg.Pool) -> None:
@@ -87,4 +87,37 @@ async def test_tickets_left_after_everyone_waiting_got_an_offer_go_back_on_sale(
     assert (await api.waitlist_entry(waiter, entry))["status"] == "offered"
     assert (await api.get_event(event))["available_tickets"] == 1
     await expect(await api.book(public, event, quantity=1), 201)
+    await counts_agree(pool)
+
+
+async def test_what_comes_back_before_a_types_sales_window_opens_is_offered_when_it_does(
+    holds_api: Api, pool: asyncpg.Pool
+) -> None:
+    """The organizer moves the sales window ahead while customers wait: a cancellation
+    meanwhile is kept for them, off sale, and the holds actor offers it as the window
+    opens, before the public can book it."""
+    api = holds_api
+    organizer, customer = await api.register(role="organizer"), await api.register()
+    event, booking = await sold_out_event(api, organizer, customer)
+    [general] = await api.ticket_types(event)
+    waiter, public = await api.register(), await api.register()
+    entry = await expect(await api.join_waitlist(waiter, event, quantity=2), 201)
+    type_path = f"/api/v1/events/{event['id']}/ticket-types/{general['id']}"
+    await expect(await api.patch(type_path, organizer, json={"sales_start": future(1)}), 200)
+
+    await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
+    assert (await api.waitlist_entry(waiter, entry))["status"] == "waiting"
+    assert (await api.get_event(event))["available_tickets"] == 0
+    # The window opens: as if by time.
+    await pool.execute(
+        "UPDATE ticket_types SET sales_start = now() - interval '1 second' WHERE id = $1",
+        general["id"],
+    )
+
+    async def offered() -> bool:
+        return (await api.waitlist_entry(waiter, entry))["status"] == "offered"
+
+    await eventually(offered)
+    answer = await api.book(public, event, quantity=1)
+    await assert_problem(answer, 409, "sold_out")
     await counts_agree(pool)

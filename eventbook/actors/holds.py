@@ -1,11 +1,17 @@
-"""The holds actor: gives a hold's tickets back when it runs out.
+"""The holds actor: gives a hold's tickets back when it runs out, and makes the
+waiting-list offers that wait on the clock.
 
 It sleeps until the next live hold's expires_at (by the database's clock, looking again
 at least every `poll_interval`, for holds taken meanwhile with a shorter life), then
 expires every due hold in batches (sql/functions/expire_holds.sql). The holds are the
 state, not a queue: nothing is lost when a worker dies, and the next pass of any worker
 expires what was due. Several workers share the work: due holds are claimed with
-FOR UPDATE SKIP LOCKED, and a hold ends only while it is live, so it expires once."""
+FOR UPDATE SKIP LOCKED, and a hold ends only while it is live, so it expires once.
+
+An expired hold's tickets go to the event's waiting list in the same transaction
+(sql/functions/offer_waitlist.sql). Each pass also offers what a type kept for its
+waiting list until its sales window opened, and returns what a type whose sales ended
+kept (sql/functions/offer_due_waitlists.sql)."""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from eventbook.outages import Availability, is_outage, postgres_writable
 log = structlog.get_logger(__name__)
 
 EXPIRE_HOLDS = db.query("expire_holds")
+OFFER_DUE_WAITLISTS = db.query("offer_due_waitlists")
 
 
 class Holds:
@@ -62,6 +69,9 @@ class Holds:
                 log.info("holds_expired", count=row["expired"])
             if row["expired"] < self.batch_size:
                 break
+        offers = await self.pool.fetchval(OFFER_DUE_WAITLISTS, self.batch_size)
+        if offers:
+            log.info("waitlist_offers_due", count=offers)
         next_in: float | None = row["next_in_seconds"]
         if next_in is None:
             return self.poll_interval

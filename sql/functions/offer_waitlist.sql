@@ -13,7 +13,8 @@
 -- connections; 3600 when unset), and a waitlist_offer mail through the outbox. An entry
 -- that wants more than the reserve stops the offers of its type (unless the type lets
 -- smaller entries skip ahead); what is left stays reserved, off sale, until more comes
--- back. An entry whose customer already has, in confirmed bookings and live holds, as
+-- back. A type whose sales window has not opened yet keeps what comes back without
+-- offering it; one closed or whose sales have ended keeps nothing. An entry whose customer already has, in confirmed bookings and live holds, as
 -- many tickets as the event's per-customer cap leaves with its quantity lapses instead
 -- of being offered, and the next is considered. A type nobody waits for, one not on sale, or an event no longer open keeps
 -- nothing reserved.
@@ -52,20 +53,23 @@ BEGIN
 
     FOR v_type IN
         SELECT t.id, t.quota, t.taken, t.price_cents, t.waitlist_allow_skip, t.waiting,
-               t.status = 'on_sale' AND coalesce(t.sales_start <= now(), true)
-                   AND coalesce(t.sales_end > now(), true) AS on_sale
+               t.status = 'on_sale' AND coalesce(t.sales_end > now(), true) AS selling,
+               coalesce(t.sales_start <= now(), true) AS started
           FROM ticket_types t
           JOIN LATERAL (SELECT min(w.seq) AS first FROM waitlist_entries w
                          WHERE w.ticket_type_id = t.id AND w.status = 'waiting') q ON true
          WHERE t.event_id = p_event AND q.first IS NOT NULL
          ORDER BY q.first
     LOOP
-        CONTINUE WHEN NOT (v_open AND v_type.on_sale);
+        -- Closed, its sales over, or its event no longer open: nothing is kept for it.
+        CONTINUE WHEN NOT (v_open AND v_type.selling);
         v_free := greatest(least(coalesce(v_type.quota - v_type.taken, v_left), v_left), 0);
         v_reserve := v_free;
         v_left := v_left - v_free;
         v_waiting := v_type.waiting;
-        WHILE v_reserve > 0 LOOP
+        -- Before its sales window opens what came back is kept, not offered; the holds
+        -- actor offers it once the window opens (offer_due_waitlists).
+        WHILE v_reserve > 0 AND v_type.started LOOP
             IF v_type.waitlist_allow_skip THEN
                 SELECT * INTO v_entry FROM waitlist_entries w
                  WHERE w.ticket_type_id = v_type.id AND w.status = 'waiting'

@@ -1,0 +1,1 @@
+SELECT offer_due_waitlists($1)
