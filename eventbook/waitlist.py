@@ -154,7 +154,7 @@ JOIN_OUTCOMES: dict[str, Outcome] = {
         "ticket_type_not_on_sale", 409, "This ticket type is closed, or outside its sales window."
     )),
     "too_many_tickets": Outcome(refusal=lambda row, _: validation_problem(
-        {"quantity": [f"At most {row['allowed']} tickets per booking of this type."]}
+        {"quantity": [f"At most {row['allowed']} tickets per booking: an offer is booked whole."]}
     )),
     "customer_limit_reached": Outcome(refusal=_customer_limit),
     "tickets_available": Outcome(refusal=_tickets_available),
