@@ -52,7 +52,7 @@ OUTBOX_TOPICS = topics.TOPICS
 OUTBOX_BY_TOPIC = db.query("metrics_outbox_by_topic")
 WAITLIST_BY_STATUS = db.query("metrics_waitlist_by_status")
 WAITLIST_STATUSES = ("waiting", "offered", "accepted", "expired", "declined", "left",
-                     "cancelled")
+                     "lapsed", "cancelled")
 # The offers made, and those that ended in each of these statuses of their entry.
 WAITLIST_OFFER_ENDS = ("accepted", "expired", "declined")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
