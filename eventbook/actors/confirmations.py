@@ -60,6 +60,14 @@ def compose(kind: str, booking: asyncpg.Record | dict[str, Any]) -> tuple[str, s
     return subject, body
 
 
+def recorded(row: asyncpg.Record) -> Any:
+    """The mail a row (of BOOKING or OFFER) found recorded already, or None."""
+    if row["note_id"] is None:
+        return None
+    return {"id": row["note_id"], "recipient": row["recipient"], "subject": row["subject"],
+            "body": row["body"], "sent_at": row["sent_at"]}
+
+
 def compose_offer(offer: asyncpg.Record | dict[str, Any]) -> tuple[str, str]:
     """Subject and body of the mail offering `offer` (a row of OFFER)."""
     tickets = f"{offer['quantity']} ticket{'s' if offer['quantity'] != 1 else ''}"
@@ -114,11 +122,8 @@ class Confirmations(StreamActor):
         if booking is None:
             log.warning("confirmation_booking_missing", booking_id=str(booking_id))
             return
-        if booking["note_id"] is not None:
-            note: Any = {"id": booking["note_id"], "recipient": booking["recipient"],
-                         "subject": booking["subject"], "body": booking["body"],
-                         "sent_at": booking["sent_at"]}
-        else:
+        note = recorded(booking)
+        if note is None:
             subject, body = compose(kind, booking)
             note = await self.pool.fetchrow(
                 RECORD, booking["user_id"], kind, booking["event_id"], booking_id,
@@ -128,26 +133,27 @@ class Confirmations(StreamActor):
         if note["sent_at"] is not None:
             log.info("confirmation_already_sent", kind=kind, booking_id=str(booking_id))
             return
+        await self.send(kind, note)
+        await self.pool.execute(MARK_SENT, note["id"], booking_id, kind)
+        log.info(SENT_EVENTS.get(kind, "mail_sent"), kind=kind, booking_id=str(booking_id),
+                 notification_id=str(note["id"]))
+
+    async def send(self, kind: str, note: Any) -> None:
+        """Send a recorded mail, counting it sent or failed."""
         try:
             await self.mailer.send(note["recipient"], note["subject"], note["body"])
         except Exception:
             self.metrics.mail_failed(kind)
             raise
         self.metrics.mail_sent(kind)
-        await self.pool.execute(MARK_SENT, note["id"], booking_id, kind)
-        log.info(SENT_EVENTS.get(kind, "mail_sent"), kind=kind, booking_id=str(booking_id),
-                 notification_id=str(note["id"]))
 
     async def _offer(self, hold_id: uuid.UUID) -> None:
         offer = await self.pool.fetchrow(OFFER, hold_id)
         if offer is None:
             log.warning("waitlist_offer_hold_missing", hold_id=str(hold_id))
             return
-        if offer["note_id"] is not None:
-            note: Any = {"id": offer["note_id"], "recipient": offer["recipient"],
-                         "subject": offer["subject"], "body": offer["body"],
-                         "sent_at": offer["sent_at"]}
-        else:
+        note = recorded(offer)
+        if note is None:
             subject, body = compose_offer(offer)
             note = await self.pool.fetchrow(
                 OFFER_RECORD, offer["user_id"], offer["event_id"], hold_id, offer["email"],
@@ -157,12 +163,7 @@ class Confirmations(StreamActor):
         if note["sent_at"] is not None:
             log.info("waitlist_offer_already_sent", hold_id=str(hold_id))
             return
-        try:
-            await self.mailer.send(note["recipient"], note["subject"], note["body"])
-        except Exception:
-            self.metrics.mail_failed("waitlist_offer")
-            raise
-        self.metrics.mail_sent("waitlist_offer")
+        await self.send("waitlist_offer", note)
         await self.pool.execute(NOTE_SENT, note["id"])
         log.info("waitlist_offer_sent", hold_id=str(hold_id), notification_id=str(note["id"]))
 
