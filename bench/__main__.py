@@ -29,10 +29,12 @@ from bench.world import World
 from bench.wrk import ensure_wrk
 from tests.processes import Server, environment
 
-SCENARIOS = ("flash", "flash_types", "hold_confirm", "expiry", "spread", "lag", "fanout",
-             "floods")
+SCENARIOS = ("flash", "flash_types", "hold_confirm", "expiry", "waitlist", "spread", "lag",
+             "fanout", "floods")
 # The scenarios whose figures are read against the HTTP, naive and pgbench ceilings.
-BOOKING_LOADS = {"flash", "flash_types", "hold_confirm", "spread"}
+BOOKING_LOADS = {"flash", "flash_types", "hold_confirm", "spread", "waitlist"}
+# The tickets of the waiting-list rush's sold-out event (at least its cancellations).
+RUSH_TICKETS = 2_000
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -42,7 +44,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(SCENARIOS)} (default all)")
     parser.add_argument("--quick", action="store_true",
                         help="short runs (about 3 minutes in all): --duration 4 "
-                             "--lag-duration 4 --capacity 10000 --attendees 20000")
+                             "--lag-duration 4 --capacity 10000 --attendees 20000 "
+                             "--waiting 10000")
     parser.add_argument("--duration", type=float, default=10,
                         help="seconds of each fixed-length load run (default 10)")
     parser.add_argument("--connections", type=int, default=64, help="default 64")
@@ -57,6 +60,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--attendees", type=int, default=100_000, help="fan-out (default 100000)")
     parser.add_argument("--expiring", type=int, default=10_000,
                         help="holds of the expiry run, all due at once (default 10000)")
+    parser.add_argument("--waiting", type=int, default=20_000,
+                        help="customers joining the waiting list of the sold-out event at "
+                             "once (default 20000)")
+    parser.add_argument("--cancellations", type=int, default=1_000,
+                        help="bookings cancelled, each ticket offered to the next waiting "
+                             "(default 1000)")
     parser.add_argument("--listings", type=int, default=100_000,
                         help="events the floods scenario's searches look through "
                              "(default 100000)")
@@ -70,7 +79,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.lag_duration = 4, 4
-        args.capacity, args.attendees = 10_000, 20_000
+        args.capacity, args.attendees, args.waiting = 10_000, 20_000, 10_000
     args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
@@ -95,7 +104,9 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
     scen: dict[str, Any] = results["scenarios"]
     load = {"connections": args.connections, "threads": args.threads}
     say("seeding customers")
-    customers = await world.customers_file(max(args.capacity + 5_000, args.expiring, 25_000))
+    rush_tickets = max(RUSH_TICKETS, args.cancellations)
+    customers = await world.customers_file(max(args.capacity + 5_000, args.expiring, 25_000,
+                                               rush_tickets + args.waiting))
     wanted = set(args.scenarios)
 
     if wanted & BOOKING_LOADS:
@@ -135,6 +146,15 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
             say(f"expiry: {args.expiring} holds due at the same instant, holds actor in "
                 "an eventbook worker")
             scen["expiry"] = await scenarios.expiry(world, holds=args.expiring, limit=60)
+        if "waitlist" in wanted:
+            say(f"waiting-list rush: {args.waiting} customers join the list of a sold-out "
+                f"event at once; {args.cancellations} cancellations offered on")
+            with sampled(args, server, world, results, "waitlist (server)"):
+                scen["waitlist_rush"] = await scenarios.waitlist_rush(
+                    world, server, customers, tickets=rush_tickets, waiting=args.waiting,
+                    cancellations=min(args.cancellations, args.waiting),
+                    duration=args.duration, limit=300, **load,
+                )
         if "spread" in wanted:
             say(f"spread: {args.events} events, {args.duration:g} s")
             with sampled(args, server, world, results, "spread (server)"):

@@ -154,6 +154,9 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row("  actor's first expiry after expires_at",
                        expiry["first_expired_s"], "s"))
         out.append(Row("  last expiry after expires_at", expiry["last_expired_s"], "s"))
+    rush = scen.get("waitlist_rush")
+    if rush:
+        out.extend(waitlist_rows(rush, naive))
     if spread:
         data = scen["spread"]
         r = ratio(spread, naive)
@@ -211,6 +214,41 @@ def rows(results: dict[str, Any]) -> list[Row]:
             statuses = ", ".join(f"{n} x {s}" for s, n in sorted(flood["statuses"].items()))
             out.append(Row(f"  flood answered ({statuses})", flood["requests_per_s"], "req/s"))
     return out
+
+
+def waitlist_rows(rush: dict[str, Any], naive: float | None) -> list[Row]:
+    """The waiting-list rush: joins against sold-out booking attempts on the same event
+    (and the naive ceiling's one booking per transaction), then offers on cancellation
+    against cancellations nobody waits for."""
+    rate, joins = rush["joins_per_s"], rush["joins"]
+    quarters = rush["quarters_joins_per_s"]
+    plain = rush["plain_cancellations"]["cancellations_per_s"]
+    offering = rush["offering_cancellations"]["cancellations_per_s"]
+    attempts = rush["sold_out_before"], rush["sold_out_after"]
+    cpu = {key: [run[key] for run in (joins, *attempts)]
+           for key in ("server_cpu_ms_per_request", "postgres_cpu_ms_per_request")}
+    return [
+        Row(f"waiting-list rush: {rush['waiting']:,} join 1 sold-out event", rate, "joins/s",
+            "sold-out attempts/s", ratio(rate, rush["sold_out_per_s"])),
+        Row("  ceiling: booking attempts, all 409 sold_out", rush["sold_out_per_s"],
+            "attempts/s"),
+        Row("  joins vs naive ceiling", rate, "joins/s", "naive ceiling", ratio(rate, naive)),
+        Row("  joins p50", joins["p50_ms"], "ms"),
+        Row("  joins p99", joins["p99_ms"], "ms", "sold-out p99",
+            ratio(joins["p99_ms"], rush["sold_out_p99_ms"])),
+        Row("  last quarter of the joins", quarters[-1], "joins/s", "first quarter",
+            ratio(quarters[-1], quarters[0])),
+        *[Row(f"  {label} CPU per join", values[0], "ms", "per sold-out attempt",
+              ratio(values[0], (values[1] + values[2]) / 2))
+          for label, values in (("server", cpu["server_cpu_ms_per_request"]),
+                                ("PostgreSQL", cpu["postgres_cpu_ms_per_request"]))],
+        Row(f"  entry with its position, last of {rush['waiting']:,}",
+            rush["position_ms"]["last"], "ms", "first's",
+            ratio(rush["position_ms"]["last"], rush["position_ms"]["first"])),
+        Row(f"{rush['cancellations']:,} cancellations, each offered on", offering,
+            "cancels/s", "nobody waiting", ratio(offering, plain)),
+        Row("  cancellations with nobody waiting", plain, "cancels/s"),
+    ]
 
 
 def table(rows: list[Row]) -> str:

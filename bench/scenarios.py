@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import statistics
 import sys
 import time
 import uuid
@@ -17,13 +18,19 @@ from typing import Any
 import aiohttp
 
 from bench.ceilings import UNBOUNDED
+from bench.processes import cpu_seconds, cpu_used, postgres_pids
 from bench.profile import profiled
-from bench.runs import booking_run, latency_ms, percentile
+from bench.runs import BODY, booking_run, latency_ms, percentile
 from bench.world import World
 from bench.wrk import run_wrk
+from eventbook import db
 from eventbook.booking_batcher import MAX_BATCH
+from eventbook.check import consistency_report
+from eventbook.connections import create_pool
 from tests import seed
 from tests.processes import ROOT, Process, Server, environment
+
+WAITLIST_ENTRY = db.query("waitlist_entry")
 
 
 class Failed(Exception):
@@ -137,20 +144,7 @@ async def expiry(world: World, *, holds: int, limit: float) -> dict[str, Any]:
     at least once (it looks every second at most) and sleeps until then."""
     await forget_backlog(world)
     [event] = await world.insert_events(1, holds)
-    taken = 0
-    # Calls of the server's largest batch: a call of 1,000 holds takes seconds.
-    for start in range(0, holds, MAX_BATCH):
-        size = min(MAX_BATCH, holds - start)
-        taken += await world.db.fetchval(
-            "SELECT count(*) FILTER (WHERE outcome = 'created') FROM book_tickets("
-            " array_fill($1::uuid, $3),"
-            " (SELECT array_agg(id ORDER BY n) FROM bench_customers"
-            "   WHERE n > $2 AND n <= $2 + $4),"
-            " array_fill(true, $3), array_fill(1, $3), array_fill(NULL::text, $3),"
-            " array_fill('bench'::text, $3), array_fill('bench-expiry'::text, $3),"
-            " array_fill(NULL::uuid, $3), array_fill(1, $3), 600, NULL)",
-            event, start, [size], size,
-        )
+    taken = await take_tickets(world, event, holds, hold=True, request_id="bench-expiry")
     if taken != holds or await world.available(event) != 0:
         raise Failed(f"expiry: {taken} holds taken of {holds}")
     actors = await worker(world, "worker-expiry", EVENTBOOK_ACTORS="holds")
@@ -200,6 +194,266 @@ async def expiry(world: World, *, holds: int, limit: float) -> dict[str, Any]:
         "last_expired_s": ended["last_s"],
         "ledger": ledger,
     }
+
+
+async def take_tickets(world: World, event: uuid.UUID, count: int, *, hold: bool,
+                       request_id: str) -> int:
+    """`count` tickets of `event`, 1 each for bench customers 1..`count`, through
+    book_tickets itself (holds with the default life of 600 s, or bookings): the number
+    it created."""
+    taken = 0
+    # Calls of the server's largest batch: a call of 1,000 holds takes seconds.
+    for start in range(0, count, MAX_BATCH):
+        size = min(MAX_BATCH, count - start)
+        taken += await world.db.fetchval(
+            "SELECT count(*) FILTER (WHERE outcome = 'created') FROM book_tickets("
+            " array_fill($1::uuid, $3),"
+            " (SELECT array_agg(id ORDER BY n) FROM bench_customers"
+            "   WHERE n > $2 AND n <= $2 + $4),"
+            " array_fill($5::boolean, $3), array_fill(1, $3), array_fill(NULL::text, $3),"
+            " array_fill('bench'::text, $3), array_fill($6::text, $3),"
+            " array_fill(NULL::uuid, $3), array_fill(1, $3), 600, NULL)",
+            event, start, [size], size, hold, request_id,
+        )
+    return taken
+
+
+WAITLIST_JOIN_BODY = '{"quantity":1}'
+# Connections of the cancellations run: one cancel_booking call in flight on each.
+CANCEL_CONNECTIONS = 16
+
+
+async def waitlist_rush(world: World, server: Server, customers: Path, *, tickets: int,
+                        waiting: int, cancellations: int, connections: int, threads: int,
+                        duration: float, limit: float) -> dict[str, Any]:
+    """The moment a hot event sells out: `waiting` customers who were answered sold_out
+    all join its waiting list at once, one transaction per request under the event's row
+    lock, each customer once (wrk goes round them, and the load stops once every one of
+    them is waiting). Read against the ceiling of the same run: booking attempts on the
+    same sold-out event, every one answered 409 sold_out through the batched booking
+    path (`duration` seconds before the joins and again after, the mean of the two).
+
+    Then the returned tickets: `cancellations` bookings of the event cancelled through
+    cancel_booking, each one's ticket offered to the next in line, against as many
+    cancellations of another sold-out event nobody waits for, both from
+    CANCEL_CONNECTIONS connections at once.
+
+    The event has `tickets` tickets, booked through book_tickets by bench customers
+    1..`tickets`; the customers joining are the next `waiting` lines of `customers`."""
+    lines = (await asyncio.to_thread(customers.read_text)).splitlines()
+    if len(lines) < tickets + waiting:
+        raise RuntimeError(f"waitlist_rush needs {tickets + waiting} customers")
+    joiners = world.lines_file("rush-customers.tsv", lines[tickets:tickets + waiting])
+    [event, plain] = await world.insert_events(2, tickets)
+    for sold in (event, plain):
+        taken = await take_tickets(world, sold, tickets, hold=False, request_id="bench-rush")
+        if taken != tickets or await world.available(sold) != 0:
+            raise Failed(f"waitlist rush: {taken} of {tickets} tickets booked to sell out")
+    [kind] = await world.db.fetch(
+        "SELECT id FROM ticket_types WHERE event_id = $1", event
+    )
+    ticket_type = kind["id"]
+    server_pids = [server.proc.pid]
+
+    async def costs(run: Callable[[], Awaitable[dict[str, Any]]], count: Callable[
+            [dict[str, Any]], int]) -> dict[str, Any]:
+        before = cpu_seconds(server_pids), cpu_seconds(postgres_pids())
+        result = await run()
+        done = count(result)
+        per = 1000 / done if done else 0.0
+        result["server_cpu_ms_per_request"] = cpu_used(before[0], cpu_seconds(server_pids)) * per
+        result["postgres_cpu_ms_per_request"] = cpu_used(
+            before[1], cpu_seconds(postgres_pids())) * per
+        return result
+
+    attempts = world.paths_file("rush-sold-out", [event])
+
+    async def sold_out_attempts() -> dict[str, Any]:
+        result = await run_wrk(server.url, attempts, connections=connections,
+                               duration=duration, threads=threads, tokens_file=joiners,
+                               body=BODY)
+        if set(result["statuses"]) != {"409"}:
+            raise Failed(f"waitlist rush: booking a sold-out event answered "
+                         f"{result['statuses']}")
+        refused = result["statuses"]["409"]
+        return {"attempts_per_s": refused / (result["duration_us"] / 1e6),
+                "attempts": refused, **latency_ms(result)}
+
+    def attempted(result: dict[str, Any]) -> int:
+        return int(result["attempts"])
+
+    before = await costs(sold_out_attempts, attempted)
+
+    async def listed() -> bool:
+        count: int = await world.db.fetchval(
+            "SELECT waiting FROM ticket_types WHERE id = $1", ticket_type
+        )
+        return count >= waiting
+
+    async def joins() -> dict[str, Any]:
+        # Once every customer waits, the answers already decided get a second to reach
+        # wrk; the requests sent meanwhile are customers' second tries (409).
+        result = await run_wrk(server.url, world.paths_file("rush-join", [event], "waitlist"),
+                               connections=connections, duration=limit, threads=threads,
+                               tokens_file=joiners, body=WAITLIST_JOIN_BODY, until=listed,
+                               settle=1.0)
+        return {**latency_ms(result), "statuses": result["statuses"],
+                "socket_errors": result["errors"]}
+
+    joined = await costs(joins, lambda _: waiting)
+    after = await costs(sold_out_attempts, attempted)
+    created = joined["statuses"].get("201", 0)
+    spans = await world.db.fetch(
+        "SELECT q, count(*) AS n, extract(epoch FROM max(created_at) - min(created_at))::float8"
+        "       AS span"
+        "  FROM (SELECT created_at, ntile(4) OVER (ORDER BY seq) AS q FROM waitlist_entries"
+        "         WHERE event_id = $1) e GROUP BY q ORDER BY q",
+        event,
+    )
+    entries = sum(row["n"] for row in spans)
+    span = await world.db.fetchval(
+        "SELECT extract(epoch FROM max(created_at) - min(created_at))::float8"
+        "  FROM waitlist_entries WHERE event_id = $1", event,
+    )
+    if not (entries == waiting == created) or set(joined["statuses"]) - {"201", "409"}:
+        raise Failed(f"waitlist rush: {waiting} customers joined, {entries} entries, "
+                     f"answers {joined['statuses']}")
+    await check_waitlist(world, event, ticket_type, waiting=waiting, offered=0,
+                         available=0)
+    position_ms = await entry_ms(world, event)
+
+    async def cancel_all(of: uuid.UUID) -> dict[str, Any]:
+        rows = await world.db.fetch(
+            "SELECT b.id, b.user_id FROM bookings b JOIN bench_customers c ON c.id = b.user_id"
+            " WHERE b.event_id = $1 AND b.status = 'confirmed' ORDER BY c.n LIMIT $2",
+            of, cancellations,
+        )
+        queue: asyncio.Queue[tuple[uuid.UUID, uuid.UUID]] = asyncio.Queue()
+        for row in rows:
+            queue.put_nowait((row["id"], row["user_id"]))
+        outcomes: dict[str, int] = {}
+        pool = await create_pool(world.database_url, CANCEL_CONNECTIONS, CANCEL_CONNECTIONS)
+        try:
+            async def cancel() -> None:
+                async with pool.acquire() as conn:
+                    while not queue.empty():
+                        booking, user = queue.get_nowait()
+                        outcome = await conn.fetchval(
+                            "SELECT outcome FROM cancel_booking($1, $2, 'bench-rush')",
+                            booking, user,
+                        )
+                        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(cancel() for _ in range(CANCEL_CONNECTIONS)))
+            seconds = time.perf_counter() - started
+        finally:
+            await pool.close()
+        if outcomes != {"cancelled": cancellations}:
+            raise Failed(f"waitlist rush: {cancellations} cancellations answered {outcomes}")
+        return {"cancellations_per_s": cancellations / seconds, "seconds": seconds}
+
+    plain_run = await cancel_all(plain)
+    if await world.available(plain) != cancellations:
+        raise Failed(f"waitlist rush: {cancellations} cancellations with nobody waiting left "
+                     f"{await world.available(plain)} tickets on sale")
+    offers_run = await cancel_all(event)
+    await check_waitlist(world, event, ticket_type, waiting=waiting - cancellations,
+                         offered=cancellations, available=0)
+    return {
+        "tickets": tickets,
+        "waiting": waiting,
+        "joins_per_s": waiting / span if span else 0.0,
+        "joins": joined,
+        "sold_out_before": before,
+        "sold_out_after": after,
+        "sold_out_per_s": (before["attempts_per_s"] + after["attempts_per_s"]) / 2,
+        "sold_out_p99_ms": (before["p99_ms"] + after["p99_ms"]) / 2,
+        "quarters_joins_per_s": [row["n"] / row["span"] if row["span"] else None
+                                 for row in spans],
+        "position_ms": position_ms,
+        "cancellations": cancellations,
+        "plain_cancellations": plain_run,
+        "offering_cancellations": offers_run,
+    }
+
+
+async def check_waitlist(world: World, event: uuid.UUID, ticket_type: uuid.UUID, *,
+                         waiting: int, offered: int, available: int) -> None:
+    """Fail the run unless `event`'s list is as it should be: `waiting` entries waiting
+    (the type's count agrees), the first `offered` by order of joining offered, each with
+    a live hold of its ticket and its offer in the outbox, nothing reserved, `available`
+    tickets on sale; the waiting entries' positions 1..`waiting` in order of joining
+    (every entry's, up to 200 of them; else 200 spread over the list, and the
+    last); and eventbook's consistency report (`eventbook check`) empty."""
+    row = await world.db.fetchrow(
+        "SELECT e.available_tickets, t.waiting, t.reserved,"
+        " (SELECT count(*) FROM waitlist_entries w WHERE w.ticket_type_id = t.id"
+        "   AND w.status = 'waiting') AS entries_waiting,"
+        " (SELECT count(*) FROM waitlist_entries w JOIN holds h ON h.id = w.hold_id"
+        "   WHERE w.ticket_type_id = t.id AND w.status = 'offered' AND h.status = 'held'"
+        "     AND h.quantity = 1) AS offers_live,"
+        " (SELECT count(*) FROM outbox o WHERE o.kind = 'waitlist_offer'"
+        "   AND (o.payload->>'hold_id')::uuid IN (SELECT w.hold_id FROM waitlist_entries w"
+        "                                       WHERE w.ticket_type_id = t.id)) AS mails,"
+        " (SELECT coalesce(max(seq), 0) FROM waitlist_entries w"
+        "   WHERE w.ticket_type_id = t.id AND w.status = 'offered')"
+        "  < (SELECT coalesce(min(seq), 0) FROM waitlist_entries w"
+        "      WHERE w.ticket_type_id = t.id AND w.status = 'waiting')"
+        "  OR NOT EXISTS (SELECT FROM waitlist_entries w WHERE w.ticket_type_id = t.id"
+        "                  AND w.status = 'waiting') AS in_order"
+        " FROM events e JOIN ticket_types t ON t.event_id = e.id WHERE t.id = $1",
+        ticket_type,
+    )
+    assert row is not None
+    expected = {"available_tickets": available, "waiting": waiting, "reserved": 0,
+                "entries_waiting": waiting, "offers_live": offered, "mails": offered,
+                "in_order": True}
+    if dict(row) != expected:
+        raise Failed(f"waitlist rush: the list is {dict(row)}, not {expected}")
+    # Each position is counted over the entries ahead: a sample keeps this in seconds.
+    wrong = await world.db.fetch(
+        "WITH waiting AS ("
+        "  SELECT w, row_number() OVER (ORDER BY w.seq) AS rank FROM waitlist_entries w"
+        "   WHERE w.event_id = $1 AND w.status = 'waiting'"
+        " ), sample AS MATERIALIZED ("
+        "  SELECT * FROM waiting WHERE (rank - 1) % greatest($2 / 200, 1) = 0 OR rank = $2)"
+        " SELECT rank, s.position FROM sample, waitlist_entry_shown(sample.w) s"
+        "  WHERE s.position IS DISTINCT FROM rank LIMIT 10",
+        event, waiting, timeout=120,
+    )
+    if wrong:
+        raise Failed(f"waitlist rush: positions shown are not 1..{waiting} in order of "
+                     f"joining: {[dict(r) for r in wrong]}")
+    async with world.db.acquire() as conn:
+        report = await consistency_report(conn, 1e9, 1e9)
+    found = {kind: rows for kind, rows in report.items() if rows}
+    if found:
+        raise Failed(f"waitlist rush: eventbook check reports {found}")
+
+
+async def entry_ms(world: World, event: uuid.UUID) -> dict[str, float]:
+    """What the customer's view of an entry (the query every join answers with, its
+    position counted) takes for the first and for the last of the list: the median of
+    20 runs, in ms."""
+    ends = await world.db.fetchrow(
+        "SELECT (array_agg(id ORDER BY seq))[1] AS first, (array_agg(user_id ORDER BY seq))[1]"
+        "       AS first_user, (array_agg(id ORDER BY seq DESC))[1] AS last,"
+        "       (array_agg(user_id ORDER BY seq DESC))[1] AS last_user"
+        "  FROM waitlist_entries WHERE event_id = $1 AND status = 'waiting'",
+        event,
+    )
+    assert ends is not None
+    timings: dict[str, float] = {}
+    async with world.db.acquire() as conn:
+        for end in ("first", "last"):
+            runs = []
+            for _ in range(20):
+                started = time.perf_counter()
+                await conn.fetchrow(WAITLIST_ENTRY, ends[end], ends[f"{end}_user"])
+                runs.append((time.perf_counter() - started) * 1000)
+            timings[end] = statistics.median(runs)
+    return timings
 
 
 async def spread(world: World, server: Server, customers: Path, *, events: int,
