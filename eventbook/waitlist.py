@@ -222,14 +222,12 @@ async def join(request: web.Request, body: dict[str, Any]) -> web.Response:
     assert row is not None
     outcome = JOIN_OUTCOMES[row["outcome"]]
     outcome.check(row, body)
-    entry = await request.app[POOL].fetchrow(ENTRY, row["id"], user)
-    assert entry is not None
     log.info(
-        "waitlist_joined", entry_id=str(entry["id"]), event_id=str(entry["event_id"]),
-        ticket_type_id=str(entry["ticket_type_id"]), quantity=entry["quantity"],
-        position=entry["position"],
+        "waitlist_joined", entry_id=str(row["id"]), event_id=str(row["event_id"]),
+        ticket_type_id=str(row["ticket_type_id"]), quantity=row["quantity"],
+        position=row["position"],
     )
-    return json_response(ENTRY_SCHEMA.dump(entry), status=outcome.status)
+    return json_response(ENTRY_SCHEMA.dump(row), status=outcome.status)
 
 
 @routes.get("/api/v1/me/waitlist")

@@ -9,11 +9,13 @@
 -- customer has booked and holds would pass the event's per-customer cap; allowed: what
 -- is left of it); tickets_available (available: how many can be booked now);
 -- already_waiting (the customer has a live entry for the type: entry is it). Each row
--- carries the entry (created, already_waiting).
+-- carries the entry (created, already_waiting) and, once created, its position.
 
 CREATE OR REPLACE FUNCTION join_waitlist(
     p_event uuid, p_type uuid, p_user uuid, p_quantity integer
-) RETURNS TABLE (outcome text, available integer, allowed integer, entry waitlist_entries)
+) RETURNS TABLE (
+    outcome text, available integer, allowed integer, entry waitlist_entries, "position" integer
+)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -25,40 +27,40 @@ BEGIN
     SELECT * INTO v_event FROM events e WHERE e.id = p_event FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'event_not_found', NULL::integer, NULL::integer,
-                            NULL::waitlist_entries;
+                            NULL::waitlist_entries, NULL::integer;
         RETURN;
     ELSIF v_event.status <> 'scheduled' OR v_event.starts_at <= now() THEN
         RETURN QUERY SELECT 'event_not_bookable', NULL::integer, NULL::integer,
-                            NULL::waitlist_entries;
+                            NULL::waitlist_entries, NULL::integer;
         RETURN;
     END IF;
     IF p_type IS NULL THEN
         SELECT * INTO v_type FROM ticket_types t WHERE t.event_id = p_event;
         IF (SELECT count(*) FROM ticket_types t WHERE t.event_id = p_event) > 1 THEN
             RETURN QUERY SELECT 'ticket_type_required', NULL::integer, NULL::integer,
-                                NULL::waitlist_entries;
+                                NULL::waitlist_entries, NULL::integer;
             RETURN;
         END IF;
     ELSE
         SELECT * INTO v_type FROM ticket_types t WHERE t.id = p_type AND t.event_id = p_event;
         IF NOT FOUND THEN
             RETURN QUERY SELECT 'unknown_ticket_type', NULL::integer, NULL::integer,
-                                NULL::waitlist_entries;
+                                NULL::waitlist_entries, NULL::integer;
             RETURN;
         END IF;
     END IF;
     IF NOT (v_type.status = 'on_sale' AND coalesce(v_type.sales_start <= now(), true)
             AND coalesce(v_type.sales_end > now(), true)) THEN
         RETURN QUERY SELECT 'ticket_type_not_on_sale', NULL::integer, NULL::integer,
-                            NULL::waitlist_entries;
+                            NULL::waitlist_entries, NULL::integer;
         RETURN;
     ELSIF p_quantity > v_type.max_per_booking THEN
         RETURN QUERY SELECT 'too_many_tickets', NULL::integer, v_type.max_per_booking,
-                            NULL::waitlist_entries;
+                            NULL::waitlist_entries, NULL::integer;
         RETURN;
     ELSIF p_quantity > v_event.max_tickets_per_booking THEN
         RETURN QUERY SELECT 'too_many_tickets', NULL::integer, v_event.max_tickets_per_booking,
-                            NULL::waitlist_entries;
+                            NULL::waitlist_entries, NULL::integer;
         RETURN;
     END IF;
 
@@ -66,7 +68,8 @@ BEGIN
      WHERE w.ticket_type_id = v_type.id AND w.user_id = p_user
        AND w.status IN ('waiting', 'offered');
     IF FOUND THEN
-        RETURN QUERY SELECT 'already_waiting', NULL::integer, NULL::integer, v_entry;
+        RETURN QUERY SELECT 'already_waiting', NULL::integer, NULL::integer, v_entry,
+                            NULL::integer;
         RETURN;
     END IF;
     IF least(coalesce(v_type.quota - v_type.taken, v_event.available_tickets),
@@ -75,7 +78,7 @@ BEGIN
                             least(coalesce(v_type.quota - v_type.taken,
                                            v_event.available_tickets),
                                   v_event.available_tickets),
-                            NULL::integer, NULL::waitlist_entries;
+                            NULL::integer, NULL::waitlist_entries, NULL::integer;
         RETURN;
     END IF;
     IF v_event.max_tickets_per_customer IS NOT NULL THEN
@@ -89,7 +92,7 @@ BEGIN
         IF v_has + p_quantity > v_event.max_tickets_per_customer THEN
             RETURN QUERY SELECT 'customer_limit_reached', NULL::integer,
                                 greatest(v_event.max_tickets_per_customer - v_has, 0),
-                                NULL::waitlist_entries;
+                                NULL::waitlist_entries, NULL::integer;
             RETURN;
         END IF;
     END IF;
@@ -98,5 +101,7 @@ BEGIN
     VALUES (p_event, v_type.id, p_user, p_quantity)
     RETURNING * INTO v_entry;
     UPDATE ticket_types t SET waiting = t.waiting + 1 WHERE t.id = v_type.id;
-    RETURN QUERY SELECT 'created', NULL::integer, NULL::integer, v_entry;
+    -- Last in line: its position is the type's waiting count, known here under the lock
+    -- (counting the entries ahead costs a read of each on a long list).
+    RETURN QUERY SELECT 'created', NULL::integer, NULL::integer, v_entry, v_type.waiting + 1;
 END $$;
