@@ -45,6 +45,16 @@ async def bookings_of_one(api: Api, event: dict[str, Any], count: int) -> list[t
     return made
 
 
+async def vip_sold_out(api: Api, organizer: User, customer: User, quota: int) -> Any:
+    """An event of 10 tickets whose type VIP (`quota` tickets) `customer` sold out, one
+    booking a ticket: the event, the type and the bookings."""
+    event = await api.create_event(organizer, capacity=10)
+    vip = await api.add_ticket_type(organizer, event, name="VIP", quota=quota)
+    bought = [await expect(await api.book(customer, event, items=[item(vip, 1)]), 201)
+              for _ in range(quota)]
+    return event, vip, bought
+
+
 async def cancel(api: Api, customer: User, booking: dict[str, Any]) -> None:
     await expect(await api.post(f"/api/v1/bookings/{booking['id']}/cancel", customer), 200)
 
@@ -526,13 +536,7 @@ async def test_tickets_left_after_everyone_waiting_got_an_offer_go_back_on_sale(
 async def test_a_closed_type_makes_no_offers_and_keeps_nothing_reserved(
     api: Api, organizer, customer, pool: asyncpg.Pool
 ) -> None:
-    event = await api.create_event(organizer, capacity=10)
-    vip = await api.add_ticket_type(organizer, event, name="VIP", quota=2)
-    bought = [
-        await expect(await api.book(customer, event, items=[
-            {"ticket_type_id": vip["id"], "quantity": 1}
-        ]), 201) for _ in range(2)
-    ]
+    event, vip, bought = await vip_sold_out(api, organizer, customer, quota=2)
     waiting = await api.register()
     entry = await join(api, waiting, event, 2, vip)
     await cancel(api, customer, bought[0])
@@ -650,13 +654,7 @@ async def test_a_reserve_shrinks_with_the_capacity_down_to_what_is_sold_and_held
 async def test_a_reserve_shrinks_with_the_quota_down_to_what_is_sold_and_held(
     api: Api, organizer, customer, pool: asyncpg.Pool
 ) -> None:
-    event = await api.create_event(organizer, capacity=10)
-    vip = await api.add_ticket_type(organizer, event, name="VIP", quota=3)
-    bought = [
-        await expect(await api.book(customer, event, items=[
-            {"ticket_type_id": vip["id"], "quantity": 1}
-        ]), 201) for _ in range(3)
-    ]
+    event, vip, bought = await vip_sold_out(api, organizer, customer, quota=3)
     waiting = await api.register()
     entry = await join(api, waiting, event, 2, vip)
     await cancel(api, customer, bought[0])
@@ -670,9 +668,6 @@ async def test_a_reserve_shrinks_with_the_quota_down_to_what_is_sold_and_held(
     await assert_problem(answer, 409, "quota_below_taken")
     assert await status_of(api, waiting, entry) == "waiting"
     await counts_agree(pool)
-
-
-
 
 
 async def test_a_customer_at_the_cap_when_their_turn_comes_lapses_and_the_next_is_offered(
