@@ -3,6 +3,7 @@ and `eventbook queues`, plus the mails recorded for the bookings a test made."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Collection
@@ -37,6 +38,23 @@ def queues(config: Config) -> list[dict[str, Any]]:
     result = run(["queues", "--json"], environment(config))
     assert result.returncode == 0, result.stderr
     return list(json.loads(result.stdout)["streams"])
+
+
+def every_message_handled(config: Config) -> bool:
+    return all((row["pending"], row["lag"], row["dead_letters"]) == (0, 0, 0)
+               for row in queues(config))
+
+
+async def wait_until_drained(config: Config, timeout: float = 60) -> None:
+    """Wait, while a worker runs, until every stream is read and acknowledged.
+
+    Every booking can be confirmed while a message is still pending on a consumer that
+    was killed after doing its work but before acknowledging it; a live worker claims it
+    once it has been idle for claim_idle_ms. Stopping the workers before that leaves it
+    pending (safely: the next worker claims it), but not settled.
+    """
+    await eventually(lambda: asyncio.to_thread(every_message_handled, config),
+                     timeout=timeout, interval=0.5)
 
 
 def assert_every_message_handled(config: Config) -> None:

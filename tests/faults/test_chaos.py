@@ -23,7 +23,7 @@ from eventbook.config import Config
 from eventbook.embedded import EmbeddedServices
 from tests.client import eventually
 from tests.faults.conftest import Processes
-from tests.faults.invariants import assert_confirmed_once, assert_settled
+from tests.faults.invariants import assert_confirmed_once, assert_settled, wait_until_drained
 from tests.faults.load import Answer, book, created, seed_accounts, seed_events
 from tests.processes import Process, environment
 
@@ -127,6 +127,7 @@ async def test_chaos_every_booking_is_confirmed_once_and_every_invariant_holds(
     assert len(booked) >= 100
     assert statuses <= {201, 503}, [a for a in answers if a.status not in (201, 503)][:5]
     await assert_confirmed_once(pool, booked)
+    await wait_until_drained(config)
     assert web.stop() == 0
     assert worker.current is not None and worker.current.stop() == 0
     assert_settled(config)

@@ -17,7 +17,7 @@ from eventbook.actors.confirmations import Confirmations
 from eventbook.config import Config
 from tests.client import eventually
 from tests.faults.conftest import MailServer, Processes
-from tests.faults.invariants import assert_settled, queues
+from tests.faults.invariants import assert_settled, queues, wait_until_drained
 from tests.processes import environment
 from tests.seed import insert_event, insert_holds, insert_users, seed_users
 
@@ -162,6 +162,7 @@ async def offers_survive_killed_workers(
 
     await eventually(line_ended, timeout=40, interval=0.2)
     await eventually(lambda: _sent_equals(pool, EVENTS * WAITING), timeout=30, interval=0.2)
+    await wait_until_drained(config)
     processes.stop_all()
     assert "message_claimed" in mailer.output
 

@@ -19,6 +19,7 @@ from tests.faults.invariants import (
     assert_each_confirmed_once,
     assert_settled,
     queues,
+    wait_until_drained,
 )
 from tests.faults.load import seed_accounts, seed_events
 from tests.processes import environment
@@ -74,6 +75,7 @@ async def test_a_worker_killed_mid_confirmations_leaves_every_booking_confirmed_
 
     second = processes.worker(env, name="restarted")
     await eventually(lambda: all_confirmed(pool, bookings), timeout=60, interval=0.2)
+    await wait_until_drained(config)
     assert second.stop() == 0
     assert "message_claimed" in second.output
     await assert_each_confirmed_once(pool, bookings)
