@@ -18,6 +18,7 @@ from eventbook import (
     openapi,
     ticket_types,
     waitlist,
+    webhooks,
 )
 from eventbook.access import drop_server_header, request_id
 from eventbook.actors import supervised, watch_streams
@@ -122,7 +123,7 @@ def create_app(
         app.cleanup_ctx.append(actors_ctx)
     for module in (
         health, accounts, events, ticket_types, announcements, bookings, holds, waitlist,
-        notifications, openapi,
+        webhooks, notifications, openapi,
     ):
         app.add_routes(module.routes)
     if config.metrics_token is not None:

@@ -89,7 +89,34 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_RECONCILE_AFTER_SECONDS",
             "work this old that no queue holds is put back (default 300)"),
     Setting("EVENTBOOK_ACTORS", "actors this process runs, comma-separated (default all)"),
+    Setting("EVENTBOOK_WEBHOOK_ALLOW_HTTP",
+            "true | false: webhook URLs may be http:// as well as https:// (default false)"),
+    Setting("EVENTBOOK_WEBHOOK_ALLOW_PRIVATE",
+            "true | false: webhook URLs may reach loopback, private, link-local and other "
+            "non-public addresses (default false)"),
+    Setting("EVENTBOOK_WEBHOOK_TIMEOUT_SECONDS",
+            "a webhook attempt without a complete answer this long fails (default 10)"),
+    Setting("EVENTBOOK_WEBHOOK_RETRY_SCHEDULE",
+            "seconds before each retry of a failed webhook delivery, comma-separated, "
+            "+-20% jitter (default 5,300,1800,7200,18000,36000,36000: about 27 hours)"),
+    Setting("EVENTBOOK_WEBHOOK_CONCURRENCY",
+            "webhook attempts in flight per worker, all endpoints together (default 64)"),
+    Setting("EVENTBOOK_WEBHOOK_ENDPOINT_CONCURRENCY",
+            "webhook attempts in flight per worker to one endpoint (default 8)"),
+    Setting("EVENTBOOK_WEBHOOK_PAUSE_AFTER_FAILURES",
+            "an endpoint is paused (and its owner mailed) after this many failed attempts "
+            "in a row ... (default 10)"),
+    Setting("EVENTBOOK_WEBHOOK_PAUSE_AFTER_SECONDS",
+            "... spread over at least this long without a success (default 86400)"),
+    Setting("EVENTBOOK_WEBHOOK_SECRET_GRACE_SECONDS",
+            "after a secret rotation, messages are signed with the old secret too for this "
+            "long (default 86400)"),
 ]
+
+# The retry schedule of a failed webhook delivery: after the first attempt, one retry
+# after each delay (the Standard Webhooks reference schedule), about 27 hours in all.
+WEBHOOK_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -142,6 +169,15 @@ class Config:
     reconcile_interval_seconds: int = 30
     reconcile_after_seconds: int = 300
     actors: tuple[str, ...] = ()
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_schedule: tuple[float, ...] = WEBHOOK_RETRY_SCHEDULE
+    webhook_concurrency: int = 64
+    webhook_endpoint_concurrency: int = 8
+    webhook_pause_after_failures: int = 10
+    webhook_pause_after_seconds: int = 86400
+    webhook_secret_grace_seconds: int = 86400
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -217,6 +253,27 @@ class Config:
                 "EVENTBOOK_RECONCILE_AFTER_SECONDS", 300, 1, 30 * 86400
             ),
             actors=reader.names("EVENTBOOK_ACTORS"),
+            webhook_allow_http=reader.boolean("EVENTBOOK_WEBHOOK_ALLOW_HTTP", False),
+            webhook_allow_private=reader.boolean("EVENTBOOK_WEBHOOK_ALLOW_PRIVATE", False),
+            webhook_timeout_seconds=reader.number(
+                "EVENTBOOK_WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1, 120.0
+            ),
+            webhook_retry_schedule=reader.delays(
+                "EVENTBOOK_WEBHOOK_RETRY_SCHEDULE", WEBHOOK_RETRY_SCHEDULE
+            ),
+            webhook_concurrency=reader.integer("EVENTBOOK_WEBHOOK_CONCURRENCY", 64, 1, 10_000),
+            webhook_endpoint_concurrency=reader.integer(
+                "EVENTBOOK_WEBHOOK_ENDPOINT_CONCURRENCY", 8, 1, 1000
+            ),
+            webhook_pause_after_failures=reader.integer(
+                "EVENTBOOK_WEBHOOK_PAUSE_AFTER_FAILURES", 10, 1, 1_000_000
+            ),
+            webhook_pause_after_seconds=reader.integer(
+                "EVENTBOOK_WEBHOOK_PAUSE_AFTER_SECONDS", 86400, 0, 365 * 86400
+            ),
+            webhook_secret_grace_seconds=reader.integer(
+                "EVENTBOOK_WEBHOOK_SECRET_GRACE_SECONDS", 86400, 0, 30 * 86400
+            ),
         )
         config.validate()
         return config
@@ -340,6 +397,19 @@ class _Reader:
         expect = "a URL starting with " + " or ".join(f"{s}://" for s in schemes)
         value = self._parse(name, None, parse, expect)
         return None if value is None else str(value)
+
+    def delays(self, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+        """Comma-separated seconds, each from 0.01 to a week; at least one."""
+
+        def parse(raw: str) -> tuple[float, ...]:
+            values = tuple(float(part) for part in raw.split(","))
+            if not values or not all(0.01 <= value <= 7 * 86400 for value in values):
+                raise ValueError
+            return values
+
+        return tuple(self._parse(
+            name, default, parse, "comma-separated seconds, each from 0.01 to 604800"
+        ))
 
     def names(self, name: str) -> tuple[str, ...]:
         raw = self.optional(name)

@@ -51,6 +51,13 @@ RECONCILED_KINDS = ("confirmation", "offer", "announcement", "dead_letter")
 OUTBOX_TOPICS = topics.TOPICS
 OUTBOX_BY_TOPIC = db.query("metrics_outbox_by_topic")
 WAITLIST_BY_STATUS = db.query("metrics_waitlist_by_status")
+WEBHOOK_BACKLOG = db.query("metrics_webhooks")
+# What became of one webhook attempt: succeeded (2xx), failed (another attempt is
+# scheduled), given_up (the last attempt of the schedule failed: the delivery failed).
+WEBHOOK_RESULTS = ("succeeded", "failed", "given_up")
+# From a change to its webhook's delivery: a second at best, a day of retries at worst.
+WEBHOOK_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+                       7200.0, 36000.0, 86400.0)
 WAITLIST_STATUSES = ("waiting", "offered", "accepted", "expired", "declined", "left",
                      "lapsed", "cancelled")
 # The offers made, and those that ended in each of these statuses of their entry.
@@ -102,6 +109,8 @@ class _Snapshot:
     streams: dict[WatchedStream, StreamState] = dataclasses.field(default_factory=dict)
     # None until PostgreSQL first answered; then what it last answered (see _read_waitlist).
     waitlist: WaitlistCounts | None = None
+    # Webhook deliveries pending and due now, the age of the oldest due, paused endpoints.
+    webhooks: asyncpg.Record | None = None
     up: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
@@ -159,6 +168,33 @@ class _SnapshotCollector(Collector):
             up.add_metric([source], value)
         yield from (backlog, oldest, length, pending, lag, dead, up)
         yield from _waitlist_families(snap.waitlist)
+        yield from _webhook_families(snap.webhooks)
+
+
+def _webhook_families(row: asyncpg.Record | None) -> Iterator[Metric]:
+    pending = GaugeMetricFamily(
+        "eventbook_webhook_deliveries_pending",
+        "Webhook deliveries not yet succeeded nor given up on, of every endpoint: all of"
+        " them, and those due now (their next attempt's time has come).",
+        labels=["state"],
+    )
+    oldest = GaugeMetricFamily(
+        "eventbook_webhook_oldest_due_seconds",
+        "How long the oldest due webhook delivery of an enabled endpoint has been due"
+        " (0 when none is): the dispatchers' backlog.",
+    )
+    paused = GaugeMetricFamily(
+        "eventbook_webhook_endpoints_paused",
+        "Webhook endpoints paused, by reason: owner (by its organizer), failing.",
+        labels=["reason"],
+    )
+    if row is not None:
+        pending.add_metric(["all"], row["pending"])
+        pending.add_metric(["due"], row["due"])
+        oldest.add_metric([], row["oldest_due_seconds"])
+        paused.add_metric(["owner"], row["paused_by_owner"])
+        paused.add_metric(["failing"], row["paused_failing"])
+    yield from (pending, oldest, paused)
 
 
 def _waitlist_families(counts: WaitlistCounts | None) -> Iterator[Metric]:
@@ -255,6 +291,23 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self.webhook_attempts = Counter(
+            "eventbook_webhook_attempts",
+            "Webhook attempts made by this process, by result: succeeded (2xx in time),"
+            " failed (another attempt is scheduled), given_up (the schedule's last attempt"
+            " failed).",
+            ["result"],
+            registry=registry,
+        )
+        self.webhook_lag = Histogram(
+            "eventbook_webhook_delivery_lag_seconds",
+            "From a change (its outbox row) to its webhook's successful delivery, retries"
+            " included.",
+            buckets=WEBHOOK_LAG_BUCKETS,
+            registry=registry,
+        )
+        for result in WEBHOOK_RESULTS:
+            self.webhook_attempts.labels(result)
         for outcome in BOOKING_OUTCOMES:
             self.bookings.labels(outcome)
         for kind in RECONCILED_KINDS:
@@ -313,6 +366,14 @@ class Metrics:
             raise ValueError(f"unknown reconciled kind {kind!r}")
         self.reconciled_work.labels(kind).inc(count)
 
+    def webhook_attempt(self, result: str, lag_seconds: float | None = None) -> None:
+        """One webhook attempt's result (WEBHOOK_RESULTS); a success with its lag."""
+        if result not in WEBHOOK_RESULTS:
+            raise ValueError(f"unknown webhook result {result!r}")
+        self.webhook_attempts.labels(result).inc()
+        if lag_seconds is not None:
+            self.webhook_lag.observe(max(0.0, lag_seconds))
+
     def watch_stream(self, stream: str, group: str, dead_letter: str | None = None) -> None:
         """Report this stream's length, the group's pending and lag, and its dead letters."""
         self.watched.add(WatchedStream(stream, group, dead_letter))
@@ -359,8 +420,11 @@ class Metrics:
         # The waiting list's counters go on showing what was last read rather than zero:
         # a counter that fell to zero and rose back would read as a burst of offers.
         snapshot.waitlist = self._snapshot.snapshot.waitlist
+        snapshot.webhooks = self._snapshot.snapshot.webhooks
         try:
-            rows, waitlist = await asyncio.wait_for(self._fetch_postgres(pool), SCRAPE_TIMEOUT)
+            rows, waitlist, webhooks = await asyncio.wait_for(
+                self._fetch_postgres(pool), SCRAPE_TIMEOUT
+            )
         except POSTGRES_ERRORS as exc:
             log.warning("metrics_source_unavailable", source="postgres", error=repr(exc))
             snapshot.up["postgres"] = 0
@@ -369,6 +433,7 @@ class Metrics:
             entries={row["status"]: row["entries"] for row in waitlist},
             offers=sum(row["offers"] for row in waitlist),
         )
+        snapshot.webhooks = webhooks
         for row in rows:
             snapshot.outbox_backlog[row["topic"]] = row["backlog"]
             snapshot.outbox_oldest_seconds[row["topic"]] = max(0.0, row["oldest"] or 0.0)
@@ -377,11 +442,12 @@ class Metrics:
     @staticmethod
     async def _fetch_postgres(
         pool: asyncpg.Pool,
-    ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    ) -> tuple[list[asyncpg.Record], list[asyncpg.Record], asyncpg.Record | None]:
         async with pool.acquire(timeout=SCRAPE_TIMEOUT) as conn:
             outbox = await conn.fetch(OUTBOX_BY_TOPIC, timeout=SCRAPE_TIMEOUT)
             waitlist = await conn.fetch(WAITLIST_BY_STATUS, timeout=SCRAPE_TIMEOUT)
-        return outbox, waitlist
+            webhooks = await conn.fetchrow(WEBHOOK_BACKLOG, timeout=SCRAPE_TIMEOUT)
+        return outbox, waitlist, webhooks
 
     async def _read_streams(self, client: redis.asyncio.Redis, snapshot: _Snapshot) -> None:
         watched = sorted(self.watched, key=lambda w: (w.stream, w.group))

@@ -11,4 +11,8 @@ CONFIRMATIONS = "confirmations"
 # An event changed or was cancelled: one mail to each of its attendees.
 NOTIFICATIONS = "notifications"
 
-TOPICS: tuple[str, ...] = (CONFIRMATIONS, NOTIFICATIONS)
+# A booking, hold or event changed and its organizer has a webhook endpoint that wants
+# it: one delivery per such endpoint.
+WEBHOOKS = "webhooks"
+
+TOPICS: tuple[str, ...] = (CONFIRMATIONS, NOTIFICATIONS, WEBHOOKS)

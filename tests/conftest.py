@@ -170,6 +170,17 @@ async def holds_api(config: Config, aiohttp_client: Any) -> Api:
 
 
 @pytest.fixture
+async def webhooks_api(config: Config, aiohttp_client: Any) -> Api:
+    """The app with the relay and the webhooks actor running (and no other), webhooks
+    allowed to loopback receivers over http, and retries a fraction of a second apart."""
+    app_config = config.replace(
+        actors=("relay", "webhooks"), webhook_allow_private=True, webhook_allow_http=True,
+        webhook_retry_schedule=(0.2, 0.4, 0.8),
+    )
+    return Api(await aiohttp_client(create_app(app_config, actors=True)))
+
+
+@pytest.fixture
 def live_server(config: Config) -> Iterator[LiveServer]:
     """The app (HTTP only) on a real port, for clients that block."""
     with LiveServer(create_app(config, actors=False)) as server:

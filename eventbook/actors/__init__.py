@@ -17,6 +17,7 @@ from eventbook.actors.reconciler import Reconciler
 from eventbook.actors.relay import OutboxRelay
 from eventbook.actors.stream import StreamActor, dead_letter_key, stream_key
 from eventbook.actors.supervisor import Actor, Supervisor
+from eventbook.actors.webhooks import WebhookFanout, Webhooks
 from eventbook.config import Config
 from eventbook.metrics import Metrics, WatchedStream
 
@@ -40,13 +41,16 @@ FACTORIES: dict[str, ActorFactory] = {
         config, pool, client, metrics
     ),
     "holds": lambda config, pool, client, metrics: Holds(pool, metrics),
+    topics.WEBHOOKS: lambda config, pool, client, metrics: Webhooks(
+        config, pool, client, build_mailer(config), metrics
+    ),
 }
 
 ACTOR_NAMES: tuple[str, ...] = tuple(FACTORIES)
 
 
 # The actors fed by a stream: each reads stream:{topic} in the consumer group {name}.
-STREAM_ACTORS: tuple[type[StreamActor], ...] = (Confirmations, Notifications)
+STREAM_ACTORS: tuple[type[StreamActor], ...] = (Confirmations, Notifications, WebhookFanout)
 
 
 def build_actors(

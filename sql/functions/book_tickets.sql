@@ -414,14 +414,18 @@ BEGIN
      WHERE v_totals[v_item_req[j]] IS NOT NULL AND NOT p_holds[v_item_req[j]];
     -- One statement, so the outbox trigger's NOTIFY fires once for the batch; none when
     -- no booking was made (holds alone): NOTIFYing transactions commit one at a time
-    -- across the cluster (a lock held until the commit's WAL is flushed).
+    -- across the cluster (a lock held until the commit's WAL is flushed). Each booking
+    -- gets its confirmation row, and a webhooks row when its organizer has an endpoint
+    -- that wants it.
     IF v_booked THEN
         INSERT INTO outbox (topic, kind, payload, request_id)
-        SELECT 'confirmations', 'booking_confirmed',
-               jsonb_build_object('booking_id', v_records[i]), p_request_ids[i]
+        SELECT m.topic, m.kind, jsonb_build_object('booking_id', v_records[i]), p_request_ids[i]
           FROM generate_subscripts(p_events, 1) AS i
+         CROSS JOIN (VALUES (1, 'confirmations', 'booking_confirmed'),
+                            (2, 'webhooks', 'booking.created')) AS m (n, topic, kind)
          WHERE v_totals[i] IS NOT NULL AND NOT p_holds[i]
-         ORDER BY i;
+           AND (m.n = 1 OR webhook_wanted(p_events[i], 'booking.created'))
+         ORDER BY i, m.n;
     END IF;
 
     -- What this call made is answered from what it knows (the defaults of a new row:

@@ -38,8 +38,11 @@ BEGIN
     PERFORM offer_waitlist(v_event_id);
 
     INSERT INTO outbox (topic, kind, payload, request_id)
-    VALUES ('confirmations', 'booking_cancelled',
-            jsonb_build_object('booking_id', v_booking.id), p_request_id);
+    SELECT m.topic, m.kind, jsonb_build_object('booking_id', v_booking.id), p_request_id
+      FROM (VALUES (1, 'confirmations', 'booking_cancelled'),
+                   (2, 'webhooks', 'booking.cancelled')) AS m (n, topic, kind)
+     WHERE m.n = 1 OR webhook_wanted(v_event_id, 'booking.cancelled')
+     ORDER BY m.n;
 
     RETURN QUERY SELECT 'cancelled', v_booking;
 END $$;

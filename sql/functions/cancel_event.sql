@@ -40,6 +40,14 @@ BEGIN
     VALUES ('notifications', 'event_cancelled',
             jsonb_build_object('event_id', v_event.id, 'version', v_event.version),
             p_request_id);
+    -- One event.cancelled stands for its bookings too (cancel_reason event_cancelled):
+    -- no booking.cancelled per booking.
+    IF webhook_wanted(p_event, 'event.cancelled') THEN
+        INSERT INTO outbox (topic, kind, payload, request_id)
+        VALUES ('webhooks', 'event.cancelled',
+                jsonb_build_object('event_id', v_event.id, 'version', v_event.version),
+                p_request_id);
+    END IF;
 
     RETURN QUERY SELECT 'cancelled', v_event;
 END $$;

@@ -67,8 +67,11 @@ BEGIN
     UPDATE waitlist_entries w SET status = 'accepted', ended_at = now()
      WHERE w.hold_id = v_hold.id AND w.status = 'offered';
     INSERT INTO outbox (topic, kind, payload, request_id)
-    VALUES ('confirmations', 'booking_confirmed', jsonb_build_object('booking_id', v_booking),
-            p_request_id);
+    SELECT m.topic, m.kind, jsonb_build_object('booking_id', v_booking), p_request_id
+      FROM (VALUES (1, 'confirmations', 'booking_confirmed'),
+                   (2, 'webhooks', 'booking.created')) AS m (n, topic, kind)
+     WHERE m.n = 1 OR webhook_wanted(v_hold.event_id, 'booking.created')
+     ORDER BY m.n;
 
     RETURN QUERY SELECT 'confirmed', b, booking_items_of(b.id) FROM bookings b WHERE b.id = v_booking;
 END $$;

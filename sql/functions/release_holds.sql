@@ -32,6 +32,13 @@ BEGIN
      WHERE t.id = b.ticket_type_id;
 
     IF v_ended <> '{}' THEN
+        IF p_status = 'expired' THEN
+            INSERT INTO outbox (topic, kind, payload)
+            SELECT 'webhooks', 'hold.expired', jsonb_build_object('hold_id', h.id)
+              FROM holds h
+             WHERE h.id = ANY (v_ended) AND webhook_wanted(h.event_id, 'hold.expired')
+             ORDER BY h.id;
+        END IF;
         UPDATE waitlist_entries w
            SET status = CASE WHEN p_status = 'expired' THEN 'expired' ELSE 'declined' END,
                ended_at = now()

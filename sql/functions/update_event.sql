@@ -81,6 +81,13 @@ BEGIN
                 jsonb_build_object('event_id', v_new.id, 'version', v_new.version),
                 p_request_id);
     END IF;
+    -- Organizers' systems hear of every change, not only those mailed to attendees.
+    IF webhook_wanted(p_event, 'event.updated') THEN
+        INSERT INTO outbox (topic, kind, payload, request_id)
+        VALUES ('webhooks', 'event.updated',
+                jsonb_build_object('event_id', v_new.id, 'version', v_new.version),
+                p_request_id);
+    END IF;
 
     IF v_capacity <> v_old.capacity THEN
         -- More to sell goes to those waiting first; less may shrink what is reserved.

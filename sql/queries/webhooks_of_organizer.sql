@@ -1,0 +1,1 @@
+SELECT * FROM webhook_endpoints WHERE organizer_id = $1 ORDER BY created_at, id LIMIT $2
