@@ -24,7 +24,7 @@ from eventbook.endpoints import (
     single_header,
 )
 from eventbook.errors import Outcome, Problem, validation_problem
-from eventbook.events import ItemSchema, event_id, event_not_found
+from eventbook.events import event_id, event_not_found
 from eventbook.keys import BOOKING_BATCHER, CONFIG, METRICS, POOL, RATE_LIMITER, REQUEST_ID
 from eventbook.pages import (
     PageQuery,
@@ -32,6 +32,7 @@ from eventbook.pages import (
     page_of,
     page_response,
 )
+from eventbook.representations import BOOKING, BookingSchema
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -43,39 +44,6 @@ CANCEL_BOOKING = db.query("cancel_booking")
 IDEMPOTENCY_KEY = "Idempotency-Key"
 # Printable ASCII: the key is stored and compared as is, and may be logged.
 _SANE_KEY = re.compile(r"[\x20-\x7e]{1,255}")
-
-
-class TicketsSchema(Schema):
-    """What a booking and a hold have alike: whose tickets, of which types, at what price."""
-
-    id = fields.UUID(required=True)
-    event_id = fields.UUID(required=True)
-    user_id = fields.UUID(required=True)
-    quantity = fields.Integer(required=True, metadata={"description": "Tickets, all items."})
-    items = fields.List(fields.Nested(ItemSchema), required=True)
-    total_cents = fields.Integer(
-        required=True, metadata={"description": "The sum of the items' prices, frozen."}
-    )
-    currency = fields.String(required=True, metadata={"description": "ISO 4217."})
-    created_at = fields.AwareDateTime(required=True)
-
-
-class BookingSchema(TicketsSchema):
-    status = fields.String(required=True, validate=validate.OneOf(("confirmed", "cancelled")))
-    confirmation_status = fields.String(
-        required=True, validate=validate.OneOf(("pending", "sent", "failed"))
-    )
-    confirmed_at = fields.AwareDateTime(
-        required=True, allow_none=True,
-        metadata={"description": "When the confirmation mail was sent."},
-    )
-    payment_reference = fields.String(
-        required=True, allow_none=True,
-        metadata={"description": "As given when the hold was confirmed."},
-    )
-    hold_id = fields.UUID(
-        required=True, allow_none=True, metadata={"description": "The hold it was confirmed from."}
-    )
 
 
 class NewItemSchema(Schema):
@@ -122,7 +90,6 @@ class NewBookingSchema(Schema):
         return {"items": items, "field": "items" if "items" in data else "quantity"}
 
 
-BOOKING = BookingSchema()
 BOOKING_PAGE = page_of(BookingSchema)
 
 

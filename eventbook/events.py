@@ -28,11 +28,11 @@ from eventbook.pages import (
     page_response,
     split_page,
 )
+from eventbook.representations import EVENT, EventSchema, ItemSchema
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
-STATUSES = ("scheduled", "cancelled")
 EVENT_ORGANIZER = db.query("event_organizer")
 CREATE_EVENT = db.query("event_create")
 EVENT_BY_ID = db.query("event_by_id")
@@ -54,31 +54,6 @@ WORD = re.compile(r"[^\W_]+")
 # more words cost more, and so do shorter ones, which begin more words.
 MAX_SEARCH_WORDS = 4
 MIN_SEARCH_WORD = 2
-
-
-class EventSchema(Schema):
-    id = fields.UUID(required=True)
-    organizer_id = fields.UUID(required=True)
-    title = fields.String(required=True)
-    description = fields.String(required=True)
-    venue = fields.String(required=True, allow_none=True)
-    starts_at = fields.AwareDateTime(required=True)
-    ends_at = fields.AwareDateTime(required=True, allow_none=True)
-    capacity = fields.Integer(required=True)
-    available_tickets = fields.Integer(required=True)
-    max_tickets_per_booking = fields.Integer(required=True)
-    max_tickets_per_customer = fields.Integer(
-        required=True, allow_none=True,
-        metadata={"description": "Most tickets one customer may hold in confirmed bookings "
-                                 "and live holds of the event; null: no limit."},
-    )
-    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
-    version = fields.Integer(required=True)
-    created_at = fields.AwareDateTime(required=True)
-    updated_at = fields.AwareDateTime(required=True)
-    currency = fields.String(
-        required=True, metadata={"description": "ISO 4217: every price of the event is in it."}
-    )
 
 
 def _not_blank(value: str) -> None:
@@ -180,17 +155,6 @@ class EventListQuery(PageQuery):
     )
 
 
-class ItemSchema(Schema):
-    """One line of a booking or a hold: a ticket type, how many, at what price."""
-
-    ticket_type_id = fields.UUID(required=True)
-    name = fields.String(required=True, metadata={"description": "The ticket type's name."})
-    quantity = fields.Integer(required=True)
-    price_cents = fields.Integer(
-        required=True, metadata={"description": "The price of one ticket when it was taken."}
-    )
-
-
 class AttendeeSchema(Schema):
     booking_id = fields.UUID(required=True)
     user_id = fields.UUID(required=True)
@@ -204,7 +168,6 @@ class AttendeeSchema(Schema):
     )
 
 
-EVENT = EventSchema()
 ATTENDEE = AttendeeSchema()
 EVENT_PAGE = page_of(EventSchema)
 ATTENDEE_PAGE = page_of(AttendeeSchema)

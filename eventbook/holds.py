@@ -12,43 +12,29 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, validate
 
 from eventbook import db
 from eventbook.auth import principal
 from eventbook.booking_batcher import Confirmation
 from eventbook.bookings import (
     BOOK_OUTCOMES,
-    BOOKING,
     IDEMPOTENCY_KEY,
     TAKE_PROBLEMS,
     NewBookingSchema,
-    TicketsSchema,
     take,
 )
 from eventbook.endpoints import CUSTOMER, endpoint, json_response, path_uuid
 from eventbook.errors import Outcome, Problem
 from eventbook.fields import Text
 from eventbook.keys import BOOKING_BATCHER, METRICS, POOL, REQUEST_ID
+from eventbook.representations import BOOKING, HOLD
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
 HOLD_BY_ID = db.query("hold_by_id")
 RELEASE_HOLD = db.query("release_hold")
-
-
-class HoldSchema(TicketsSchema):
-    status = fields.String(
-        required=True, validate=validate.OneOf(("held", "confirmed", "released", "expired")),
-        metadata={"description": "held: its tickets are taken until expires_at."},
-    )
-    expires_at = fields.AwareDateTime(
-        required=True, metadata={"description": "When its tickets go back, unless confirmed."}
-    )
-    booking_id = fields.UUID(
-        required=True, allow_none=True, metadata={"description": "Once confirmed."}
-    )
 
 
 class ConfirmSchema(Schema):
@@ -58,7 +44,6 @@ class ConfirmSchema(Schema):
     )
 
 
-HOLD = HoldSchema()
 
 
 def hold_not_found() -> Problem:

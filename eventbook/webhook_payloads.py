@@ -20,11 +20,11 @@ from typing import Any
 import asyncpg
 
 from eventbook import db
-from eventbook.bookings import BOOKING, BOOKING_WITH_ORGANIZER
-from eventbook.events import EVENT, EVENT_BY_ID
-from eventbook.holds import HOLD
+from eventbook.representations import BOOKING, EVENT, HOLD
 
+BOOKING_WITH_ORGANIZER = db.query("booking_with_organizer")
 HOLD_WITH_ORGANIZER = db.query("webhook_hold")
+EVENT_BY_ID = db.query("event_by_id")
 
 API_VERSION = "v1"
 # The event types an endpoint may ask for; '*' is all of them.

@@ -253,7 +253,9 @@ async def test_a_database_with_bookings_before_ticket_types_gets_a_type_and_item
         cancelled, customer,
     )
 
-    assert await db.migrate(conn) == ["0003_ticket_types_and_holds", "0004_waitlist"]
+    assert await db.migrate(conn) == [
+        "0003_ticket_types_and_holds", "0004_waitlist", "0005_webhooks"
+    ]
 
     types = await conn.fetch(
         "SELECT event_id, name, price_cents, taken FROM ticket_types ORDER BY taken DESC"
@@ -312,7 +314,7 @@ async def test_a_database_with_ticket_types_bookings_and_holds_gains_the_waiting
     await conn.execute("INSERT INTO hold_items (hold_id, ticket_type_id, quantity,"
                        " price_cents) VALUES ($1, $2, 1, 5000)", hold, premium)
 
-    assert await db.migrate(conn) == ["0004_waitlist"]
+    assert await db.migrate(conn) == ["0004_waitlist", "0005_webhooks"]
 
     types = await conn.fetch("SELECT id, taken, reserved, waiting, waitlist_allow_skip"
                              " FROM ticket_types ORDER BY price_cents")

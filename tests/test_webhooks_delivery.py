@@ -8,6 +8,7 @@ from typing import Any
 from tests.client import Api, User, eventually, expect
 from tests.webhook_receivers import Receiver, receiving
 
+
 async def register(api: Api, organizer: User, url: str, **fields: Any) -> dict[str, Any]:
     return await expect(
         await api.post("/api/v1/webhooks", organizer, json={"url": url, **fields}), 201

@@ -67,7 +67,9 @@ class Receiver:
 
 
 @asynccontextmanager
-async def receiving(receiver: Receiver | None = None, path: str = "/hook") -> AsyncIterator[Receiver]:
+async def receiving(
+    receiver: Receiver | None = None, path: str = "/hook"
+) -> AsyncIterator[Receiver]:
     """A receiver serving on 127.0.0.1 at a free port until the block ends."""
     receiver = receiver or Receiver()
     app = web.Application()
