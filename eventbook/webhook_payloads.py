@@ -33,19 +33,26 @@ EVENT_TYPES = ("booking.created", "booking.cancelled", "hold.expired", "event.up
 ALL_TYPES = "*"
 # Sent by POST /api/v1/webhooks/{id}/ping, whatever the endpoint asked for.
 PING = "webhook.ping"
-# webhook-ids are derived from what changed, so the same change (a message the stream
-# delivered twice, the reconciler's copy) has the same id at every endpoint and attempt.
-_NAMESPACE = uuid.UUID("6f1c4f56-4f73-4e0b-9a53-2f5d0f6e7b10")
+# The key of each type's change in its outbox payload: the webhook-id is the type and
+# these values, so the same change (a message the stream delivered twice, one the
+# reconciler put back) has the same id at every endpoint and attempt, and SQL can name it.
+MESSAGE_KEYS = {
+    "booking.created": ("booking_id",),
+    "booking.cancelled": ("booking_id",),
+    "hold.expired": ("hold_id",),
+    "event.updated": ("event_id", "version"),
+    "event.cancelled": ("event_id", "version"),
+}
 
 
 def message_id(kind: str, payload: dict[str, Any]) -> str:
-    """The webhook-id of the change `kind` described by its outbox `payload`."""
-    key = ":".join([kind, *(f"{name}={payload[name]}" for name in sorted(payload))])
-    return f"msg_{uuid.uuid5(_NAMESPACE, key).hex}"
+    """The webhook-id of the change `kind` described by its outbox `payload`:
+    msg_booking.created_<booking id>, msg_event.updated_<event id>_<version>, ..."""
+    return "_".join(["msg", kind, *(str(payload[key]) for key in MESSAGE_KEYS[kind])])
 
 
 def ping_message_id() -> str:
-    return f"msg_{uuid.uuid4().hex}"
+    return f"msg_{PING}_{uuid.uuid4()}"
 
 
 def envelope(kind: str, at: dt.datetime, data: dict[str, Any]) -> str:
