@@ -174,6 +174,10 @@ class Dispatcher:
         ) as session:
             try:
                 while not stopping.is_set():
+                    # Cleared before looking, so a wake-up that comes while looking
+                    # is not lost.
+                    self.wake.clear()
+                    self.slot_freed.clear()
                     try:
                         taken = await self.dispatch(session, stopping)
                     except Exception as exc:
@@ -183,8 +187,6 @@ class Dispatcher:
                         await self.availability.wait(stopping)
                         continue
                     if not taken:
-                        self.wake.clear()
-                        self.slot_freed.clear()
                         await pause(self.poll_interval, self.wake, self.slot_freed, stopping)
             finally:
                 if self.tasks:

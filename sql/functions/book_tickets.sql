@@ -424,7 +424,8 @@ BEGIN
          CROSS JOIN (VALUES (1, 'confirmations', 'booking_confirmed'),
                             (2, 'webhooks', 'booking.created')) AS m (n, topic, kind)
          WHERE v_totals[i] IS NOT NULL AND NOT p_holds[i]
-           AND (m.n = 1 OR webhook_wanted(p_events[i], 'booking.created'))
+           AND CASE WHEN m.n = 1 THEN true
+                    ELSE webhook_wanted(p_events[i], 'booking.created') END
          ORDER BY i, m.n;
     END IF;
 

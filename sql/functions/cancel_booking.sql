@@ -41,7 +41,7 @@ BEGIN
     SELECT m.topic, m.kind, jsonb_build_object('booking_id', v_booking.id), p_request_id
       FROM (VALUES (1, 'confirmations', 'booking_cancelled'),
                    (2, 'webhooks', 'booking.cancelled')) AS m (n, topic, kind)
-     WHERE m.n = 1 OR webhook_wanted(v_event_id, 'booking.cancelled')
+     WHERE CASE WHEN m.n = 1 THEN true ELSE webhook_wanted(v_event_id, 'booking.cancelled') END
      ORDER BY m.n;
 
     RETURN QUERY SELECT 'cancelled', v_booking;

@@ -70,7 +70,7 @@ BEGIN
     SELECT m.topic, m.kind, jsonb_build_object('booking_id', v_booking), p_request_id
       FROM (VALUES (1, 'confirmations', 'booking_confirmed'),
                    (2, 'webhooks', 'booking.created')) AS m (n, topic, kind)
-     WHERE m.n = 1 OR webhook_wanted(v_hold.event_id, 'booking.created')
+     WHERE CASE WHEN m.n = 1 THEN true ELSE webhook_wanted(v_hold.event_id, 'booking.created') END
      ORDER BY m.n;
 
     RETURN QUERY SELECT 'confirmed', b, booking_items_of(b.id) FROM bookings b WHERE b.id = v_booking;
