@@ -43,6 +43,10 @@ TAGS = {
     "events": "Publish, browse, change and cancel events; attendee lists.",
     "bookings": "Book tickets, read and cancel bookings.",
     "notifications": "The mails the signed-in user was sent.",
+    "webhooks": (
+        "An organizer's endpoints, to which bookings, expired holds and event changes are "
+        "POSTed as they happen, signed the Standard Webhooks way; their deliveries."
+    ),
     "operations": "Liveness, readiness and metrics, for operators and load balancers.",
     "documentation": "This document, and a page to read it.",
 }
