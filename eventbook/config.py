@@ -108,6 +108,9 @@ SETTINGS: list[Setting] = [
             "in a row ... (default 10)"),
     Setting("EVENTBOOK_WEBHOOK_PAUSE_AFTER_SECONDS",
             "... spread over at least this long without a success (default 86400)"),
+    Setting("EVENTBOOK_WEBHOOK_RETENTION_DAYS",
+            "webhook deliveries succeeded or failed this many days ago are deleted "
+            "(default 30)"),
     Setting("EVENTBOOK_WEBHOOK_SECRET_GRACE_SECONDS",
             "after a secret rotation, messages are signed with the old secret too for this "
             "long (default 86400)"),
@@ -178,6 +181,7 @@ class Config:
     webhook_pause_after_failures: int = 10
     webhook_pause_after_seconds: int = 86400
     webhook_secret_grace_seconds: int = 86400
+    webhook_retention_days: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -273,6 +277,9 @@ class Config:
             ),
             webhook_secret_grace_seconds=reader.integer(
                 "EVENTBOOK_WEBHOOK_SECRET_GRACE_SECONDS", 86400, 0, 30 * 86400
+            ),
+            webhook_retention_days=reader.integer(
+                "EVENTBOOK_WEBHOOK_RETENTION_DAYS", 30, 1, 3650
             ),
         )
         config.validate()

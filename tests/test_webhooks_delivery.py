@@ -3,8 +3,15 @@ them."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
+import asyncpg
+
+from eventbook.actors.webhooks import Dispatcher
+from eventbook.config import Config
+from eventbook.metrics import Metrics
 from tests.client import Api, User, eventually, expect
 from tests.webhook_receivers import Receiver, receiving
 
@@ -63,3 +70,29 @@ async def test_a_receiver_that_fails_gets_the_message_again_later(
     )
     [delivery] = deliveries["items"]
     assert (delivery["status"], delivery["attempts"]) == ("succeeded", failures + 1)
+
+
+async def test_deliveries_over_for_longer_than_the_retention_period_are_deleted(
+    webhooks_api: Api, config: Config, pool: asyncpg.Pool, organizer: User, customer: User
+) -> None:
+    api = webhooks_api
+    event = await api.create_event(organizer)
+    async with receiving() as receiver:
+        endpoint = await register(api, organizer, receiver.url)
+        for _ in range(3):
+            await expect(await api.book(customer, event), 201)
+        await eventually(lambda: len(receiver.received) == 3, timeout=10)
+    old, recent, newest = await pool.fetch(
+        "SELECT id FROM webhook_deliveries WHERE status = 'succeeded' ORDER BY created_at"
+    )
+    await pool.execute("UPDATE webhook_deliveries SET finished_at = now() - interval '31 days'"
+                       " WHERE id = $1", old["id"])
+    await pool.execute("UPDATE webhook_deliveries SET finished_at = now() - interval '29 days'"
+                       " WHERE id = $1", recent["id"])
+    endpoint_id = endpoint["id"]
+
+    await Dispatcher(config, pool, Metrics(), asyncio.Event()).purge_old()
+
+    left = await pool.fetch("SELECT id FROM webhook_deliveries WHERE endpoint_id = $1",
+                            uuid.UUID(endpoint_id))
+    assert {row["id"] for row in left} == {recent["id"], newest["id"]}

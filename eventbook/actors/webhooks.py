@@ -55,12 +55,16 @@ SUCCEEDED = db.query("webhook_succeeded")
 FAILED = db.query("webhook_failed")
 PAUSE_NOTICE = db.query("webhook_pause_notice")
 PAUSE_NOTIFIED = db.query("webhook_pause_notified")
+PURGE = db.query("webhook_purge")
 
 # The most of an answer's body read; the rest is not waited for.
 RESPONSE_LIMIT = 4096
 # A lease outlasts an attempt's timeout by this much, for recording its result.
 LEASE_MARGIN_SECONDS = 5.0
 USER_AGENT = "eventbook-webhooks/1"
+# How often old deliveries are deleted, and at most how many per statement.
+PURGE_INTERVAL_SECONDS = 300.0
+PURGE_BATCH = 5000
 
 
 def retry_in(config: Config, attempts: int) -> float | None:
@@ -158,6 +162,7 @@ class Dispatcher:
         self.in_flight: dict[uuid.UUID, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.slot_freed = asyncio.Event()
+        self.next_purge = 0.0
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Deliver until `stopping`; the attempts in flight finish and are recorded."""
@@ -179,6 +184,7 @@ class Dispatcher:
                     self.wake.clear()
                     self.slot_freed.clear()
                     try:
+                        await self.purge_old()
                         taken = await self.dispatch(session, stopping)
                     except Exception as exc:
                         if not is_outage(exc):
@@ -212,6 +218,20 @@ class Dispatcher:
             self.tasks.add(task)
             task.add_done_callback(functools.partial(self._finished, endpoint))
         return len(rows)
+
+    async def purge_old(self) -> None:
+        """Now and then, delete deliveries over for longer than the retention period."""
+        if time.monotonic() < self.next_purge:
+            return
+        self.next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
+        while True:
+            deleted = await self.pool.fetchval(
+                PURGE, float(self.config.webhook_retention_days) * 86400, PURGE_BATCH
+            )
+            if deleted:
+                log.info("webhook_deliveries_purged", count=deleted)
+            if deleted < PURGE_BATCH:
+                return
 
     def _finished(self, endpoint: uuid.UUID, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)

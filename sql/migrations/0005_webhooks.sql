@@ -61,6 +61,9 @@ CREATE TABLE webhook_deliveries (
 -- What the dispatchers look at: each endpoint's due deliveries, oldest first.
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_attempt_at)
     WHERE status = 'pending';
+-- Deliveries that are over, by when: those past EVENTBOOK_WEBHOOK_RETENTION_DAYS go.
+CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at)
+    WHERE status <> 'pending';
 -- An endpoint's deliveries, newest first (its deliveries list).
 CREATE INDEX webhook_deliveries_of_endpoint
     ON webhook_deliveries (endpoint_id, created_at DESC, id DESC);
