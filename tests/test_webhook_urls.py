@@ -20,6 +20,7 @@ PUBLIC_ADDRESSES = [
     "2606:4700:4700::1111",
     "::ffff:1.1.1.1",  # IPv4-mapped: the IPv4 address inside decides
     "2002:101:101::1",  # 6to4 of 1.1.1.1
+    "64:ff9b::101:101",  # NAT64 (the well-known prefix) of 1.1.1.1
 ]
 
 NON_PUBLIC_ADDRESSES = [
@@ -40,6 +41,10 @@ NON_PUBLIC_ADDRESSES = [
     "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254",  # IPv4-mapped
     "2002:7f00:1::1", "2002:a9fe:a9fe::1", "2002:a00:1::1",  # 6to4 of non-public IPv4
     "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # teredo: its IPv4 side is not checkable
+    "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b::a00:1",  # NAT64 of non-public IPv4
+    "64:ff9b:1::a00:1",  # NAT64, local-use prefix
+    "::127.0.0.1", "::10.0.0.1",  # IPv4-compatible (deprecated)
+    "::ffff:0:7f00:1",  # IPv4-translated
     "not an address", "", "1.1.1", "1.1.1.1.1",
 ]
 
@@ -96,6 +101,7 @@ def test_http_is_allowed_only_when_the_setting_allows_it() -> None:
     "https://localhost/hooks",
     "https://[::1]/hooks",
     "https://[::ffff:127.0.0.1]/hooks",
+    "https://[64:ff9b::a9fe:a9fe]/latest/meta-data",
     "https://169.254.169.254/latest/meta-data",
     "https://2130706433/hooks",  # 127.0.0.1 as one number, which resolvers accept
     "https://0x7f.1/hooks",  # and in hex, shortened
