@@ -57,6 +57,16 @@ def check_syntax(url: str, *, allow_http: bool) -> SplitResult:
     return parts
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address that packets reach: IPv4-compatible
+# (deprecated), IPv4-translated (SIIT) and NAT64's well-known prefix, through which a
+# cloud's NAT64 gateway reaches its private IPv4 network. (`ipaddress` calls them global.)
+IPV4_EMBEDDING = tuple(
+    ipaddress.IPv6Network(prefix) for prefix in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96")
+)
+# NAT64's local-use prefix (RFC 8215) may embed the IPv4 address anywhere: refused.
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
 def address_allowed(address: str) -> bool:
     """Whether `address` is a public unicast address."""
     try:
@@ -65,9 +75,11 @@ def address_allowed(address: str) -> bool:
         return False
     if isinstance(ip, ipaddress.IPv6Address):
         mapped = ip.ipv4_mapped or ip.sixtofour
+        if mapped is None and any(ip in prefix for prefix in IPV4_EMBEDDING):
+            mapped = ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
         if mapped is not None:
             return address_allowed(str(mapped))
-        if ip.teredo is not None:
+        if ip.teredo is not None or ip in NAT64_LOCAL_USE:
             return False
     return ip.is_global and not ip.is_multicast
 

@@ -170,14 +170,25 @@ async def holds_api(config: Config, aiohttp_client: Any) -> Api:
 
 
 @pytest.fixture
-async def webhooks_api(config: Config, aiohttp_client: Any) -> Api:
-    """The app with the relay and the webhooks actor running (and no other), webhooks
-    allowed to loopback receivers over http, and retries a fraction of a second apart."""
-    app_config = config.replace(
-        actors=("relay", "webhooks"), webhook_allow_private=True, webhook_allow_http=True,
-        webhook_retry_schedule=(0.2, 0.4, 0.8),
-    )
-    return Api(await aiohttp_client(create_app(app_config, actors=True)))
+def make_webhooks_api(config: Config, aiohttp_client: Any) -> Callable[..., Awaitable[Api]]:
+    """Start the app with the relay and the webhooks actor running (and no other),
+    webhooks allowed to loopback receivers over http, and retries a fraction of a second
+    apart; `overrides` change any of these settings (actors=... names other actors)."""
+
+    async def make(**overrides: Any) -> Api:
+        app_config = config.replace(**{
+            "actors": ("relay", "webhooks"), "webhook_allow_private": True,
+            "webhook_allow_http": True, "webhook_retry_schedule": (0.2, 0.4, 0.8),
+            **overrides,
+        })
+        return Api(await aiohttp_client(create_app(app_config, actors=True)))
+
+    return make
+
+
+@pytest.fixture
+async def webhooks_api(make_webhooks_api: Callable[..., Awaitable[Api]]) -> Api:
+    return await make_webhooks_api()
 
 
 @pytest.fixture

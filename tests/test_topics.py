@@ -15,9 +15,11 @@ async def written_topics(pool: asyncpg.Pool) -> set[str]:
     return {row["topic"] for row in rows}
 
 
-async def test_the_stored_procedures_write_exactly_the_known_topics(
+async def topics_of_each_change(
     api: Api, pool: asyncpg.Pool, organizer: User, customer: User
-) -> None:
+) -> list[set[str]]:
+    """The topics written by booking, cancelling the booking, changing the event and
+    cancelling it, change by change."""
     event = await api.create_event(organizer)
     booking = await expect(await api.book(customer, event), 201)
     booked = await written_topics(pool)
@@ -32,10 +34,25 @@ async def test_the_stored_procedures_write_exactly_the_known_topics(
     updated = await written_topics(pool)
     await expect(await api.post(f"/api/v1/events/{event['id']}/cancel", organizer), 200)
     event_cancelled = await written_topics(pool)
+    return [booked, cancelled, updated, event_cancelled]
 
-    assert booked == cancelled == {topics.CONFIRMATIONS}
-    assert updated == event_cancelled == {topics.NOTIFICATIONS}
-    assert booked | cancelled | updated | event_cancelled == set(topics.TOPICS)
+
+async def test_the_stored_procedures_write_exactly_the_known_topics(
+    api: Api, pool: asyncpg.Pool, organizer: User, customer: User
+) -> None:
+    without_webhooks = await topics_of_each_change(api, pool, organizer, customer)
+    listening = await api.register(role="organizer")
+    await expect(
+        await api.post("/api/v1/webhooks", listening, json={"url": "https://1.1.1.1/hooks"}),
+        201,
+    )
+    with_webhooks = await topics_of_each_change(api, pool, listening, customer)
+
+    mailed = [{topics.CONFIRMATIONS}, {topics.CONFIRMATIONS}, {topics.NOTIFICATIONS},
+              {topics.NOTIFICATIONS}]
+    assert without_webhooks == mailed
+    assert with_webhooks == [written | {topics.WEBHOOKS} for written in mailed]
+    assert set().union(*with_webhooks) == set(topics.TOPICS)
 
 
 def test_every_topic_is_read_by_an_actor_of_its_name() -> None:
