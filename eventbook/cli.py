@@ -399,15 +399,20 @@ def cmd_queues(config: Config, args: argparse.Namespace) -> int:
         return {
             "streams": await queues.stream_stats(client, config.redis_prefix),
             "outbox": await queues.outbox_stats(pool),
+            "webhooks": await queues.webhook_stats(pool),
         }
 
     def text(report: dict[str, Any]) -> str:
-        outbox = report["outbox"]
+        outbox, webhooks = report["outbox"], report["webhooks"]
+        paused = webhooks["endpoints_paused"]
         return (
             _table(report["streams"],
                    ["stream", "group", "length", "consumers", "pending", "lag", "dead_letters"])
             + f"\n\noutbox: {outbox['backlog']} row(s) waiting,"
             f" oldest {outbox['oldest_age_s']} s"
+            + f"\nwebhook deliveries: {webhooks['pending']} pending, {webhooks['due']} due"
+            f" (oldest due {webhooks['oldest_due_age_s']} s), {webhooks['failed']} failed;"
+            f" endpoints paused: {paused['failing']} failing, {paused['owner']} by owner"
         )
 
     answer(args, with_redis(config, work), text)
@@ -605,7 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     queues_cmd = add(
         "queues", cmd_queues,
         "Show each stream and consumer group: length, consumers, pending, lag, dead "
-        "letters; and the outbox backlog.",
+        "letters; the outbox backlog; and the webhook deliveries (pending, due, failed) and "
+        "endpoints paused.",
     )
     queues_cmd.add_argument("--json", action="store_true", help="print JSON")
 

@@ -188,13 +188,19 @@ def _webhook_families(row: asyncpg.Record | None) -> Iterator[Metric]:
         "Webhook endpoints paused, by reason: owner (by its organizer), failing.",
         labels=["reason"],
     )
+    failed = GaugeMetricFamily(
+        "eventbook_webhook_deliveries_failed",
+        "Webhook deliveries given up on (every attempt of the schedule failed): they wait"
+        " for their endpoint's owner to retry them.",
+    )
     if row is not None:
         pending.add_metric(["all"], row["pending"])
         pending.add_metric(["due"], row["due"])
         oldest.add_metric([], row["oldest_due_seconds"])
         paused.add_metric(["owner"], row["paused_by_owner"])
         paused.add_metric(["failing"], row["paused_failing"])
-    yield from (pending, oldest, paused)
+        failed.add_metric([], row["failed"])
+    yield from (pending, oldest, paused, failed)
 
 
 def _waitlist_families(counts: WaitlistCounts | None) -> Iterator[Metric]:

@@ -64,3 +64,7 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_att
 -- An endpoint's deliveries, newest first (its deliveries list).
 CREATE INDEX webhook_deliveries_of_endpoint
     ON webhook_deliveries (endpoint_id, created_at DESC, id DESC);
+-- Deliveries given up on, which `eventbook queues` counts (those succeeded, the bulk of
+-- the table, are never read for it).
+CREATE INDEX webhook_deliveries_failed ON webhook_deliveries (endpoint_id, finished_at)
+    WHERE status = 'failed';
