@@ -47,7 +47,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WatchedStream"]
 
 BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "customer_limit", "replayed")
 HOLD_EVENTS = ("created", "confirmed", "released", "expired")
-RECONCILED_KINDS = ("confirmation", "offer", "announcement", "dead_letter")
+RECONCILED_KINDS = ("confirmation", "offer", "announcement", "webhook", "dead_letter")
 OUTBOX_TOPICS = topics.TOPICS
 OUTBOX_BY_TOPIC = db.query("metrics_outbox_by_topic")
 WAITLIST_BY_STATUS = db.query("metrics_waitlist_by_status")
@@ -292,7 +292,8 @@ class Metrics:
             "eventbook_reconciled",
             "Work the reconciler put back after a store lost it, by kind: confirmation (a"
             " booking's confirmation requeued), offer (a waiting-list offer's mail requeued),"
-            " announcement (an event change resumed),"
+            " announcement (an event change resumed), webhook (a change's webhook message"
+            " requeued),"
             " dead_letter (a message an outage made fail, replayed).",
             ["kind"],
             registry=registry,
