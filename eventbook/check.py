@@ -13,12 +13,16 @@ from eventbook.actors.reconciler import find
 
 # Rows listed per kind of finding.
 REPORT_LIMIT = 100
+# A webhook delivery due this long without an attempt is late (`check --webhook-due`).
+WEBHOOK_DUE_S = 60.0
 
 TICKET_COUNTS = db.query("check_ticket_counts")
 TICKET_TYPE_COUNTS = db.query("check_ticket_type_counts")
 STUCK_OUTBOX = db.query("check_stuck_outbox")
 UNCONFIRMED_BOOKINGS = db.query("check_unconfirmed_bookings")
 USERS_WITHOUT_EMAIL_KEY = db.query("check_users_without_email_key")
+WEBHOOKS_OVERDUE = db.query("check_webhooks_overdue")
+WEBHOOKS_PAUSED_UNNOTIFIED = db.query("check_webhooks_paused_unnotified")
 # The waiting list: the tickets that came back are on sale, offered, or sold, in order.
 WAITLIST_CHECKS = {
     "waitlist_tickets_on_sale": db.query("check_waitlist_on_sale"),
@@ -31,9 +35,12 @@ WAITLIST_CHECKS = {
 
 
 async def consistency_report(
-    conn: asyncpg.Connection, outbox_age_s: float, confirmation_window_s: float
+    conn: asyncpg.Connection, outbox_age_s: float, confirmation_window_s: float,
+    webhook_due_s: float = WEBHOOK_DUE_S,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every finding, by kind; all lists empty means the data is consistent."""
+    """Every finding, by kind; all lists empty means the data is consistent. Webhook
+    deliveries count as late `webhook_due_s` after they fell due; an owner's mail that
+    their endpoint was paused, as a booking's confirmation, `confirmation_window_s`."""
     report = {
         "ticket_counts": [
             dict(row) for row in await conn.fetch(TICKET_COUNTS, REPORT_LIMIT)
@@ -56,6 +63,14 @@ async def consistency_report(
         "users_without_email_key": [
             dict(row) for row in await conn.fetch(USERS_WITHOUT_EMAIL_KEY, REPORT_LIMIT)
         ],
+        "webhook_deliveries_overdue": [
+            dict(row) for row in await conn.fetch(WEBHOOKS_OVERDUE, webhook_due_s, REPORT_LIMIT)
+        ],
+        "webhook_endpoint_paused_unnotified": [
+            dict(row) for row in await conn.fetch(
+                WEBHOOKS_PAUSED_UNNOTIFIED, confirmation_window_s, REPORT_LIMIT
+            )
+        ],
     }
 
 
@@ -70,5 +85,6 @@ async def reconciliation_report(
         "confirmations_to_requeue": work.confirmations,
         "offers_to_requeue": work.offers,
         "announcements_to_resume": work.announcements,
+        "webhooks_to_requeue": work.webhooks,
         "dead_letters_to_replay": work.dead_letters[:REPORT_LIMIT],
     }

@@ -288,7 +288,9 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
 
     async def check(client: Any, pool: Any) -> dict[str, list[dict[str, object]]]:
         async with pool.acquire() as conn:
-            report = await consistency_report(conn, args.outbox_age, args.confirmation_window)
+            report = await consistency_report(
+                conn, args.outbox_age, args.confirmation_window, args.webhook_due
+            )
             return report | await reconciliation_report(
                 conn, client, config.redis_prefix, reconcile_after
             )
@@ -316,12 +318,19 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
             "stuck_outbox": f"outbox rows older than {args.outbox_age:g} s",
             "unconfirmed_bookings": f"bookings unconfirmed after {args.confirmation_window:g} s",
             "users_without_email_key": "users whose e-mail address another user has (no log-in)",
+            "webhook_deliveries_overdue": "webhook deliveries of enabled endpoints due for "
+            f"more than {args.webhook_due:g} s",
+            "webhook_endpoint_paused_unnotified": "webhook endpoints paused for failing "
+            f"more than {args.confirmation_window:g} s ago whose owner was not mailed",
             "confirmations_to_requeue": f"bookings pending after {reconcile_after:g} s with "
             "no message to confirm them (the reconciler requeues them)",
             "offers_to_requeue": f"waiting-list offers open after {reconcile_after:g} s "
             "with no mail sent and no message to send it (the reconciler requeues them)",
             "announcements_to_resume": f"event changes unfinished after {reconcile_after:g} s "
             "with no message to go on (the reconciler resumes them)",
+            "webhooks_to_requeue": f"changes older than {reconcile_after:g} s an endpoint "
+            "wants with no delivery and no message to make it (the reconciler requeues "
+            "them)",
             "dead_letters_to_replay": "dead letters an outage caused (the reconciler replays "
             "them)",
         }
@@ -360,6 +369,9 @@ def cmd_reconcile(config: Config, args: argparse.Namespace) -> int:
             lines.append(f"  event {item['event_id']} version {item['version']}"
                          f" {item['action']}{' pages ' + pages if pages else ''}"
                          f" request_id={item['request_id']}")
+        lines.append(f"requeued {len(done['webhooks'])} webhook message(s)")
+        lines += [f"  {item['kind']} {item['message_id']} event {item['event_id']}"
+                  f" request_id={item['request_id']}" for item in done["webhooks"]]
         lines.append(f"replayed {len(done['dead_letters'])} dead letter(s)")
         lines += [f"  {item['topic']} {item['id']} -> {item['new_id']} {item['kind']}"
                   f" request_id={item['request_id']}" for item in done["dead_letters"]]
@@ -399,15 +411,20 @@ def cmd_queues(config: Config, args: argparse.Namespace) -> int:
         return {
             "streams": await queues.stream_stats(client, config.redis_prefix),
             "outbox": await queues.outbox_stats(pool),
+            "webhooks": await queues.webhook_stats(pool),
         }
 
     def text(report: dict[str, Any]) -> str:
-        outbox = report["outbox"]
+        outbox, webhooks = report["outbox"], report["webhooks"]
+        paused = webhooks["endpoints_paused"]
         return (
             _table(report["streams"],
                    ["stream", "group", "length", "consumers", "pending", "lag", "dead_letters"])
             + f"\n\noutbox: {outbox['backlog']} row(s) waiting,"
             f" oldest {outbox['oldest_age_s']} s"
+            + f"\nwebhook deliveries: {webhooks['pending']} pending, {webhooks['due']} due"
+            f" (oldest due {webhooks['oldest_due_age_s']} s), {webhooks['failed']} failed;"
+            f" endpoints paused: {paused['failing']} failing, {paused['owner']} by owner"
         )
 
     answer(args, with_redis(config, work), text)
@@ -577,14 +594,19 @@ def build_parser() -> argparse.ArgumentParser:
         "nobody waits, else offered in the order of joining or kept reserved while too "
         "few for the next in line; lengths and offers' holds agree), outbox rows stuck, "
         "bookings left unconfirmed, users who cannot log "
-        "in because another has their e-mail address, and what the reconciler would put "
-        "back (confirmations and event changes no queue holds, dead letters an outage "
-        "caused). Exits 1 when it finds anything.",
+        "in because another has their e-mail address, webhook deliveries overdue and "
+        "endpoints paused for failing whose owner was not told, and what the reconciler "
+        "would put back (confirmations, event changes and webhook messages no queue holds, "
+        "dead letters an outage caused). Exits 1 when it finds anything.",
     )
     check.add_argument("--outbox-age", type=float, default=60.0,
                        help="report outbox rows older than this many seconds (default 60)")
     check.add_argument("--confirmation-window", type=float, default=600.0,
-                       help="report bookings pending confirmation longer (default 600 s)")
+                       help="report bookings pending confirmation longer, and endpoints "
+                       "paused for failing longer with no mail to their owner (default 600 s)")
+    check.add_argument("--webhook-due", type=float, default=60.0, metavar="SECONDS",
+                       help="report webhook deliveries of enabled endpoints due for longer "
+                       "(default 60)")
     check.add_argument("--reconcile-after", type=float, metavar="SECONDS",
                        help="report what the reconciler would put back, counting work this "
                        "old as lost (default $EVENTBOOK_RECONCILE_AFTER_SECONDS, 300)")
@@ -605,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     queues_cmd = add(
         "queues", cmd_queues,
         "Show each stream and consumer group: length, consumers, pending, lag, dead "
-        "letters; and the outbox backlog.",
+        "letters; the outbox backlog; and the webhook deliveries (pending, due, failed) and "
+        "endpoints paused.",
     )
     queues_cmd.add_argument("--json", action="store_true", help="print JSON")
 

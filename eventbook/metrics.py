@@ -47,7 +47,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WatchedStream"]
 
 BOOKING_OUTCOMES = ("created", "sold_out", "not_bookable", "customer_limit", "replayed")
 HOLD_EVENTS = ("created", "confirmed", "released", "expired")
-RECONCILED_KINDS = ("confirmation", "offer", "announcement", "dead_letter")
+RECONCILED_KINDS = ("confirmation", "offer", "announcement", "webhook", "dead_letter")
 OUTBOX_TOPICS = topics.TOPICS
 OUTBOX_BY_TOPIC = db.query("metrics_outbox_by_topic")
 WAITLIST_BY_STATUS = db.query("metrics_waitlist_by_status")
@@ -188,13 +188,19 @@ def _webhook_families(row: asyncpg.Record | None) -> Iterator[Metric]:
         "Webhook endpoints paused, by reason: owner (by its organizer), failing.",
         labels=["reason"],
     )
+    failed = GaugeMetricFamily(
+        "eventbook_webhook_deliveries_failed",
+        "Webhook deliveries given up on (every attempt of the schedule failed): they wait"
+        " for their endpoint's owner to retry them.",
+    )
     if row is not None:
         pending.add_metric(["all"], row["pending"])
         pending.add_metric(["due"], row["due"])
         oldest.add_metric([], row["oldest_due_seconds"])
         paused.add_metric(["owner"], row["paused_by_owner"])
         paused.add_metric(["failing"], row["paused_failing"])
-    yield from (pending, oldest, paused)
+        failed.add_metric([], row["failed"])
+    yield from (pending, oldest, paused, failed)
 
 
 def _waitlist_families(counts: WaitlistCounts | None) -> Iterator[Metric]:
@@ -286,7 +292,8 @@ class Metrics:
             "eventbook_reconciled",
             "Work the reconciler put back after a store lost it, by kind: confirmation (a"
             " booking's confirmation requeued), offer (a waiting-list offer's mail requeued),"
-            " announcement (an event change resumed),"
+            " announcement (an event change resumed), webhook (a change's webhook message"
+            " requeued),"
             " dead_letter (a message an outage made fail, replayed).",
             ["kind"],
             registry=registry,

@@ -1,5 +1,5 @@
-"""What operators see of the streams: lengths, groups, pending, lag, dead letters, outbox;
-and the dead-letter operations (list, show, replay, purge)."""
+"""What operators see of the streams: lengths, groups, pending, lag, dead letters, outbox,
+webhook deliveries; and the dead-letter operations (list, show, replay, purge)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from eventbook.metrics import stream_state
 DEAD_LETTER_FIELDS = ("error", "cause", "attempts", "stream", "message_id", "consumer", "failed_at")
 DEAD_LETTER_SCAN_LIMIT = 100_000
 OUTBOX_STATS = db.query("outbox_stats")
+WEBHOOK_STATS = db.query("metrics_webhooks")
 
 
 async def _xrange(
@@ -41,6 +42,20 @@ async def outbox_stats(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, Any
     row = await conn.fetchrow(OUTBOX_STATS)
     assert row is not None
     return {"backlog": row["backlog"], "oldest_age_s": round(row["oldest_age_s"], 3)}
+
+
+async def webhook_stats(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, Any]:
+    """The webhook deliveries behind the webhooks stream: pending, due now (of enabled
+    endpoints) and how long the oldest of those has been due, failed (given up on),
+    and the endpoints paused by reason."""
+    row = await conn.fetchrow(WEBHOOK_STATS)
+    assert row is not None
+    return {
+        "pending": row["pending"], "due": row["due"],
+        "oldest_due_age_s": round(row["oldest_due_seconds"], 3), "failed": row["failed"],
+        "endpoints_paused": {"owner": row["paused_by_owner"],
+                             "failing": row["paused_failing"]},
+    }
 
 
 def _topics(topic: str | None = None) -> tuple[str, ...]:

@@ -173,3 +173,42 @@ async def insert_holds(
         assert {row["outcome"] for row in rows} == {"created"}, rows[0]
         held.extend(row["id"] for row in rows)
     return held
+
+
+async def insert_webhook_endpoint(
+    pool: asyncpg.Pool, organizer_id: uuid.UUID | None = None, **columns: Any
+) -> uuid.UUID:
+    """A webhook endpoint wanting every type, of a new organizer unless one is given;
+    `columns` override (status='paused', paused_reason=..., paused_at=...)."""
+    if organizer_id is None:
+        [organizer_id] = await insert_users(pool, 1, role="organizer")
+    values = {"organizer_id": organizer_id, "url": "https://hooks.example.com/in",
+              "event_types": ["*"], "secret": "whsec_" + "A" * 32, **columns}
+    names = ", ".join(values)
+    places = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    endpoint: uuid.UUID = await pool.fetchval(
+        f"INSERT INTO webhook_endpoints ({names}) VALUES ({places}) RETURNING id",
+        *values.values(),
+    )
+    return endpoint
+
+
+async def insert_webhook_deliveries(
+    pool: asyncpg.Pool, endpoint_id: uuid.UUID, count: int, status: str = "pending",
+    due_seconds_ago: float = 0.0,
+) -> None:
+    """`count` ping deliveries to the endpoint: pending ones due `due_seconds_ago`
+    seconds ago (negative: due later), or finished (succeeded, failed) then."""
+    await pool.execute(
+        """
+        INSERT INTO webhook_deliveries (endpoint_id, message_id, event_type, body,
+                                        occurred_at, status, attempts, next_attempt_at,
+                                        finished_at)
+        SELECT $1, 'msg_webhook.ping_' || gen_random_uuid(), 'webhook.ping', '{}', now(),
+               $3, CASE WHEN $3 = 'pending' THEN 0 ELSE 1 END,
+               CASE WHEN $3 = 'pending' THEN now() - make_interval(secs => $4) END,
+               CASE WHEN $3 <> 'pending' THEN now() - make_interval(secs => $4) END
+          FROM generate_series(1, $2)
+        """,
+        endpoint_id, count, status, due_seconds_ago,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from typing import Any
@@ -10,7 +11,13 @@ import asyncpg
 
 from eventbook.config import Config
 from tests.processes import environment, run
-from tests.seed import insert_attendees, insert_event, insert_users
+from tests.seed import (
+    insert_attendees,
+    insert_event,
+    insert_users,
+    insert_webhook_deliveries,
+    insert_webhook_endpoint,
+)
 
 
 def check(config: Config, *args: str) -> tuple[int, dict]:
@@ -34,8 +41,10 @@ async def test_consistent_data_reports_nothing(config: Config, pool: asyncpg.Poo
                       "waitlist_order": [], "waitlist_offer_holds": [],
                       "stuck_outbox": [],
                       "unconfirmed_bookings": [], "users_without_email_key": [],
+                      "webhook_deliveries_overdue": [],
+                      "webhook_endpoint_paused_unnotified": [],
                       "confirmations_to_requeue": [], "offers_to_requeue": [],
-                      "announcements_to_resume": [],
+                      "announcements_to_resume": [], "webhooks_to_requeue": [],
                       "dead_letters_to_replay": []}
 
 
@@ -62,6 +71,48 @@ async def test_outbox_rows_stuck_too_long_are_reported(config: Config, pool: asy
     code, report = check(config, "--outbox-age", "60")
     assert code == 1
     assert [row["kind"] for row in report["stuck_outbox"]] == ["booking_confirmed"]
+
+
+async def test_webhook_deliveries_due_too_long_at_enabled_endpoints_are_reported(
+    config: Config, pool: asyncpg.Pool
+) -> None:
+    """Not those due a moment ago, nor those of a paused endpoint (they wait for it)."""
+    late = await insert_webhook_endpoint(pool)
+    await insert_webhook_deliveries(pool, late, 1, due_seconds_ago=600)
+    await insert_webhook_deliveries(pool, late, 1, due_seconds_ago=10)
+    await insert_webhook_deliveries(pool, late, 1, status="succeeded", due_seconds_ago=600)
+    paused = await insert_webhook_endpoint(pool, status="paused", paused_reason="owner")
+    await insert_webhook_deliveries(pool, paused, 1, due_seconds_ago=3600)
+
+    code, report = check(config, "--webhook-due", "60")
+    assert code == 1
+    [finding] = report["webhook_deliveries_overdue"]
+    assert finding["endpoint_id"] == str(late) and 600 <= finding["due_seconds"] < 660
+    code, report = check(config, "--webhook-due", "3600")
+    assert code == 0 and report["webhook_deliveries_overdue"] == []
+
+
+async def test_an_endpoint_paused_for_failing_whose_owner_was_never_mailed_is_reported(
+    config: Config, pool: asyncpg.Pool
+) -> None:
+    """Not one whose owner was mailed, one paused a moment ago, nor one its owner paused."""
+    def paused(minutes: int, **columns: Any) -> dict[str, Any]:
+        return {"status": "paused", "paused_reason": "failing", "consecutive_failures": 10,
+                "paused_at": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes),
+                **columns}
+
+    unnotified = await insert_webhook_endpoint(pool, **paused(20))
+    await insert_webhook_endpoint(pool, **paused(20, pause_notified_at=dt.datetime.now(dt.UTC)))
+    await insert_webhook_endpoint(pool, **paused(1))
+    await insert_webhook_endpoint(pool, **paused(20, paused_reason="owner"))
+
+    code, report = check(config, "--confirmation-window", "600")
+    assert code == 1
+    [finding] = report["webhook_endpoint_paused_unnotified"]
+    assert finding["id"] == str(unnotified) and finding["consecutive_failures"] == 10
+    text = run(["check", "--confirmation-window", "600"], environment(config))
+    assert "webhook endpoints paused for failing more than 600 s ago whose owner was not"\
+        " mailed: 1" in text.stdout
 
 
 async def test_bookings_unconfirmed_after_the_window_are_reported(

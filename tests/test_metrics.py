@@ -17,7 +17,7 @@ from eventbook.bookings import BOOK_OUTCOMES
 from eventbook.config import Config
 from eventbook.embedded import free_port
 from eventbook.keys import METRICS, REDIS
-from eventbook.metrics import BOOKING_OUTCOMES, Metrics
+from eventbook.metrics import BOOKING_OUTCOMES, WEBHOOK_BACKLOG, Metrics
 from tests.assertions import assert_problem
 from tests.client import (
     Api,
@@ -28,7 +28,8 @@ from tests.client import (
     metrics_headers,
     scrape_private_port,
 )
-from tests.seed import insert_event
+from tests.seed import insert_event, insert_webhook_deliveries, insert_webhook_endpoint
+from tests.webhook_receivers import Receiver, receiving
 
 EVENT_ROUTE = "/api/v1/events/{id}"
 
@@ -275,3 +276,59 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
             if found.name == name and found.labels == labels:
                 return float(found.value)
     return None
+
+
+async def test_webhook_attempts_lag_and_deliveries_follow_real_deliveries(
+    webhooks_api: Api, organizer, customer
+) -> None:
+    """A healthy receiver and one that always answers 500 (retried 0.2, 0.4, 0.8 s later,
+    then given up on), and one endpoint its owner paused: each booking is one success
+    with its lag, three failed attempts and a delivery given up on, and one delivery
+    that waits for the paused endpoint, pending but not due."""
+    from aiohttp import web
+
+    api = webhooks_api
+    event = await api.create_event(organizer)
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    failing = Receiver()
+    failing.answer = refuse
+    async with receiving() as healthy, receiving(failing):
+        for url in (healthy.url, failing.url):
+            await expect(await api.post("/api/v1/webhooks", organizer, json={"url": url}), 201)
+        await expect(await api.post("/api/v1/webhooks", organizer, json={
+            "url": "http://127.0.0.1:9/never", "status": "paused"}), 201)
+        await metric_becomes(api, "eventbook_webhook_endpoints_paused", 1, reason="owner")
+        assert await metric(api, "eventbook_webhook_endpoints_paused", reason="failing") == 0
+        await expect(await api.book(customer, event), 201)
+
+        await metric_becomes(api, "eventbook_webhook_attempts_total", 1, result="given_up")
+        assert await metric(api, "eventbook_webhook_attempts_total", result="failed") == 3
+        assert await metric(api, "eventbook_webhook_attempts_total", result="succeeded") == 1
+        lag = await metric(api, "eventbook_webhook_delivery_lag_seconds_sum")
+        assert await metric(api, "eventbook_webhook_delivery_lag_seconds_count") == 1
+        assert lag is not None and 0 <= lag < 5
+        await metric_becomes(api, "eventbook_webhook_deliveries_failed", 1)
+        assert await metric(api, "eventbook_webhook_deliveries_pending", state="all") == 1
+        assert await metric(api, "eventbook_webhook_deliveries_pending", state="due") == 0
+        assert await metric(api, "eventbook_webhook_oldest_due_seconds") == 0
+    assert len(healthy.received) == 1 and len(failing.received) == 4
+
+
+async def test_the_webhook_gauges_read_only_the_deliveries_not_succeeded(pool) -> None:
+    """Succeeded deliveries pile up for ever; the gauges' query goes through the partial
+    indexes of pending and failed ones, never through them all."""
+    endpoint = await insert_webhook_endpoint(pool)
+    await insert_webhook_deliveries(pool, endpoint, 20_000, status="succeeded")
+    await insert_webhook_deliveries(pool, endpoint, 5, due_seconds_ago=30)
+    await insert_webhook_deliveries(pool, endpoint, 2, status="failed")
+    await pool.execute("ANALYZE webhook_deliveries")
+
+    plan = "\n".join(row[0] for row in await pool.fetch("EXPLAIN " + WEBHOOK_BACKLOG))
+    assert "Seq Scan on webhook_deliveries" not in plan, plan
+    assert "webhook_deliveries_due" in plan and "webhook_deliveries_failed" in plan, plan
+    row = await pool.fetchrow(WEBHOOK_BACKLOG)
+    assert (row["pending"], row["due"], row["failed"]) == (5, 5, 2)
+    assert 30 <= row["oldest_due_seconds"] < 90

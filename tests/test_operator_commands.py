@@ -15,6 +15,7 @@ from eventbook.config import Config
 from eventbook.embedded import free_port
 from tests.client import Api, eventually
 from tests.processes import environment, run
+from tests.seed import insert_webhook_deliveries, insert_webhook_endpoint
 
 
 def eventbook_json(config: Config, *args: str) -> object:
@@ -59,6 +60,35 @@ async def test_queues_reports_streams_groups_and_the_outbox(
     text = run(["queues"], environment(config))
     assert text.returncode == 0
     assert "confirmations" in text.stdout and "outbox: 1 row(s) waiting" in text.stdout
+
+
+async def test_queues_reports_webhook_deliveries_and_paused_endpoints(
+    config: Config, pool: asyncpg.Pool
+) -> None:
+    """Pending deliveries, those due now of enabled endpoints (not those of a paused one,
+    nor those due later) with the age of the oldest, those given up on, and the
+    endpoints paused by reason; the succeeded ones are done with."""
+    enabled = await insert_webhook_endpoint(pool)
+    await insert_webhook_deliveries(pool, enabled, 2, due_seconds_ago=90)
+    await insert_webhook_deliveries(pool, enabled, 1, due_seconds_ago=-600)
+    await insert_webhook_deliveries(pool, enabled, 3, status="failed")
+    await insert_webhook_deliveries(pool, enabled, 5, status="succeeded")
+    failing = await insert_webhook_endpoint(pool, status="paused", paused_reason="failing")
+    await insert_webhook_deliveries(pool, failing, 4, due_seconds_ago=3600)
+    await insert_webhook_endpoint(pool, status="paused", paused_reason="owner")
+    await insert_webhook_endpoint(pool, status="paused", paused_reason="owner")
+
+    report = eventbook_json(config, "queues")
+    assert "webhooks" in {row["stream"] for row in report["streams"]}
+    webhooks = report["webhooks"]
+    assert (webhooks["pending"], webhooks["due"], webhooks["failed"]) == (7, 2, 3)
+    assert 90 <= webhooks["oldest_due_age_s"] < 150
+    assert webhooks["endpoints_paused"] == {"owner": 2, "failing": 1}
+
+    text = run(["queues"], environment(config))
+    assert text.returncode == 0
+    assert "webhook deliveries: 7 pending, 2 due" in text.stdout
+    assert "3 failed; endpoints paused: 1 failing, 2 by owner" in text.stdout
 
 
 async def test_a_replayed_dead_letter_is_handled_and_leaves_the_dead_letters(

@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 import structlog
+from prometheus_client.parser import text_string_to_metric_families
 
 from eventbook import db
 from eventbook.actors import Supervisor, build_actors
@@ -25,11 +26,21 @@ from eventbook.actors.reconciler import Findings, reconcile
 from eventbook.actors.relay import OutboxRelay
 from eventbook.actors.stream import dead_letter_key, stream_key
 from eventbook.config import Config
+from eventbook.metrics import Metrics
 from eventbook.outages import dead_letter_from_outage
-from tests.client import Api, User, eventually, metric, metric_becomes
+from tests.client import Api, User, eventually, expect, metric, metric_becomes
 from tests.faults.invariants import assert_check_reports_nothing, assert_each_confirmed_once
 from tests.processes import environment, run
-from tests.seed import insert_attendees, insert_event, insert_unconfirmed_booking, insert_users
+from tests.seed import (
+    insert_attendees,
+    insert_event,
+    insert_holds,
+    insert_unconfirmed_booking,
+    insert_users,
+    insert_webhook_endpoint,
+)
+from tests.test_webhooks_delivery import register
+from tests.webhook_receivers import receiving
 
 HOUR = 3600
 
@@ -631,3 +642,166 @@ async def test_check_lists_an_offer_whose_mail_was_lost_and_reconcile_requeues_i
     assert f"hold {hold}" in text.stdout
     _, report = eventbook_json(config, "check")
     assert report["offers_to_requeue"] == []
+
+
+# -- webhooks --------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def hooks_api(make_api: Any) -> Api:
+    """The HTTP API (no actors) taking loopback http webhook URLs."""
+    return await make_api(webhook_allow_http=True, webhook_allow_private=True)
+
+
+def webhook_config(config: Config) -> Config:
+    return config.replace(webhook_allow_http=True, webhook_allow_private=True)
+
+
+async def lose_webhooks_messages(pool: asyncpg.Pool) -> list[str]:
+    """The relay moved the webhooks outbox rows to Redis, which lost them: their kinds."""
+    rows = await pool.fetch("DELETE FROM outbox WHERE topic = 'webhooks' RETURNING kind")
+    return [row["kind"] for row in rows]
+
+
+async def webhooks_outbox(pool: asyncpg.Pool) -> list[tuple[str, str, dt.datetime]]:
+    """(kind, request id, date) of every webhooks outbox row."""
+    rows = await pool.fetch("SELECT kind, request_id, created_at FROM outbox"
+                            " WHERE topic = 'webhooks' ORDER BY id")
+    return [(row["kind"], row["request_id"], row["created_at"]) for row in rows]
+
+
+def reconciled(metrics: Metrics, kind: str) -> float | None:
+    """eventbook_reconciled_total{kind} as `metrics` shows it."""
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for sample in family.samples:
+            if sample.name == "eventbook_reconciled_total" and sample.labels == {"kind": kind}:
+                return float(sample.value)
+    return None
+
+
+async def test_a_booking_whose_webhook_redis_lost_reaches_the_endpoint_once_dated_then(
+    hooks_api: Api, config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis,
+    organizer: User, customer: User,
+) -> None:
+    api = hooks_api
+    event = await api.create_event(organizer)
+    async with receiving() as receiver:
+        endpoint = await register(api, organizer, receiver.url)
+        receiver.secrets.append(endpoint["secret"])
+        booking = await expect(await api.book(customer, event), 201)
+        assert await lose_webhooks_messages(pool) == ["booking.created"]
+
+        metrics = Metrics()
+        done = await reconcile_now(pool, client, config, after=0, metrics=metrics)
+        assert done is not None
+        [item] = done.webhooks
+        assert reconciled(metrics, "webhook") == 1
+        assert item["message_id"] == f"msg_booking.created_{booking['id']}"
+        [(kind, request_id, dated)] = await webhooks_outbox(pool)
+        assert kind == "booking.created" and request_id == item["request_id"]
+        assert dated == dt.datetime.fromisoformat(booking["created_at"])
+        assert not await reconcile_now(pool, client, config, after=0), "its row is there"
+
+        async with running(webhook_config(config), pool, client, "relay", "webhooks"):
+            await eventually(lambda: receiver.verified, timeout=15)
+            assert not await reconcile_now(pool, client, config, after=0), "delivered"
+    [got] = receiver.received
+    assert got.message_id == item["message_id"]
+    assert got.verified["data"]["id"] == booking["id"]
+    assert got.verified["timestamp"] == dated.astimezone(dt.UTC).isoformat()
+
+
+async def test_every_kind_of_change_whose_webhook_was_lost_is_delivered_once(
+    hooks_api: Api, config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis,
+    organizer: User, customer: User,
+) -> None:
+    """Bookings made and cancelled by their customer, a hold expired, an event changed
+    in a way attendees are told of, and cancelled."""
+    api = hooks_api
+    event = await api.create_event(organizer)
+    async with receiving() as receiver:
+        endpoint = await register(api, organizer, receiver.url)
+        receiver.secrets.append(endpoint["secret"])
+        kept = await expect(await api.book(customer, event), 201)
+        cancelled = await expect(await api.book(customer, event), 201)
+        await expect(await api.post(f"/api/v1/bookings/{cancelled['id']}/cancel", customer),
+                     200)
+        [hold] = await insert_holds(pool, event["id"], await insert_users(pool, 1), 60)
+        await pool.execute("UPDATE holds SET expires_at = now() - interval '1 second'"
+                           " WHERE id = $1", hold)
+        await pool.execute("SELECT expire_holds(100)")
+        await expect(await api.patch(f"/api/v1/events/{event['id']}", organizer,
+                                     json={"title": "Moved"}), 200)
+        await expect(await api.post(f"/api/v1/events/{event['id']}/cancel", organizer), 200)
+        lost = await lose_webhooks_messages(pool)
+
+        done = await reconcile_now(pool, client, config, after=0)
+        assert done is not None
+        assert sorted(item["kind"] for item in done.webhooks) == sorted(lost) == sorted([
+            "booking.created", "booking.created", "booking.cancelled", "hold.expired",
+            "event.updated", "event.cancelled",
+        ])
+        expected = {
+            f"msg_booking.created_{kept['id']}", f"msg_booking.created_{cancelled['id']}",
+            f"msg_booking.cancelled_{cancelled['id']}", f"msg_hold.expired_{hold}",
+            f"msg_event.updated_{event['id']}_2", f"msg_event.cancelled_{event['id']}_3",
+        }
+        assert {item["message_id"] for item in done.webhooks} == expected
+
+        async with running(webhook_config(config), pool, client, "relay", "webhooks"):
+            await eventually(lambda: len(receiver.verified) == len(expected), timeout=15)
+            assert not await reconcile_now(pool, client, config, after=0)
+    assert sorted(got.message_id for got in receiver.received) == sorted(expected)
+
+
+async def test_a_change_no_endpoint_missed_or_whose_message_waits_is_left_alone(
+    hooks_api: Api, config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis,
+    organizer: User, customer: User,
+) -> None:
+    """Left alone: a booking whose message waits in the stream, one made before the
+    endpoint was, one of an event the endpoint does not name, one of an organizer with
+    no endpoint, and any younger than the window; only the booking whose message was
+    lost is put back."""
+    api = hooks_api
+    other_organizer = await api.register(role="organizer")
+    event, unnamed, unwatched = [await api.create_event(who) for who in
+                                 (organizer, organizer, other_organizer)]
+    await expect(await api.book(customer, event), 201)
+    await register(api, organizer, "http://127.0.0.1:9/hook", event_ids=[event["id"]])
+    await expect(await api.book(customer, unnamed), 201)
+    await expect(await api.book(customer, unwatched), 201)
+    await expect(await api.book(customer, event), 201)
+    assert await OutboxRelay(config, pool, client).relay_once() >= 1
+    assert [fields["kind"] for _, fields in await client.xrange(
+        stream_key(config.redis_prefix, "webhooks"))] == ["booking.created"]
+    lost = await expect(await api.book(customer, event), 201)
+    assert await lose_webhooks_messages(pool) == ["booking.created"]
+
+    assert not await reconcile_now(pool, client, config, after=60), "all younger than 60 s"
+    done = await reconcile_now(pool, client, config, after=0)
+    assert done is not None
+    assert [item["message_id"] for item in done.webhooks] == [
+        f"msg_booking.created_{lost['id']}"
+    ]
+
+
+async def test_check_lists_a_change_whose_webhook_was_lost_and_reconcile_requeues_it(
+    config: Config, pool: asyncpg.Pool, event: uuid.UUID
+) -> None:
+    organizer = await pool.fetchval("SELECT organizer_id FROM events WHERE id = $1", event)
+    await insert_webhook_endpoint(pool, organizer,
+                                  created_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+    [booking] = await lost_bookings(pool, event, 1)
+    await pool.execute("UPDATE bookings SET confirmation_status = 'sent', confirmed_at = now()"
+                       " WHERE id = $1", booking)
+
+    code, report = eventbook_json(config, "check")
+    assert code == 1
+    [finding] = report["webhooks_to_requeue"]
+    assert finding["message_id"] == f"msg_booking.created_{booking}"
+    text = run(["reconcile"], environment(config))
+    assert text.returncode == 0
+    assert "requeued 1 webhook message(s)" in text.stdout
+    assert f"booking.created msg_booking.created_{booking} event {event}" in text.stdout
+    _, report = eventbook_json(config, "check")
+    assert report["webhooks_to_requeue"] == []

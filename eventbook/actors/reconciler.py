@@ -14,13 +14,18 @@ consumer group has yet to acknowledge will do:
 - announcements: an unfinished event change gets its expand message again (when not
   expanded yet), or a deliver message for each page not delivered (not when that
   message waits in the dead letters: replaying it is the operator's call);
+- webhooks: a change of the last WEBHOOK_HORIZON_SECONDS that an endpoint wants but
+  has no delivery of (a booking made or cancelled by its customer, a hold expired, an
+  event change announced to attendees) gets its webhooks outbox row again, dated when
+  the change happened (not when a webhooks message waits in the dead letters);
 - dead letters given up on because a server was unreachable go back onto their stream.
 
 PostgreSQL is read first and Redis after: the relay adds an entry to Redis before its
 outbox row disappears, and a consumer records its effect before it acknowledges the
 entry, so work that moves on between the two reads is seen where it went and never
 taken for lost. Every effect is keyed in PostgreSQL (one mail per booking and kind, per
-offer's hold, per attendee and change), so work put back twice is still done once.
+offer's hold, per attendee and change, per endpoint and webhook-id), so work put back
+twice is still done once.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from eventbook.actors.stream import pause, stream_key
 from eventbook.config import Config
 from eventbook.metrics import Metrics
 from eventbook.outages import dead_letter_from_outage
+from eventbook.webhook_payloads import MESSAGE_KEYS, message_id
 
 log = structlog.get_logger(__name__)
 
@@ -57,12 +63,18 @@ RECONCILE_REQUEUE_EXPAND = db.query("reconcile_requeue_expand")
 FANOUT_FINISH = db.query("fanout_finish")
 RECONCILE_UNDONE_PAGES = db.query("reconcile_undone_pages")
 RECONCILE_LOCK = db.query("reconcile_lock")
+RECONCILE_WEBHOOKS = db.query("reconcile_webhooks")
+RECONCILE_REQUEUE_WEBHOOKS = db.query("reconcile_requeue_webhooks")
 
 # Bookings (and announcement rows) put back per pass; a pass that requeued a whole batch
 # of bookings is followed by the next at once.
 BATCH = 1000
 # Stream entries read per XRANGE while looking for the messages of the candidates.
 PAGE = 1000
+# Changes older than this are not looked at for lost webhooks: a pass runs every
+# EVENTBOOK_RECONCILE_INTERVAL_SECONDS, so a day is lost only when no worker ran a pass
+# for a day; older deliveries would be stale news to the organizers' systems anyway.
+WEBHOOK_HORIZON_SECONDS = 86400.0
 
 def new_request_id() -> str:
     """The request id of work the reconciler puts back, so operators can follow it."""
@@ -77,11 +89,12 @@ class Findings:
     confirmations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     offers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     announcements: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    webhooks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     dead_letters: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {"confirmations": len(self.confirmations), "offers": len(self.offers),
-                "announcements": len(self.announcements),
+                "announcements": len(self.announcements), "webhooks": len(self.webhooks),
                 "dead_letters": len(self.dead_letters)}
 
     def __bool__(self) -> bool:
@@ -89,7 +102,8 @@ class Findings:
 
     def as_dict(self) -> dict[str, list[dict[str, Any]]]:
         return {"confirmations": self.confirmations, "offers": self.offers,
-                "announcements": self.announcements, "dead_letters": self.dead_letters}
+                "announcements": self.announcements, "webhooks": self.webhooks,
+                "dead_letters": self.dead_letters}
 
 
 # -- reading Redis ---------------------------------------------------------------------
@@ -177,6 +191,28 @@ async def _queued_announcements(
     return queued
 
 
+def _webhook_message(fields: Mapping[str, Any]) -> str | None:
+    """The webhook-id of a webhooks message (None for one that names no change)."""
+    kind = fields.get("kind", "")
+    if kind not in MESSAGE_KEYS:
+        return None
+    try:
+        return message_id(kind, _payload(fields))
+    except KeyError:
+        return None
+
+
+async def _queued_webhooks(client: redis.asyncio.Redis, prefix: str) -> set[str]:
+    """The webhook-ids of the webhooks messages not yet acknowledged."""
+    queued = set()
+    async for _, fields in unacknowledged(client, stream_key(prefix, topics.WEBHOOKS),
+                                          topics.WEBHOOKS):
+        found = _webhook_message(fields)
+        if found is not None:
+            queued.add(found)
+    return queued
+
+
 # -- one pass --------------------------------------------------------------------------
 
 
@@ -190,6 +226,8 @@ async def find(
     bookings = await conn.fetch(RECONCILE_CONFIRMATIONS, after_seconds, limit)
     offers = await conn.fetch(RECONCILE_OFFERS, after_seconds, limit)
     changes = await conn.fetch(RECONCILE_ANNOUNCEMENTS, after_seconds, limit)
+    webhooks = await conn.fetch(RECONCILE_WEBHOOKS, after_seconds,
+                                max(after_seconds, WEBHOOK_HORIZON_SECONDS), limit)
     found = Findings()
     if bookings or offers:
         queued, offered = await _queued_confirmations(
@@ -207,7 +245,21 @@ async def find(
             for row in offers if str(row["hold_id"]) not in offered
         ]
     messages = await _queued_announcements(client, prefix) if changes else set()
+    webhook_messages = await _queued_webhooks(client, prefix) if webhooks else set()
     letters = await queues.dead_letters(client, prefix, limit=queues.DEAD_LETTER_SCAN_LIMIT)
+    if webhooks:
+        # As for announcements: a message given up on is the operator's to replay.
+        webhook_messages |= {
+            found for found in (_webhook_message(letter) for letter in letters
+                                if letter["topic"] == topics.WEBHOOKS)
+            if found is not None
+        }
+        found.webhooks = [
+            {"kind": row["kind"], "message_id": row["message_id"],
+             "event_id": str(row["event_id"]), "endpoint_id": str(row["endpoint_id"]),
+             "changed_at": row["changed_at"].isoformat(), "payload": row["payload"]}
+            for row in webhooks if row["message_id"] not in webhook_messages
+        ]
     if changes:
         # A message given up on for its own sake is the operator's to replay (or purge):
         # resuming its announcement would retry it behind their back, again and again.
@@ -284,6 +336,20 @@ async def put_back(
         requeued = {str(row["hold_id"]): row["request_id"] for row in rows}
         done.offers = [{**item, "request_id": requeued[item["hold_id"]]}
                        for item in found.offers if item["hold_id"] in requeued]
+    if found.webhooks:
+        request_ids = [new_request_id() for _ in found.webhooks]
+        items = found.webhooks
+        rows = await conn.fetch(
+            RECONCILE_REQUEUE_WEBHOOKS, [item["kind"] for item in items],
+            [item["payload"] for item in items],
+            [dt.datetime.fromisoformat(item["changed_at"]) for item in items],
+            [uuid.UUID(item["endpoint_id"]) for item in items],
+            [item["message_id"] for item in items], request_ids,
+        )
+        requeued = {message_id(row["kind"], row["payload"]): row["request_id"]
+                    for row in rows}
+        done.webhooks = [{**item, "request_id": requeued[item["message_id"]]}
+                         for item in items if item["message_id"] in requeued]
     for item in found.announcements:
         resumed = await _resume(conn, client, prefix, item)
         if resumed is not None:
@@ -359,6 +425,9 @@ async def reconcile(
         log.info("announcement_resumed", event_id=item["event_id"], version=item["version"],
                  kind=item["kind"], action=item["action"],
                  pages=[page["page"] for page in item["pages"]], request_id=item["request_id"])
+    for item in done.webhooks:
+        log.info("webhook_requeued", kind=item["kind"], webhook_message_id=item["message_id"],
+                 event_id=item["event_id"], request_id=item["request_id"])
     for item in done.dead_letters:
         log.info("dead_letter_replayed", topic=item["topic"], dead_letter_id=item["id"],
                  message_id=item["new_id"], kind=item["kind"],
@@ -370,7 +439,7 @@ async def reconcile(
     if metrics is not None:
         for kind, items in (("confirmation", done.confirmations), ("offer", done.offers),
                             ("announcement", done.announcements),
-                            ("dead_letter", done.dead_letters)):
+                            ("webhook", done.webhooks), ("dead_letter", done.dead_letters)):
             if items:
                 metrics.reconciled(kind, len(items))
     return done
@@ -396,6 +465,8 @@ class Reconciler:
         while not stopping.is_set():
             done = await reconcile(self.pool, self.redis, self.config.redis_prefix,
                                    self.config.reconcile_after_seconds, metrics=self.metrics)
-            if done is not None and BATCH <= max(len(done.confirmations), len(done.offers)):
+            if done is not None and BATCH <= max(
+                len(done.confirmations), len(done.offers), len(done.webhooks)
+            ):
                 continue  # a whole batch lost: more are likely waiting
             await pause(self.config.reconcile_interval_seconds, stopping)

@@ -67,3 +67,14 @@ CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at)
 -- An endpoint's deliveries, newest first (its deliveries list).
 CREATE INDEX webhook_deliveries_of_endpoint
     ON webhook_deliveries (endpoint_id, created_at DESC, id DESC);
+-- Deliveries given up on, which `eventbook queues` counts (those succeeded, the bulk of
+-- the table, are never read for it).
+CREATE INDEX webhook_deliveries_failed ON webhook_deliveries (endpoint_id, finished_at)
+    WHERE status = 'failed';
+-- The reconciler looks, event by event of the organizers with endpoints, for the
+-- changes of the last day whose webhook message was lost: bookings cancelled by their
+-- customer, and holds that expired, by when that happened. Both are few next to the
+-- bookings made, which bookings_by_event finds.
+CREATE INDEX bookings_cancelled_by_customer ON bookings (event_id, cancelled_at)
+    WHERE cancel_reason = 'customer';
+CREATE INDEX holds_expired ON holds (event_id, ended_at) WHERE status = 'expired';
