@@ -71,10 +71,12 @@ RECONCILE_REQUEUE_WEBHOOKS = db.query("reconcile_requeue_webhooks")
 BATCH = 1000
 # Stream entries read per XRANGE while looking for the messages of the candidates.
 PAGE = 1000
-# Changes older than this are not looked at for lost webhooks: a pass runs every
-# EVENTBOOK_RECONCILE_INTERVAL_SECONDS, so a day is lost only when no worker ran a pass
-# for a day; older deliveries would be stale news to the organizers' systems anyway.
-WEBHOOK_HORIZON_SECONDS = 86400.0
+# How far past EVENTBOOK_RECONCILE_AFTER_SECONDS changes are looked at for lost
+# webhooks. A pass runs every EVENTBOOK_RECONCILE_INTERVAL_SECONDS, so a loss goes
+# unseen only when no worker ran a pass for an hour. Each pass reads every change of
+# the window on the events of organizers with endpoints: an hour bounds that work (a
+# day of a hot sale would be millions of bookings per pass).
+WEBHOOK_HORIZON_SECONDS = 3600.0
 
 def new_request_id() -> str:
     """The request id of work the reconciler puts back, so operators can follow it."""
@@ -227,7 +229,7 @@ async def find(
     offers = await conn.fetch(RECONCILE_OFFERS, after_seconds, limit)
     changes = await conn.fetch(RECONCILE_ANNOUNCEMENTS, after_seconds, limit)
     webhooks = await conn.fetch(RECONCILE_WEBHOOKS, after_seconds,
-                                max(after_seconds, WEBHOOK_HORIZON_SECONDS), limit)
+                                after_seconds + WEBHOOK_HORIZON_SECONDS, limit)
     found = Findings()
     if bookings or offers:
         queued, offered = await _queued_confirmations(
