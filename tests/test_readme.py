@@ -97,8 +97,10 @@ async def test_the_webhook_receiver_example_verifies_and_handles_each_message_on
 
         async def sent_again() -> Any:
             again = await expect(await api.get(f"{deliveries}/{delivery['id']}", organizer), 200)
+            attempted = dt.datetime.fromisoformat(again["last_attempt_at"])
             return (again["status"] == "succeeded"
-                    and again["last_attempt_at"] > delivery["last_attempt_at"] and again)
+                    and attempted > dt.datetime.fromisoformat(delivery["last_attempt_at"])
+                    and again)
 
         assert (await eventually(sent_again))["last_status_code"] == 204
         # A message signed with another secret is refused, and not handled.
