@@ -30,7 +30,7 @@ from bench.wrk import ensure_wrk
 from tests.processes import Server, environment
 
 SCENARIOS = ("flash", "flash_types", "hold_confirm", "expiry", "waitlist", "spread", "lag",
-             "fanout", "floods")
+             "webhooks", "fanout", "floods")
 # The scenarios whose figures are read against the HTTP, naive and pgbench ceilings.
 BOOKING_LOADS = {"flash", "flash_types", "hold_confirm", "spread", "waitlist"}
 # The tickets of the waiting-list rush's sold-out event (at least its cancellations).
@@ -44,8 +44,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(SCENARIOS)} (default all)")
     parser.add_argument("--quick", action="store_true",
                         help="short runs (about 3 minutes in all): --duration 4 "
-                             "--lag-duration 4 --capacity 10000 --attendees 20000 "
-                             "--waiting 10000")
+                             "--lag-duration 4 --webhook-duration 5 --capacity 10000 "
+                             "--attendees 20000 --waiting 10000")
     parser.add_argument("--duration", type=float, default=10,
                         help="seconds of each fixed-length load run (default 10)")
     parser.add_argument("--connections", type=int, default=64, help="default 64")
@@ -57,6 +57,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lag-rate", type=float, default=500,
                         help="bookings/s of the confirmation-lag run (default 500)")
     parser.add_argument("--lag-duration", type=float, default=10, help="default 10 s")
+    parser.add_argument("--webhook-rate", type=float, default=500,
+                        help="bookings/s of the webhooks run, each delivered to one "
+                             "endpoint (default 500)")
+    parser.add_argument("--webhook-duration", type=float, default=20, help="default 20 s")
     parser.add_argument("--attendees", type=int, default=100_000, help="fan-out (default 100000)")
     parser.add_argument("--expiring", type=int, default=10_000,
                         help="holds of the expiry run, all due at once (default 10000)")
@@ -78,7 +82,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="keep the temporary directory (servers' data, logs)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.lag_duration = 4, 4
+        args.duration, args.lag_duration, args.webhook_duration = 4, 4, 5
         args.capacity, args.attendees, args.waiting = 10_000, 20_000, 10_000
     args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = set(args.scenarios) - set(SCENARIOS)
@@ -169,6 +173,13 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
                 world, server.url, customers, rate=args.lag_rate, duration=args.lag_duration,
                 profile=results.setdefault("profiles", {}).setdefault("lag (worker)", {})
                 if args.profile else None,
+            )
+        if "webhooks" in wanted:
+            say(f"webhooks: {args.webhook_rate:g} bookings/s for {args.webhook_duration:g} s, "
+                "each delivered to a receiver verifying it")
+            scen["webhooks"] = await scenarios.webhook_lag(
+                world, server.url, customers, rate=args.webhook_rate,
+                duration=args.webhook_duration,
             )
         if "fanout" in wanted:
             say(f"fan-out: seeding an event with {args.attendees} attendees")

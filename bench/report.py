@@ -171,6 +171,9 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row(f"confirmation lag at {lag['rate']:.0f}/s, p50", lag["p50_ms"], "ms"))
         out.append(Row("  confirmation lag p99", lag["p99_ms"], "ms", "", None, "< 500 ms",
                        lag["p99_ms"] < 500 and lag["unconfirmed"] == 0))
+    hooks = scen.get("webhooks")
+    if hooks:
+        out.extend(webhook_rows(hooks, lag))
     fan = scen.get("fan_out")
     if fan:
         for latency, run in fan["runs"].items():
@@ -214,6 +217,34 @@ def rows(results: dict[str, Any]) -> list[Row]:
             statuses = ", ".join(f"{n} x {s}" for s, n in sorted(flood["statuses"].items()))
             out.append(Row(f"  flood answered ({statuses})", flood["requests_per_s"], "req/s"))
     return out
+
+
+def webhook_rows(hooks: dict[str, Any], lag: dict[str, Any] | None) -> list[Row]:
+    """The webhooks run: deliveries kept up with the bookings, and their lag, read
+    against the confirmation lag of the lag scenario (the mail's path alone, from the
+    201) and of the same bookings (beside the webhooks, from the change)."""
+    confirmation = hooks["confirmation_p99_ms"]
+    rows = [
+        Row(f"webhooks at {hooks['rate']:.0f} bookings/s: delivered", hooks["delivered_per_s"],
+            "deliveries/s", "bookings/s", ratio(hooks["delivered_per_s"],
+                                                hooks["achieved_rate"])),
+        Row("  webhook lag p50, from the change", hooks["p50_ms"], "ms"),
+        Row("  webhook lag p95", hooks["p95_ms"], "ms"),
+        Row("  webhook lag p99", hooks["p99_ms"], "ms", "same bookings' confirmation p99",
+            ratio(hooks["p99_ms"], confirmation)),
+        Row("  webhook lag max", hooks["max_ms"], "ms"),
+        Row("  webhook lag p99, from the 201", hooks["p99_from_answer_ms"], "ms",
+            "lag scenario's confirmation p99",
+            ratio(hooks["p99_from_answer_ms"], lag and lag["p99_ms"])),
+        Row("  confirmation lag p99, same bookings", confirmation, "ms"),
+        Row("  worker CPU per booking (confirmation and webhook)",
+            hooks["worker_cpu_ms_per_booking"], "ms"),
+        Row("  worker busy, share of one core", hooks["worker_cpu_share"], ""),
+        Row(f"  verified, of {hooks['bookings']:,} bookings", hooks["verified"], "webhooks",
+            "bookings", ratio(hooks["verified"], hooks["bookings"]), "all",
+            hooks["verified"] == hooks["bookings"]),
+    ]
+    return rows
 
 
 def waitlist_rows(rush: dict[str, Any], naive: float | None) -> list[Row]:

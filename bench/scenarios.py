@@ -1,6 +1,6 @@
 """The scenarios, each against real `eventbook` processes: bookings on one hot event
-(flash) and over many (spread), the confirmation lag, one change fanned out to every
-attendee, and booking load under floods of searches and scrapes."""
+(flash) and over many (spread), the confirmation lag, the webhook lag, one change fanned
+out to every attendee, and booking load under floods of searches and scrapes."""
 
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ from bench.ceilings import UNBOUNDED
 from bench.processes import cpu_seconds, cpu_used, postgres_pids
 from bench.profile import profiled
 from bench.runs import BODY, booking_run, latency_ms, percentile
+from bench.webhook_receiver import WebhookReceiver
 from bench.world import World
 from bench.wrk import run_wrk
 from eventbook import db
 from eventbook.booking_batcher import MAX_BATCH
 from eventbook.check import consistency_report
 from eventbook.connections import create_pool
+from eventbook.webhooks import new_secret
 from tests import seed
 from tests.processes import ROOT, Process, Server, environment
 
@@ -480,6 +482,21 @@ async def worker(world: World, name: str, **settings: str) -> Process:
     return child
 
 
+async def paced_bookings(world: World, url: str, event: uuid.UUID, customers: Path,
+                         rate: float, duration: float) -> dict[str, Any]:
+    """Book `event` at `rate` for `duration` s from the paced client (bench.paced), in a
+    process of its own; its account of the run."""
+    out = world.directory / "paced.json"
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.paced", url, f"/api/v1/events/{event}/bookings",
+        str(customers), str(rate), str(duration), str(out), cwd=ROOT,
+    )
+    if await client.wait() != 0:
+        raise RuntimeError("the paced client failed")
+    paced: dict[str, Any] = json.loads(out.read_text())
+    return paced
+
+
 async def confirmation_lag(world: World, url: str, customers: Path, *, rate: float,
                            duration: float, profile: dict[str, Any] | None = None
                            ) -> dict[str, Any]:
@@ -490,20 +507,12 @@ async def confirmation_lag(world: World, url: str, customers: Path, *, rate: flo
     [event] = await world.insert_events(1, UNBOUNDED)
     actors = await worker(world, "worker-lag", EVENTBOOK_MAIL_LATENCY_MS="0")
     try:
-        out = world.directory / "paced.json"
         sampling = (
             profiled(actors.proc.pid, world.logs / "profile-lag-worker.txt", profile)
             if profile is not None else contextlib.nullcontext()
         )
         with sampling:
-            client = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.paced", url,
-                f"/api/v1/events/{event}/bookings", str(customers), str(rate), str(duration),
-                str(out), cwd=ROOT,
-            )
-            if await client.wait() != 0:
-                raise RuntimeError("the paced client failed")
-        paced = json.loads(out.read_text())
+            paced = await paced_bookings(world, url, event, customers, rate, duration)
         ids = [uuid.UUID(key) for key in paced["answered"]]
         answered_at = list(paced["answered"].values())
         deadline = time.monotonic() + 120
@@ -536,6 +545,100 @@ async def confirmation_lag(world: World, url: str, customers: Path, *, rate: flo
         "p50_ms": percentile(lags, 50),
         "p99_ms": percentile(lags, 99),
         "max_ms": lags[-1] if lags else 0.0,
+        "statuses": paced["statuses"],
+        "client_worst_lag_ms": paced["client_worst_lag_ms"],
+    }
+
+
+async def webhook_lag(world: World, url: str, customers: Path, *, rate: float,
+                      duration: float) -> dict[str, Any]:
+    """Bookings at a steady `rate` from the paced client, as in confirmation_lag, on an
+    event whose organizer has one webhook endpoint wanting them: a receiver in this
+    process that verifies each message with standardwebhooks. An `eventbook worker`
+    runs every actor (mail latency 0), so the webhooks go out beside the confirmations of
+    the same bookings. Both lags are taken from the change (the booking's transaction,
+    the delivery's occurred_at): the webhook's to its first verified arrival, the
+    confirmation's to its confirmed_at; the webhook's from the 201 as well."""
+    await forget_backlog(world)
+    [event] = await world.insert_events(1, UNBOUNDED)
+    receiver = WebhookReceiver(new_secret())
+    async with receiver.serving() as hook:
+        # Only this event's bookings: the other scenarios' events write no webhook rows.
+        endpoint = await world.db.fetchval(
+            "INSERT INTO webhook_endpoints (organizer_id, url, event_types, event_ids, secret)"
+            " VALUES ($1, $2, '{booking.created}', $3, $4) RETURNING id",
+            world.organizer, hook, [event], receiver.secret,
+        )
+        actors = await worker(world, "worker-webhooks", EVENTBOOK_MAIL_LATENCY_MS="0",
+                              EVENTBOOK_WEBHOOK_ALLOW_HTTP="true",
+                              EVENTBOOK_WEBHOOK_ALLOW_PRIVATE="true")
+        try:
+            started, cpu_before = time.monotonic(), cpu_seconds([actors.proc.pid])
+            paced = await paced_bookings(world, url, event, customers, rate, duration)
+            ids = [uuid.UUID(key) for key in paced["answered"]]
+            wanted = {f"msg_booking.created_{booking}" for booking in ids}
+            # Generous: what is slow is measured, only what never comes is missing.
+            deadline = time.monotonic() + max(120.0, len(ids) / 50)
+            while time.monotonic() < deadline:
+                unconfirmed = await world.db.fetchval(
+                    "SELECT count(*) FROM bookings WHERE id = ANY($1)"
+                    " AND confirmation_status <> 'sent'",
+                    ids,
+                )
+                if unconfirmed == 0 and wanted <= receiver.arrived.keys():
+                    break
+                await asyncio.sleep(0.2)
+            worker_cpu = cpu_used(cpu_before, cpu_seconds([actors.proc.pid]))
+            busy_s = time.monotonic() - started
+            deliveries = await world.db.fetch(
+                "SELECT message_id, status, attempts,"
+                "       extract(epoch FROM occurred_at)::float8 AS occurred"
+                "  FROM webhook_deliveries WHERE endpoint_id = $1",
+                endpoint,
+            )
+            confirmations = await world.db.fetch(
+                "SELECT extract(epoch FROM confirmed_at - created_at)::float8 AS lag"
+                "  FROM bookings WHERE id = ANY($1) AND confirmation_status = 'sent'",
+                ids,
+            )
+        finally:
+            actors.stop()
+            await world.db.execute("DELETE FROM webhook_endpoints WHERE id = $1", endpoint)
+    if receiver.refused:
+        raise Failed(f"{receiver.refused} webhook requests did not verify")
+    delivered = [row for row in deliveries if row["message_id"] in wanted
+                 and row["message_id"] in receiver.arrived]
+    arrivals = [receiver.arrived[row["message_id"]] for row in delivered]
+    # Both clocks are this machine's: an arrival a hair before the commit counts as 0.
+    lags = sorted(max(receiver.arrived[row["message_id"]] - row["occurred"], 0.0) * 1000
+                  for row in delivered)
+    # From the 201 too, as confirmation_lag measures: the two scenarios' p99 compare.
+    answered = {f"msg_booking.created_{booking}": at for booking, at in paced["answered"].items()}
+    after_answer = sorted(max(receiver.arrived[row["message_id"]]
+                              - answered[row["message_id"]], 0.0) * 1000 for row in delivered)
+    confirmed = sorted(max(row["lag"], 0.0) * 1000 for row in confirmations)
+    span = max(arrivals) - min(arrivals) if len(arrivals) > 1 else 0.0
+    return {
+        "rate": rate,
+        "achieved_rate": paced["sent"] / paced["seconds"],
+        "bookings": len(ids),
+        "deliveries": len(deliveries),
+        "verified": len(delivered),
+        "undelivered": len(wanted - receiver.arrived.keys()),
+        "repeats": receiver.repeats,
+        "retried": sum(1 for row in deliveries if row["attempts"] > 1),
+        "delivered_per_s": len(arrivals) / span if span else 0.0,
+        "p50_ms": percentile(lags, 50),
+        "p95_ms": percentile(lags, 95),
+        "p99_ms": percentile(lags, 99),
+        "max_ms": lags[-1] if lags else 0.0,
+        "p99_from_answer_ms": percentile(after_answer, 99),
+        "confirmation_p50_ms": percentile(confirmed, 50),
+        "confirmation_p99_ms": percentile(confirmed, 99),
+        "unconfirmed": len(ids) - len(confirmed),
+        # The worker's CPU over the run (its share of one core), until all was delivered.
+        "worker_cpu_share": worker_cpu / busy_s,
+        "worker_cpu_ms_per_booking": worker_cpu * 1000 / len(ids) if ids else None,
         "statuses": paced["statuses"],
         "client_worst_lag_ms": paced["client_worst_lag_ms"],
     }

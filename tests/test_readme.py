@@ -1,22 +1,30 @@
 """The README's commands work as written: the API walk-through runs against a real
-server, and every `eventbook ...` command it shows is one the program accepts."""
+server, the webhook receiver example verifies real messages, and every `eventbook ...`
+command it shows is one the program accepts."""
 
 from __future__ import annotations
 
 import ast
 import asyncio
+import datetime as dt
 import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from standardwebhooks import Webhook
 
 from eventbook.cli import build_parser
 from eventbook.config import Config
-from tests.processes import Server, environment
+from eventbook.embedded import free_port
+from eventbook.webhooks import new_secret
+from tests.client import Api, User, eventually, expect
+from tests.processes import Process, Server, environment
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -30,6 +38,10 @@ def section(title: str) -> str:
 
 def shell_blocks(text: str) -> list[str]:
     return re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, re.DOTALL)
 
 
 async def test_the_api_walk_through_runs_as_written(config: Config, tmp_path: Path) -> None:
@@ -55,6 +67,59 @@ async def test_the_api_walk_through_runs_as_written(config: Config, tmp_path: Pa
     shown = ast.literal_eval(announcement)
     assert (shown["recipients_total"], shown["delivered"]) == (1, 1)
     assert shown["finished_at"] is not None
+
+
+async def test_the_webhook_receiver_example_verifies_and_handles_each_message_once(
+    webhooks_api: Api, organizer: User, customer: User, tmp_path: Path
+) -> None:
+    [example] = python_blocks(section("Webhooks"))
+    (tmp_path / "receiver.py").write_text(example)
+    api = webhooks_api
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/eventbook"
+    endpoint = await expect(await api.post("/api/v1/webhooks", organizer, json={"url": url}), 201)
+    deliveries = f"/api/v1/webhooks/{endpoint['id']}/deliveries"
+    env = environment(WEBHOOK_SECRET=endpoint["secret"], PORT=str(port), PYTHONUNBUFFERED="1",
+                      INBOX=str(tmp_path / "inbox.sqlite3"))
+    receiver = Process([], env, tmp_path / "receiver.log", tmp_path, module="receiver",
+                       port=port)
+    try:
+        await asyncio.to_thread(receiver.wait_for_output, "Running on", 30)
+        event = await api.create_event(organizer)
+        booking = await expect(await api.book(customer, event), 201)
+        await asyncio.to_thread(receiver.wait_for_output, f"booking.created {booking['id']}", 30)
+        [delivery] = (await expect(await api.get(deliveries, organizer), 200))["items"]
+        assert (delivery["status"], delivery["last_status_code"]) == ("succeeded", 204)
+
+        # The same message sent again (same webhook-id, a new signature) is answered 2xx
+        # and not handled twice.
+        await expect(await api.post(f"{deliveries}/{delivery['id']}/retry", organizer), 202)
+
+        async def sent_again() -> Any:
+            again = await expect(await api.get(f"{deliveries}/{delivery['id']}", organizer), 200)
+            attempted = dt.datetime.fromisoformat(again["last_attempt_at"])
+            return (again["status"] == "succeeded"
+                    and attempted > dt.datetime.fromisoformat(delivery["last_attempt_at"])
+                    and again)
+
+        assert (await eventually(sent_again))["last_status_code"] == 204
+        # A message signed with another secret is refused, and not handled.
+        forged = b'{"type":"booking.created","data":{"id":"forged"}}'
+        now = dt.datetime.now(dt.UTC)
+        headers = {"webhook-id": "msg_forged", "webhook-timestamp": str(int(now.timestamp())),
+                   "webhook-signature": Webhook(new_secret()).sign("msg_forged", now,
+                                                                   forged.decode())}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, data=forged, headers=headers) as answer:
+                assert answer.status == 401
+        # The receiver handles in the order received: a ping after all of that comes next.
+        await expect(await api.post(f"/api/v1/webhooks/{endpoint['id']}/ping", organizer), 202)
+        await asyncio.to_thread(receiver.wait_for_output, "webhook.ping", 30)
+    finally:
+        receiver.stop()
+    handled = [line for line in receiver.output.splitlines()
+               if line.startswith(("booking.", "webhook."))]
+    assert handled == [f"booking.created {booking['id']}", "webhook.ping None"]
 
 
 def documented_commands() -> list[str]:
