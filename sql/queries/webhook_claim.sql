@@ -3,8 +3,12 @@
 -- Each taken delivery's next_attempt_at becomes its lease ($5 seconds): should the
 -- attempt's result never be recorded (its worker died), it is due again then.
 -- Endpoints are visited in random order, so no endpoint's backlog keeps others waiting;
--- SKIP LOCKED lets several dispatchers take disjoint deliveries.
-WITH busy AS (
+-- SKIP LOCKED lets several dispatchers take disjoint deliveries. Committed without
+-- waiting for the WAL flush (see webhook_succeeded.sql): a claim lost in a crash leaves
+-- the delivery due, to be taken again.
+WITH quick AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), busy AS (
     SELECT * FROM unnest($2::uuid[], $3::integer[]) AS b (endpoint_id, in_flight)
 ), picked AS (
     SELECT d.id
@@ -22,7 +26,7 @@ WITH busy AS (
 UPDATE webhook_deliveries d
    SET next_attempt_at = now() + make_interval(secs => $5), attempts = d.attempts + 1,
        last_attempt_at = now()
-  FROM picked p, webhook_endpoints w
+  FROM picked p, webhook_endpoints w, quick
  WHERE d.id = p.id AND w.id = d.endpoint_id
 RETURNING d.id, d.endpoint_id, d.message_id, d.event_type, d.body, d.attempts, w.url,
           w.secret,
