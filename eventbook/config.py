@@ -100,9 +100,9 @@ SETTINGS: list[Setting] = [
             "seconds before each retry of a failed webhook delivery, comma-separated, "
             "+-20% jitter (default 5,300,1800,7200,18000,36000,36000: about 27 hours)"),
     Setting("EVENTBOOK_WEBHOOK_CONCURRENCY",
-            "webhook attempts in flight per worker, all endpoints together (default 64)"),
+            "webhook attempts in flight per worker, all endpoints together (default 256)"),
     Setting("EVENTBOOK_WEBHOOK_ENDPOINT_CONCURRENCY",
-            "webhook attempts in flight per worker to one endpoint (default 8)"),
+            "webhook attempts in flight per worker to one endpoint (default 32)"),
     Setting("EVENTBOOK_WEBHOOK_PAUSE_AFTER_FAILURES",
             "an endpoint is paused (and its owner mailed) after this many failed attempts "
             "in a row ... (default 10)"),
@@ -176,8 +176,8 @@ class Config:
     webhook_allow_private: bool = False
     webhook_timeout_seconds: float = 10.0
     webhook_retry_schedule: tuple[float, ...] = WEBHOOK_RETRY_SCHEDULE
-    webhook_concurrency: int = 64
-    webhook_endpoint_concurrency: int = 8
+    webhook_concurrency: int = 256
+    webhook_endpoint_concurrency: int = 32
     webhook_pause_after_failures: int = 10
     webhook_pause_after_seconds: int = 86400
     webhook_secret_grace_seconds: int = 86400
@@ -265,9 +265,9 @@ class Config:
             webhook_retry_schedule=reader.delays(
                 "EVENTBOOK_WEBHOOK_RETRY_SCHEDULE", WEBHOOK_RETRY_SCHEDULE
             ),
-            webhook_concurrency=reader.integer("EVENTBOOK_WEBHOOK_CONCURRENCY", 64, 1, 10_000),
+            webhook_concurrency=reader.integer("EVENTBOOK_WEBHOOK_CONCURRENCY", 256, 1, 10_000),
             webhook_endpoint_concurrency=reader.integer(
-                "EVENTBOOK_WEBHOOK_ENDPOINT_CONCURRENCY", 8, 1, 1000
+                "EVENTBOOK_WEBHOOK_ENDPOINT_CONCURRENCY", 32, 1, 1000
             ),
             webhook_pause_after_failures=reader.integer(
                 "EVENTBOOK_WEBHOOK_PAUSE_AFTER_FAILURES", 10, 1, 1_000_000
