@@ -68,13 +68,15 @@ class Receiver:
 
 @asynccontextmanager
 async def receiving(
-    receiver: Receiver | None = None, path: str = "/hook"
+    receiver: Receiver | None = None, path: str = "/hook", *, cancel_on_hang_up: bool = False
 ) -> AsyncIterator[Receiver]:
-    """A receiver serving on 127.0.0.1 at a free port until the block ends."""
+    """A receiver serving on 127.0.0.1 at a free port until the block ends. With
+    `cancel_on_hang_up`, a request whose sender hangs up has its `answer` cancelled, so
+    an answer that never comes ends when the sender gives up waiting."""
     receiver = receiver or Receiver()
     app = web.Application()
     app.router.add_post(path, receiver.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=cancel_on_hang_up)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
