@@ -159,20 +159,36 @@ async def insert_holds(
 ) -> list[uuid.UUID]:
     """One hold of `quantity` tickets per user, lasting `seconds`, taken as the server
     takes them (book_tickets, 500 to a call, so all of one call run out together)."""
-    held = []
+    return await _take_tickets(pool, event_id, user_ids, True, seconds, quantity,
+                               ticket_type_id)
+
+
+async def insert_bookings(
+    pool: asyncpg.Pool, event_id: uuid.UUID | str, user_ids: list[uuid.UUID]
+) -> list[uuid.UUID]:
+    """One booking of one ticket per user, made as the server makes them (book_tickets:
+    each booking and its outbox rows in the transaction of its call, 500 to a call)."""
+    return await _take_tickets(pool, event_id, user_ids, False, 600, 1, None)
+
+
+async def _take_tickets(
+    pool: asyncpg.Pool, event_id: uuid.UUID | str, user_ids: list[uuid.UUID], hold: bool,
+    seconds: int, quantity: int, ticket_type_id: uuid.UUID | str | None,
+) -> list[uuid.UUID]:
+    taken = []
     for start in range(0, len(user_ids), 500):
         users = user_ids[start:start + 500]
         count = len(users)
         rows = await pool.fetch(
-            BOOK_TICKETS, [uuid.UUID(str(event_id))] * count, users, [True] * count,
+            BOOK_TICKETS, [uuid.UUID(str(event_id))] * count, users, [hold] * count,
             [1] * count, [None] * count, ["seeded"] * count,
             [f"seed-{start + n}" for n in range(count)],
             [None if ticket_type_id is None else uuid.UUID(str(ticket_type_id))] * count,
             [quantity] * count, seconds, None,
         )
         assert {row["outcome"] for row in rows} == {"created"}, rows[0]
-        held.extend(row["id"] for row in rows)
-    return held
+        taken.extend(row["id"] for row in rows)
+    return taken
 
 
 async def insert_webhook_endpoint(
