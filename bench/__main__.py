@@ -181,6 +181,11 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
                 world, server.url, customers, rate=args.webhook_rate,
                 duration=args.webhook_duration,
             )
+            say("webhooks again, the webhooks actor in a worker of its own")
+            scen["webhooks_split"] = await scenarios.webhook_lag(
+                world, server.url, customers, rate=args.webhook_rate,
+                duration=args.webhook_duration, split=True,
+            )
         if "fanout" in wanted:
             say(f"fan-out: seeding an event with {args.attendees} attendees")
             event = await scenarios.attendee_event(world, args.attendees)

@@ -171,9 +171,10 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row(f"confirmation lag at {lag['rate']:.0f}/s, p50", lag["p50_ms"], "ms"))
         out.append(Row("  confirmation lag p99", lag["p99_ms"], "ms", "", None, "< 500 ms",
                        lag["p99_ms"] < 500 and lag["unconfirmed"] == 0))
-    hooks = scen.get("webhooks")
-    if hooks:
-        out.extend(webhook_rows(hooks, lag))
+    for key in ("webhooks", "webhooks_split"):
+        hooks = scen.get(key)
+        if hooks:
+            out.extend(webhook_rows(hooks, lag))
     fan = scen.get("fan_out")
     if fan:
         for latency, run in fan["runs"].items():
@@ -225,7 +226,9 @@ def webhook_rows(hooks: dict[str, Any], lag: dict[str, Any] | None) -> list[Row]
     201) and of the same bookings (beside the webhooks, from the change)."""
     confirmation = hooks["confirmation_p99_ms"]
     rows = [
-        Row(f"webhooks at {hooks['rate']:.0f} bookings/s: delivered", hooks["delivered_per_s"],
+        Row(f"webhooks at {hooks['rate']:.0f} bookings/s, "
+            + ("own worker" if hooks.get("workers", 1) > 1 else "one worker") + ": delivered",
+            hooks["delivered_per_s"],
             "deliveries/s", "bookings/s", ratio(hooks["delivered_per_s"],
                                                 hooks["achieved_rate"])),
         Row("  webhook lag p50, from the change", hooks["p50_ms"], "ms"),
@@ -237,9 +240,9 @@ def webhook_rows(hooks: dict[str, Any], lag: dict[str, Any] | None) -> list[Row]
             "lag scenario's confirmation p99",
             ratio(hooks["p99_from_answer_ms"], lag and lag["p99_ms"])),
         Row("  confirmation lag p99, same bookings", confirmation, "ms"),
-        Row("  worker CPU per booking (confirmation and webhook)",
+        Row("  workers' CPU per booking (confirmation and webhook)",
             hooks["worker_cpu_ms_per_booking"], "ms"),
-        Row("  worker busy, share of one core", hooks["worker_cpu_share"], ""),
+        Row("  workers busy, in cores", hooks["worker_cpu_share"], ""),
         Row(f"  verified, of {hooks['bookings']:,} bookings", hooks["verified"], "webhooks",
             "bookings", ratio(hooks["verified"], hooks["bookings"]), "all",
             hooks["verified"] == hooks["bookings"]),

@@ -25,6 +25,7 @@ from bench.webhook_receiver import WebhookReceiver
 from bench.world import World
 from bench.wrk import run_wrk
 from eventbook import db
+from eventbook.actors import ACTOR_NAMES
 from eventbook.booking_batcher import MAX_BATCH
 from eventbook.check import consistency_report
 from eventbook.connections import create_pool
@@ -475,7 +476,8 @@ async def forget_backlog(world: World) -> int:
 
 
 async def worker(world: World, name: str, **settings: str) -> Process:
-    """`eventbook worker` with every actor, once it runs them."""
+    """`eventbook worker` with every actor (or those EVENTBOOK_ACTORS names), once it runs
+    them."""
     env = environment(**world.server_env(), **settings)
     child = Process(["worker"], env, world.logs / f"{name}.log", ROOT)
     await asyncio.to_thread(child.wait_for_output, "worker_running")
@@ -551,14 +553,18 @@ async def confirmation_lag(world: World, url: str, customers: Path, *, rate: flo
 
 
 async def webhook_lag(world: World, url: str, customers: Path, *, rate: float,
-                      duration: float) -> dict[str, Any]:
+                      duration: float, split: bool = False) -> dict[str, Any]:
     """Bookings at a steady `rate` from the paced client, as in confirmation_lag, on an
     event whose organizer has one webhook endpoint wanting them: a receiver in this
     process that verifies each message with standardwebhooks. An `eventbook worker`
     runs every actor (mail latency 0), so the webhooks go out beside the confirmations of
     the same bookings. Both lags are taken from the change (the booking's transaction,
     the delivery's occurred_at): the webhook's to its first verified arrival, the
-    confirmation's to its confirmed_at; the webhook's from the 201 as well."""
+    confirmation's to its confirmed_at; the webhook's from the 201 as well.
+
+    With `split`, the webhooks actor runs in an `eventbook worker --actors webhooks` of
+    its own and every other actor in a second worker, as a deployment gives webhooks
+    their own process (and core) once one worker cannot keep up with both."""
     await forget_backlog(world)
     [event] = await world.insert_events(1, UNBOUNDED)
     receiver = WebhookReceiver(new_secret())
@@ -569,11 +575,20 @@ async def webhook_lag(world: World, url: str, customers: Path, *, rate: float,
             " VALUES ($1, $2, '{booking.created}', $3, $4) RETURNING id",
             world.organizer, hook, [event], receiver.secret,
         )
-        actors = await worker(world, "worker-webhooks", EVENTBOOK_MAIL_LATENCY_MS="0",
-                              EVENTBOOK_WEBHOOK_ALLOW_HTTP="true",
-                              EVENTBOOK_WEBHOOK_ALLOW_PRIVATE="true")
+        settings = {"EVENTBOOK_MAIL_LATENCY_MS": "0", "EVENTBOOK_WEBHOOK_ALLOW_HTTP": "true",
+                    "EVENTBOOK_WEBHOOK_ALLOW_PRIVATE": "true"}
+        if split:
+            others = ",".join(name for name in ACTOR_NAMES if name != "webhooks")
+            workers = [
+                await worker(world, "worker-mails", EVENTBOOK_ACTORS=others, **settings),
+                await worker(world, "worker-webhooks-only", EVENTBOOK_ACTORS="webhooks",
+                             **settings),
+            ]
+        else:
+            workers = [await worker(world, "worker-webhooks", **settings)]
+        pids = [actors.proc.pid for actors in workers]
         try:
-            started, cpu_before = time.monotonic(), cpu_seconds([actors.proc.pid])
+            started, cpu_before = time.monotonic(), cpu_seconds(pids)
             paced = await paced_bookings(world, url, event, customers, rate, duration)
             ids = [uuid.UUID(key) for key in paced["answered"]]
             wanted = {f"msg_booking.created_{booking}" for booking in ids}
@@ -588,7 +603,7 @@ async def webhook_lag(world: World, url: str, customers: Path, *, rate: float,
                 if unconfirmed == 0 and wanted <= receiver.arrived.keys():
                     break
                 await asyncio.sleep(0.2)
-            worker_cpu = cpu_used(cpu_before, cpu_seconds([actors.proc.pid]))
+            worker_cpu = cpu_used(cpu_before, cpu_seconds(pids))
             busy_s = time.monotonic() - started
             deliveries = await world.db.fetch(
                 "SELECT message_id, status, attempts,"
@@ -602,7 +617,8 @@ async def webhook_lag(world: World, url: str, customers: Path, *, rate: float,
                 ids,
             )
         finally:
-            actors.stop()
+            for actors in workers:
+                actors.stop()
             await world.db.execute("DELETE FROM webhook_endpoints WHERE id = $1", endpoint)
     if receiver.refused:
         raise Failed(f"{receiver.refused} webhook requests did not verify")
@@ -637,6 +653,7 @@ async def webhook_lag(world: World, url: str, customers: Path, *, rate: float,
         "confirmation_p99_ms": percentile(confirmed, 99),
         "unconfirmed": len(ids) - len(confirmed),
         # The worker's CPU over the run (its share of one core), until all was delivered.
+        "workers": len(workers),
         "worker_cpu_share": worker_cpu / busy_s,
         "worker_cpu_ms_per_booking": worker_cpu * 1000 / len(ids) if ids else None,
         "statuses": paced["statuses"],

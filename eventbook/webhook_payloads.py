@@ -12,6 +12,7 @@ an event for event.*. Its shape is that of the API version named by `api_version
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -22,9 +23,9 @@ import asyncpg
 from eventbook import db
 from eventbook.representations import BOOKING, EVENT, HOLD
 
-BOOKING_WITH_ORGANIZER = db.query("booking_with_organizer")
-HOLD_WITH_ORGANIZER = db.query("webhook_hold")
-EVENT_BY_ID = db.query("event_by_id")
+BOOKINGS = db.query("webhook_bookings")
+HOLDS = db.query("webhook_holds")
+EVENTS = db.query("webhook_events")
 
 API_VERSION = "v1"
 # The event types an endpoint may ask for; '*' is all of them.
@@ -64,20 +65,47 @@ def envelope(kind: str, at: dt.datetime, data: dict[str, Any]) -> str:
     )
 
 
-async def build_body(
-    pool: asyncpg.Pool, kind: str, payload: dict[str, Any], at: dt.datetime
-) -> tuple[uuid.UUID, uuid.UUID, str] | None:
-    """(organizer, event, body) of the change `kind`; None when its object is gone."""
-    if kind.startswith("booking."):
-        row = await pool.fetchrow(BOOKING_WITH_ORGANIZER, uuid.UUID(str(payload["booking_id"])))
-        data = None if row is None else BOOKING.dump(row)
-    elif kind == "hold.expired":
-        row = await pool.fetchrow(HOLD_WITH_ORGANIZER, uuid.UUID(str(payload["hold_id"])))
-        data = None if row is None else HOLD.dump(row)
-    else:
-        row = await pool.fetchrow(EVENT_BY_ID, uuid.UUID(str(payload["event_id"])))
-        data = None if row is None else EVENT.dump(row)
-    if row is None or data is None:
-        return None
-    event_id = row["id"] if kind.startswith("event.") else row["event_id"]
-    return row["organizer_id"], event_id, envelope(kind, at, data)
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """A change's webhook, ready to be recorded for its endpoints."""
+
+    organizer_id: uuid.UUID
+    event_id: uuid.UUID
+    message_id: str
+    kind: str
+    body: str
+    occurred_at: dt.datetime
+
+
+# Where each type's object is read from, and which payload key names it.
+_SOURCES = {
+    "booking": (BOOKINGS, "booking_id", BOOKING),
+    "hold": (HOLDS, "hold_id", HOLD),
+    "event": (EVENTS, "event_id", EVENT),
+}
+
+
+async def build_bodies(
+    pool: asyncpg.Pool, changes: list[tuple[str, dict[str, Any], dt.datetime]]
+) -> list[Built | None]:
+    """The webhook of each change (kind, outbox payload, when), one query per kind of
+    object for all of them; None for a change whose object is gone."""
+    objects: dict[tuple[str, uuid.UUID], asyncpg.Record] = {}
+    for source, (query, key, _) in _SOURCES.items():
+        ids = {uuid.UUID(str(payload[key])) for kind, payload, _ in changes
+               if kind.split(".")[0] == source}
+        if ids:
+            for row in await pool.fetch(query, list(ids)):
+                objects[source, row["id"]] = row
+    built: list[Built | None] = []
+    for kind, payload, at in changes:
+        source = kind.split(".")[0]
+        _, key, schema = _SOURCES[source]
+        row = objects.get((source, uuid.UUID(str(payload[key]))))
+        if row is None:
+            built.append(None)
+            continue
+        event_id = row["id"] if source == "event" else row["event_id"]
+        built.append(Built(row["organizer_id"], event_id, message_id(kind, payload), kind,
+                           envelope(kind, at, schema.dump(row)), at))
+    return built

@@ -24,6 +24,7 @@ success; anything else is a failed attempt.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -46,7 +47,7 @@ from eventbook.coalescer import Coalescer
 from eventbook.config import Config
 from eventbook.metrics import Metrics
 from eventbook.outages import Availability, is_outage, postgres_writable
-from eventbook.webhook_payloads import EVENT_TYPES, build_body, message_id
+from eventbook.webhook_payloads import EVENT_TYPES, build_bodies
 from eventbook.webhook_urls import GuardedResolver, check_delivery_url, describe
 
 log = structlog.get_logger(__name__)
@@ -89,6 +90,16 @@ def sign(secrets: list[str], msg_id: str, at: dt.datetime, body: str) -> str:
     return " ".join(Webhook(secret).sign(msg_id, at, body) for secret in secrets)
 
 
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """A webhooks message to fan out; `recorded` is answered once its deliveries are."""
+
+    kind: str
+    payload: dict[str, Any]
+    occurred_at: dt.datetime
+    recorded: asyncio.Future[None]
+
+
 class WebhookFanout(StreamActor):
     """Turns each webhooks message into one delivery per endpoint that wants it, and
     mails an endpoint's owner when it was paused for failing."""
@@ -105,6 +116,10 @@ class WebhookFanout(StreamActor):
         self.pool = pool
         self.mailer = mailer
         self.wake = wake
+        # Messages handled at the same time are fanned out together (up to all in hand).
+        self.changes: Coalescer[Change] = Coalescer(
+            self._fan_out, lambda change: change.recorded, self.concurrency
+        )
 
     async def handle(self, message: Message) -> None:
         kind = message.kind
@@ -114,20 +129,35 @@ class WebhookFanout(StreamActor):
         if kind not in EVENT_TYPES:
             log.warning("webhook_kind_unknown", kind=kind)
             return
-        occurred_at = dt.datetime.fromisoformat(message.fields["created_at"])
-        built = await build_body(self.pool, kind, message.payload, occurred_at)
-        if built is None:
-            log.warning("webhook_object_missing", kind=kind, payload=message.payload)
-            return
-        organizer_id, event_id, body = built
-        msg_id = message_id(kind, message.payload)
-        made = await self.pool.fetch(
-            FANOUT, organizer_id, event_id, msg_id, kind, body, occurred_at
+        change = Change(kind, message.payload,
+                        dt.datetime.fromisoformat(message.fields["created_at"]),
+                        asyncio.get_running_loop().create_future())
+        self.changes.submit(change)
+        await change.recorded
+
+    async def _fan_out(self, batch: list[Change]) -> None:
+        """Record the deliveries of the changes that arrived together: the objects read
+        and the deliveries inserted in one statement each, for all of them."""
+        built = await build_bodies(
+            self.pool, [(change.kind, change.payload, change.occurred_at) for change in batch]
         )
+        ready = [b for b in built if b is not None]
+        made: list[asyncpg.Record] = []
+        if ready:
+            made = await self.pool.fetch(
+                FANOUT, [b.organizer_id for b in ready], [b.event_id for b in ready],
+                [b.message_id for b in ready], [b.kind for b in ready],
+                [b.body for b in ready], [b.occurred_at for b in ready],
+            )
         if made:
             self.wake.set()
-        log.info("webhook_fanned_out", kind=kind, webhook_message_id=msg_id,
-                 deliveries=len(made))
+        deliveries = collections.Counter(row["message_id"] for row in made)
+        for change, webhook in zip(batch, built, strict=True):
+            if webhook is None:
+                log.warning("webhook_object_missing", kind=change.kind, payload=change.payload)
+            if not change.recorded.done():
+                change.recorded.set_result(None)
+        log.info("webhooks_fanned_out", messages=len(batch), deliveries=sum(deliveries.values()))
 
     async def _tell_owner(self, payload: dict[str, Any]) -> None:
         endpoint_id = uuid.UUID(str(payload["endpoint_id"]))
