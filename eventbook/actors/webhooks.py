@@ -7,6 +7,7 @@ Two parts, run together by `Webhooks`:
   For each message it builds the body once (the object as the API returns it) and
   records one delivery per endpoint that wants it (webhook_deliveries, unique per
   endpoint and message, so a redelivered message adds nothing), then acknowledges.
+  The messages in hand at once are read and recorded together, one statement each.
 - `Dispatcher` sends the deliveries that are due. The deliveries table is the schedule:
   a failed attempt sets the next one's time (EVENTBOOK_WEBHOOK_RETRY_SCHEDULE, with
   jitter), so retries survive restarts and are spread over about a day. A taken
