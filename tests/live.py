@@ -81,6 +81,16 @@ class World:
         self.ticket_type_id = self.session.get(
             f"{self.base_url}/api/v1/events/{self.event_id}/ticket-types"
         ).json()["items"][0]["id"]
+        # A public address, never called: the live server runs no actors.
+        self.webhook_id = self._post(
+            "/api/v1/webhooks", "organizer", {"url": "https://8.8.8.8/eventbook-hook"}
+        )["id"]
+        ping = self.session.post(
+            f"{self.base_url}/api/v1/webhooks/{self.webhook_id}/ping",
+            headers={"Authorization": f"Bearer {self.tokens['organizer']}"},
+        )
+        assert ping.status_code == 202, ping.text
+        self.delivery_id = ping.json()["id"]
 
     def _register(self, role: str) -> str:
         answer = self.session.post(
@@ -110,6 +120,10 @@ class World:
         """The id of an object that exists, for path parameter `parameter` of `path`."""
         if parameter == "type_id":
             return self.ticket_type_id
+        if parameter == "delivery_id":
+            return str(self.delivery_id)
+        if path.startswith("/api/v1/webhooks"):
+            return str(self.webhook_id)
         if path.startswith("/api/v1/bookings"):
             return self.booking_id
         if path.startswith("/api/v1/holds"):

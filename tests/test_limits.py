@@ -26,7 +26,7 @@ from eventbook.endpoints import CUSTOMER, ORGANIZER, PUBLIC, SIGNED_IN
 from eventbook.keys import CONFIG
 from eventbook.pages import MAX_LIMIT
 from tests.assertions import assert_problem
-from tests.client import Api, User, eventually, list_routes
+from tests.client import Api, User, eventually, expect, list_routes
 
 
 async def each_list(api: Api) -> AsyncIterator[tuple[str, User | None]]:
@@ -37,10 +37,13 @@ async def each_list(api: Api) -> AsyncIterator[tuple[str, User | None]]:
     callers: dict[tuple[str, ...] | None, User | None] = {
         PUBLIC: None, ORGANIZER: organizer, CUSTOMER: customer, SIGNED_IN: customer,
     }
+    hook = await expect(await api.post("/api/v1/webhooks", organizer,
+                                       json={"url": "https://8.8.8.8/eventbook-hook"}), 201)
     routes = list_routes(api.app)
     assert len(routes) >= 5, routes
     for template, roles in routes:
-        yield template.format(id=event["id"]), callers[roles]
+        owner = hook if template.startswith("/api/v1/webhooks/") else event
+        yield template.format(id=owner["id"]), callers[roles]
 
 
 async def refusals(api: Api, params: dict[str, str], field: str) -> list[str]:
