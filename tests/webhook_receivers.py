@@ -13,6 +13,8 @@ from typing import Any
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from tests.client import Api, User, eventually, expect
+
 
 @dataclasses.dataclass
 class Received:
@@ -86,3 +88,16 @@ async def receiving(
         yield receiver
     finally:
         await runner.cleanup()
+
+
+async def once_recorded(api: Api, organizer: User, path: str, timeout: float = 10) -> Any:
+    """GET `path` (one delivery, or a page of them) once none in it is pending any more.
+    A receiver has a message before its sender has the answer and records it, so what
+    the receiver saw says nothing yet of what the deliveries list shows."""
+
+    async def read() -> Any:
+        shown = await expect(await api.get(path, organizer), 200)
+        items = shown["items"] if "items" in shown else [shown]
+        return shown if items and all(d["status"] != "pending" for d in items) else None
+
+    return await eventually(read, timeout=timeout)
