@@ -36,6 +36,17 @@ async def sold_out_event(api: Api, organizer: User, buyer: User, capacity: int =
     return event, booking
 
 
+async def two_in_line_one_offered(api: Api, organizer: User, customer: User) -> Any:
+    """A one-ticket event `customer` sold out, two customers waiting for it in turn, and
+    the booking cancelled: the first in line holds the offer. Returns the event, and
+    the first and the second in line with their entries."""
+    event, booking = await sold_out_event(api, organizer, customer, capacity=1)
+    first, second = await api.register(), await api.register()
+    one, two = await join(api, first, event), await join(api, second, event)
+    await cancel(api, customer, booking)
+    return event, (first, one), (second, two)
+
+
 async def bookings_of_one(api: Api, event: dict[str, Any], count: int) -> list[tuple[User, Any]]:
     """`count` customers who book one ticket each of the event's only type."""
     made = []
@@ -216,11 +227,9 @@ async def test_a_customer_waits_once_per_type_while_the_entry_is_live(
 async def test_a_customer_may_wait_again_after_declining_or_leaving(
     api: Api, organizer, customer, pool: asyncpg.Pool
 ) -> None:
-    event, booking = await sold_out_event(api, organizer, customer, capacity=1)
-    first, second = await api.register(), await api.register()
-    entry = await join(api, first, event)
-    behind = await join(api, second, event)
-    await cancel(api, customer, booking)
+    event, (first, entry), (second, behind) = await two_in_line_one_offered(
+        api, organizer, customer
+    )
     assert (await api.delete(f"/api/v1/waitlist/{entry['id']}", first)).status == 204
     assert await status_of(api, first, entry) == "declined"
     assert await status_of(api, second, behind) == "offered"
@@ -238,11 +247,9 @@ async def test_a_customer_may_wait_again_after_an_offer_ran_out(
 ) -> None:
     api = short_offers_api
     organizer, customer = await api.register(role="organizer"), await api.register()
-    event, booking = await sold_out_event(api, organizer, customer, capacity=1)
-    first, second = await api.register(), await api.register()
-    entry = await join(api, first, event)
-    behind = await join(api, second, event)
-    await cancel(api, customer, booking)
+    event, (first, entry), (second, behind) = await two_in_line_one_offered(
+        api, organizer, customer
+    )
 
     await eventually(lambda: is_offered(api, second, behind))
     assert await status_of(api, first, entry) == "expired"
@@ -446,10 +453,7 @@ async def test_a_raised_capacity_is_offered_to_the_waiting_first(
 async def test_a_released_offer_goes_to_the_next_in_line(
     api: Api, organizer, customer, pool: asyncpg.Pool
 ) -> None:
-    event, booking = await sold_out_event(api, organizer, customer, capacity=1)
-    first, second = await api.register(), await api.register()
-    one, two = await join(api, first, event), await join(api, second, event)
-    await cancel(api, customer, booking)
+    _, (first, one), (second, two) = await two_in_line_one_offered(api, organizer, customer)
     offer = (await api.waitlist_entry(first, one))["hold_id"]
 
     assert (await api.delete(f"/api/v1/holds/{offer}", first)).status == 204
@@ -461,10 +465,7 @@ async def test_a_released_offer_goes_to_the_next_in_line(
 async def test_leaving_with_an_offer_declines_it_and_it_goes_to_the_next_in_line(
     api: Api, organizer, customer, pool: asyncpg.Pool
 ) -> None:
-    event, booking = await sold_out_event(api, organizer, customer, capacity=1)
-    first, second = await api.register(), await api.register()
-    one, two = await join(api, first, event), await join(api, second, event)
-    await cancel(api, customer, booking)
+    _, (first, one), (second, two) = await two_in_line_one_offered(api, organizer, customer)
     offer = (await api.waitlist_entry(first, one))["hold_id"]
 
     assert (await api.delete(f"/api/v1/waitlist/{one['id']}", first)).status == 204
@@ -592,10 +593,7 @@ async def test_what_comes_back_before_a_types_sales_window_opens_is_offered_when
 async def test_cancelling_the_event_cancels_its_waiting_list(
     api: Api, organizer, customer, pool: asyncpg.Pool
 ) -> None:
-    event, booking = await sold_out_event(api, organizer, customer, capacity=1)
-    first, second = await api.register(), await api.register()
-    one, two = await join(api, first, event), await join(api, second, event)
-    await cancel(api, customer, booking)
+    event, (first, one), (second, two) = await two_in_line_one_offered(api, organizer, customer)
     offer = (await api.waitlist_entry(first, one))["hold_id"]
 
     await expect(await api.post(f"/api/v1/events/{event['id']}/cancel", organizer), 200)
