@@ -155,6 +155,8 @@ DECLARE
     v_item_req   integer[];
     v_holding    boolean := coalesce(true = ANY (p_holds), false);
     v_booked     boolean := false;
+    -- the events of the call whose organizer has an endpoint wanting booking.created
+    v_hooked     uuid[];
     v_expires    timestamptz := now() + make_interval(secs => p_hold_seconds);
 BEGIN
     IF coalesce(cardinality(p_users), 0) <> v_count
@@ -416,16 +418,17 @@ BEGIN
     -- no booking was made (holds alone): NOTIFYing transactions commit one at a time
     -- across the cluster (a lock held until the commit's WAL is flushed). Each booking
     -- gets its confirmation row, and a webhooks row when its organizer has an endpoint
-    -- that wants it.
+    -- that wants it (asked once per event of the call, not per booking).
     IF v_booked THEN
+        v_hooked := ARRAY(SELECT e FROM unnest(v_ids) AS e
+                           WHERE webhook_wanted(e, 'booking.created'));
         INSERT INTO outbox (topic, kind, payload, request_id)
         SELECT m.topic, m.kind, jsonb_build_object('booking_id', v_records[i]), p_request_ids[i]
           FROM generate_subscripts(p_events, 1) AS i
          CROSS JOIN (VALUES (1, 'confirmations', 'booking_confirmed'),
                             (2, 'webhooks', 'booking.created')) AS m (n, topic, kind)
          WHERE v_totals[i] IS NOT NULL AND NOT p_holds[i]
-           AND CASE WHEN m.n = 1 THEN true
-                    ELSE webhook_wanted(p_events[i], 'booking.created') END
+           AND (m.n = 1 OR p_events[i] = ANY (v_hooked))
          ORDER BY i, m.n;
     END IF;
 
