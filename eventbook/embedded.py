@@ -104,6 +104,22 @@ def redis_url_at(port: int) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
+def unprivileged() -> dict[str, Any]:
+    """subprocess arguments that run a server refusing root (PostgreSQL, pgbouncer) as
+    SYSTEM_USER when we are root; none otherwise."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+             SYSTEM_USER],
+            check=True,
+        )
+    return {"user": SYSTEM_USER, "group": pwd.getpwnam(SYSTEM_USER).pw_gid}
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -210,18 +226,7 @@ class EmbeddedServices:
     # -- PostgreSQL ------------------------------------------------------------------
 
     def _pg_user(self) -> dict[str, Any]:
-        """subprocess arguments that run PostgreSQL's tools as a non-root user."""
-        if os.geteuid() != 0:
-            return {}
-        try:
-            pwd.getpwnam(SYSTEM_USER)
-        except KeyError:
-            subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                 SYSTEM_USER],
-                check=True,
-            )
-        return {"user": SYSTEM_USER, "group": pwd.getpwnam(SYSTEM_USER).pw_gid}
+        return unprivileged()
 
     def _make_traversable(self, path: Path) -> None:
         """As root, let the PostgreSQL user reach `path` (o+x on each parent)."""
