@@ -54,11 +54,15 @@ def unreachable(what: str, url: str | None, variable: str, exc: BaseException) -
 
 
 async def connect_postgres(config: Config) -> asyncpg.Connection:
-    assert config.database_url is not None
+    """One connection to the server itself, never through a pooler: migrate holds a
+    session advisory lock on it, and uses prepared statements."""
+    url = config.direct_url
+    assert url is not None
+    variable = "DATABASE_DIRECT_URL" if config.database_direct_url else "DATABASE_URL"
     try:
-        return await asyncpg.connect(config.database_url, timeout=10)
+        return await asyncpg.connect(url, timeout=10)
     except POSTGRES_ERRORS as exc:
-        raise unreachable("PostgreSQL", config.database_url, "DATABASE_URL", exc) from exc
+        raise unreachable("PostgreSQL", url, variable, exc) from exc
 
 
 async def enter_postgres(

@@ -23,6 +23,13 @@ class Setting:
 # Every variable the program reads, for --help and the README.
 SETTINGS: list[Setting] = [
     Setting("DATABASE_URL", "PostgreSQL URL; unset: a private server in EVENTBOOK_DATA_DIR"),
+    Setting("DATABASE_DIRECT_URL",
+            "the PostgreSQL server itself, when DATABASE_URL is a pooler: LISTEN and "
+            "migrations use it (default DATABASE_URL; required with "
+            "EVENTBOOK_DB_POOLER=transaction)"),
+    Setting("EVENTBOOK_DB_POOLER",
+            "none | transaction: DATABASE_URL is a pooler in transaction mode (PgBouncer "
+            "pool_mode=transaction) (default none)"),
     Setting("REDIS_URL", "Redis URL; unset: a private server under EVENTBOOK_DATA_DIR"),
     Setting("JWT_SECRET", "HS256 key, at least 32 bytes; required with DATABASE_URL"),
     Setting("PORT", "HTTP port (default 8080)"),
@@ -124,6 +131,8 @@ WEBHOOK_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 @dataclasses.dataclass(frozen=True)
 class Config:
     database_url: str | None = None
+    database_direct_url: str | None = None
+    db_pooler: str = "none"
     redis_url: str | None = None
     jwt_secret: str | None = None
     port: int = 8080
@@ -189,6 +198,8 @@ class Config:
         reader = _Reader(env)
         config = cls(
             database_url=reader.url("DATABASE_URL", ("postgres", "postgresql")),
+            database_direct_url=reader.url("DATABASE_DIRECT_URL", ("postgres", "postgresql")),
+            db_pooler=reader.choice("EVENTBOOK_DB_POOLER", "none", ("none", "transaction")),
             redis_url=reader.url("REDIS_URL", ("redis", "rediss", "unix")),
             jwt_secret=reader.optional("JWT_SECRET"),
             port=reader.integer("PORT", 8080, 1, 65535),
@@ -291,6 +302,11 @@ class Config:
                 "EVENTBOOK_DB_POOL_MIN must not exceed EVENTBOOK_DB_POOL_MAX "
                 f"({self.db_pool_min} > {self.db_pool_max})"
             )
+        if self.db_pooler == "transaction" and self.database_direct_url is None:
+            raise ConfigError(
+                "EVENTBOOK_DB_POOLER=transaction needs DATABASE_DIRECT_URL: the PostgreSQL "
+                "server itself, not the pooler, for LISTEN and the migrations' lock"
+            )
         if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
             raise ConfigError("JWT_SECRET must be at least 32 bytes long")
         if self.metrics_token is not None and len(self.metrics_token.encode()) < 16:
@@ -299,6 +315,18 @@ class Config:
             raise ConfigError(
                 "JWT_SECRET is required when DATABASE_URL is set (at least 32 random bytes)"
             )
+
+    @property
+    def direct_url(self) -> str | None:
+        """The PostgreSQL server itself, for what is bound to a session (LISTEN, a session
+        advisory lock): DATABASE_URL may be a pooler that hands each transaction to any of
+        its server connections."""
+        return self.database_direct_url or self.database_url
+
+    @property
+    def pooled(self) -> bool:
+        """DATABASE_URL is a pooler in transaction mode."""
+        return self.db_pooler == "transaction"
 
     def replace(self, **changes: Any) -> Config:
         config = dataclasses.replace(self, **changes)
@@ -312,7 +340,9 @@ class Config:
             value = getattr(self, field.name)
             if field.name in ("jwt_secret", "metrics_token"):
                 value = None if value is None else "***"
-            elif field.name in ("database_url", "redis_url", "smtp_url") and value:
+            elif field.name in (
+                "database_url", "database_direct_url", "redis_url", "smtp_url"
+            ) and value:
                 value = redact_url(value)
             elif isinstance(value, Path):
                 value = str(value)

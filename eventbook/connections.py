@@ -4,8 +4,9 @@ cleanup_ctx) and `worker` use the same context managers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,7 +30,83 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     rolled back, listeners dropped). Pooled connections never SET, LISTEN, hold advisory
     locks or cursors (the relay listens on a connection of its own), so asyncpg's default
     reset query would be a second round trip per request for nothing.
-    The search pool's connections SET their timeout once, when opened, to keep it."""
+    The search pool's connections SET their timeout once, when opened, to keep it (through
+    a pooler, each transaction sets it: PoolerConnection)."""
+
+
+class PoolerConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A connection through a pooler in transaction mode (PgBouncer pool_mode=transaction),
+    which hands each transaction to whichever server connection is free. A session's
+    settings would stay on a server connection other clients get next (and PgBouncer
+    refuses unknown startup parameters), so the pool's `settings` are made
+    transaction-local instead: set with set_config(..., true) in every transaction.
+
+    A statement without arguments goes as one simple query behind the settings: its
+    statements run in one implicit transaction, and a BEGIN among them (a `transaction()`
+    block starting) carries the settings into the transaction it opens. A statement with
+    arguments (the extended protocol) runs in a transaction opened that way unless one is
+    open already: BEGIN and COMMIT, two more round trips each.
+
+    asyncpg (since 0.20) ends a statement's Parse/Describe with Flush, not Sync, so the
+    pooler keeps the server connection until its Bind/Execute/Sync; only named prepared
+    statements (its statement cache, which the pool turns off) would break.
+    """
+
+    settings_sql = ""
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
+        if not self.settings_sql or self.is_in_transaction():
+            return str(await super().execute(query, *args, timeout=timeout))
+        if not args:
+            return str(await super().execute(f"{self.settings_sql}; {query}", timeout=timeout))
+        return str(await self._in_transaction(super().execute, query, *args, timeout=timeout))
+
+    async def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> None:
+        await self._in_transaction(super().executemany, command, args, timeout=timeout)
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> list[asyncpg.Record]:
+        return list(await self._in_transaction(super().fetch, query, *args, **kwargs))
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> asyncpg.Record | None:
+        return await self._in_transaction(super().fetchrow, query, *args, **kwargs)
+
+    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._in_transaction(super().fetchval, query, *args, **kwargs)
+
+    async def fetchmany(self, query: str, args: Any, **kwargs: Any) -> list[asyncpg.Record]:
+        return list(await self._in_transaction(super().fetchmany, query, args, **kwargs))
+
+    async def _in_transaction(self, method: Callable[..., Awaitable[Any]], *args: Any,
+                              **kwargs: Any) -> Any:
+        if not self.settings_sql or self.is_in_transaction():
+            return await method(*args, **kwargs)
+        await self.execute("BEGIN")
+        try:
+            result = await method(*args, **kwargs)
+        except BaseException:
+            if not self.is_closed() and self.is_in_transaction():
+                # The statement's own error is the one to report; a connection left in
+                # the transaction is rolled back by the pool on release.
+                with contextlib.suppress(Exception):
+                    await super().execute("ROLLBACK")
+            raise
+        await super().execute("COMMIT")
+        return result
+
+
+def pooler_connection(settings: Mapping[str, str]) -> type[PoolerConnection]:
+    """The PoolerConnection class of a pool whose transactions all get `settings`."""
+    calls = ", ".join(
+        f"set_config({_literal(name)}, {_literal(value)}, true)"
+        for name, value in settings.items()
+    )
+    settings_sql = f"SELECT {calls}" if calls else ""
+    return type("PoolerConnection", (PoolerConnection,), {"settings_sql": settings_sql})
+
+
+def _literal(text: str) -> str:
+    """`text` as an SQL string literal (standard_conforming_strings, on by default)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 class Pool(asyncpg.Pool):  # type: ignore[misc]
@@ -53,10 +130,21 @@ async def create_pool(
     dsn: str, min_size: int, max_size: int,
     init: Callable[[asyncpg.Connection], Awaitable[None]] = init_connection, *,
     connect_timeout: float = 2, acquire_timeout: float = 2, statement_timeout: float = 3,
-    **kwargs: Any,
+    settings: Mapping[str, str] | None = None, pooler: bool = False, **kwargs: Any,
 ) -> asyncpg.Pool:
     """A pool whose every wait has a deadline: opening a connection, waiting for a free
-    one, and each statement. A server that hangs costs a caller seconds, not minutes."""
+    one, and each statement. A server that hangs costs a caller seconds, not minutes.
+
+    `settings` hold for every statement: session settings given at connect, or with
+    `pooler` (`dsn` is a pooler in transaction mode) set in each transaction, on
+    PoolerConnections without a statement cache (a named prepared statement lives on one
+    server connection; the pooler's next transaction may run on another)."""
+    if pooler:
+        kwargs.update(
+            connection_class=pooler_connection(settings or {}), statement_cache_size=0
+        )
+    else:
+        kwargs.update(connection_class=asyncpg.Connection, server_settings=settings)
     pool = Pool(
         dsn,
         min_size=min_size,
@@ -66,7 +154,6 @@ async def create_pool(
         init=init,
         reset=keep_session,
         loop=None,
-        connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,
         acquire_timeout=acquire_timeout,
         timeout=connect_timeout,
@@ -89,13 +176,14 @@ async def create_config_pool(config: Config, min_size: int, max_size: int) -> as
         connect_timeout=config.db_connect_timeout_seconds,
         acquire_timeout=config.db_acquire_timeout_seconds,
         statement_timeout=config.db_statement_timeout_seconds,
-        server_settings={
-            "eventbook.waitlist_offer_seconds": str(config.waitlist_offer_seconds),
-        },
+        settings={"eventbook.waitlist_offer_seconds": str(config.waitlist_offer_seconds)},
+        pooler=config.pooled,
     )
 
 
-async def create_search_pool(dsn: str, size: int, timeout_ms: int) -> asyncpg.Pool:
+async def create_search_pool(
+    dsn: str, size: int, timeout_ms: int, pooler: bool = False
+) -> asyncpg.Pool:
     """The connections event searches run on, apart from the pool bookings use: at most
     `size` searches run at once, each stopped by PostgreSQL after `timeout_ms`, so no
     number of searches can hold every connection or more than `size` server processes.
@@ -105,6 +193,11 @@ async def create_search_pool(dsn: str, size: int, timeout_ms: int) -> asyncpg.Po
     every event (a sequential scan, 1.1 s at 100,000 events) rather than read the
     search index (0.1 s); and one search never takes parallel workers, so it costs one
     core at most."""
+    settings = {"enable_seqscan": "off", "max_parallel_workers_per_gather": "0"}
+    if pooler:
+        # Set in each transaction, so the timeout is one more of them.
+        settings["statement_timeout"] = f"{int(timeout_ms)}ms"
+        return await create_pool(dsn, size, size, settings=settings, pooler=True)
 
     async def init(conn: asyncpg.Connection) -> None:
         await init_connection(conn)
@@ -117,10 +210,7 @@ async def create_search_pool(dsn: str, size: int, timeout_ms: int) -> asyncpg.Po
 
     # Opened at start and kept: a search waits for a free one no longer than its own
     # timeout, which leaves no time to open a connection.
-    return await create_pool(
-        dsn, size, size, init,
-        server_settings={"enable_seqscan": "off", "max_parallel_workers_per_gather": "0"},
-    )
+    return await create_pool(dsn, size, size, init, settings=settings)
 
 
 @asynccontextmanager
@@ -144,7 +234,8 @@ async def open_search(config: Config) -> AsyncIterator[asyncpg.Pool]:
     """The event search's connections, closed on exit."""
     assert config.database_url is not None
     pool = await create_search_pool(
-        config.database_url, config.search_concurrency, config.search_timeout_ms
+        config.database_url, config.search_concurrency, config.search_timeout_ms,
+        pooler=config.pooled,
     )
     try:
         yield pool

@@ -27,13 +27,15 @@ def environment(config: Config | None = None, /, **extra: str) -> dict[str, str]
     env = {
         key: value for key, value in os.environ.items()
         if not key.startswith(("EVENTBOOK_", "TEST_"))
-        and key not in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET", "PORT")
+        and key not in ("DATABASE_URL", "DATABASE_DIRECT_URL", "REDIS_URL", "JWT_SECRET", "PORT")
     }
     env["EVENTBOOK_LOG_FORMAT"] = "json"
     if config is not None:
         env.update(
             {
                 "DATABASE_URL": config.database_url or "",
+                "DATABASE_DIRECT_URL": config.database_direct_url or "",
+                "EVENTBOOK_DB_POOLER": config.db_pooler,
                 "REDIS_URL": config.redis_url or "",
                 "JWT_SECRET": config.jwt_secret or "",
                 "EVENTBOOK_REDIS_PREFIX": config.redis_prefix,

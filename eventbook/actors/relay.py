@@ -72,11 +72,13 @@ class OutboxRelay:
         await self.availability.close()
 
     async def _listen_and_relay(self, stopping: asyncio.Event) -> None:
-        assert self.config.database_url is not None
+        assert self.config.direct_url is not None
         wake = asyncio.Event()
-        # A connection of its own: a pooled one would be handed to others while listening.
+        # A connection of its own, to the server itself: a pooled one would be handed to
+        # others while listening, and a pooler in transaction mode forgets a LISTEN when
+        # its transaction ends.
         listener = await asyncpg.connect(
-            self.config.database_url, timeout=self.config.db_connect_timeout_seconds
+            self.config.direct_url, timeout=self.config.db_connect_timeout_seconds
         )
         try:
             await listener.add_listener(CHANNEL, lambda *_: wake.set())
