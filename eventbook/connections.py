@@ -47,9 +47,10 @@ class PoolerConnection(asyncpg.Connection):  # type: ignore[misc]
     arguments (the extended protocol) runs in a transaction opened that way unless one is
     open already: BEGIN and COMMIT, two more round trips each.
 
-    asyncpg (since 0.20) ends a statement's Parse/Describe with Flush, not Sync, so the
-    pooler keeps the server connection until its Bind/Execute/Sync; only named prepared
-    statements (its statement cache, which the pool turns off) would break.
+    asyncpg ends a statement's Parse/Describe with Flush, not Sync, so the pooler keeps
+    the server connection until its Bind/Execute/Sync even outside a transaction; only
+    named prepared statements (its statement cache, which the pool turns off) would break.
+    The transaction is for the settings alone.
     """
 
     settings_sql = ""
