@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.processes import cpu_seconds, cpu_used, postgres_pids
+from bench.processes import cpu_seconds, cpu_used, family, postgres_pids
 from bench.world import World
 from bench.wrk import run_wrk
 
@@ -54,7 +54,8 @@ async def booking_run(
     async def sold_out() -> bool:
         return await world.sold_out(events[0])
 
-    server = [server_pid] if server_pid else []
+    # A server of several processes: the parent and every server process.
+    server = family(server_pid) if server_pid else []
     before = cpu_seconds(server), cpu_seconds(postgres_pids())
     result = await run_wrk(
         url, paths, connections=connections, duration=duration, threads=threads,
