@@ -83,7 +83,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="where the JSON file goes (default bench/results)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the server with py-spy during flash and spread, and "
-                             "the worker during lag (pip install py-spy first)")
+                             "the worker during lag and deployed (pip install py-spy "
+                             "first)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (servers' data, logs)")
     args = parser.parse_args(argv)
@@ -259,8 +260,10 @@ async def sales(args: argparse.Namespace, world: World, server: Server, customer
                 out[key] = await sale()
         if "deployed" in wanted:
             say(f"{text}{of}, as deployed: a worker confirming meanwhile")
+            profile = (results.setdefault("profiles", {}).setdefault(
+                f"{name} as deployed{of} (worker)", {}) if args.profile else None)
             out[f"{name}_deployed"] = await scenarios.deployed(
-                world, f"worker-{name}-deployed-{count}", sale
+                world, f"worker-{name}-deployed-{count}", sale, profile=profile
             )
     return out
 

@@ -472,20 +472,26 @@ async def spread(world: World, server: Server, customers: Path, *, events: int,
 
 
 async def deployed(world: World, name: str, sale: Callable[[], Awaitable[dict[str, Any]]],
-                   *, limit: float = 120) -> dict[str, Any]:
+                   *, limit: float = 120, profile: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
     """`sale` (a flash sale or spread against the web process) as deployed: an `eventbook
     worker` running every actor (mail latency 0) confirms the bookings while they are
     made. Beside the sale's own figures: each booking's confirmation lag, from its
     transaction (created_at) to its mail recorded as sent (confirmed_at), and the
     worker's CPU. wrk tells no request's answer time, so the lag is counted from the
     transaction, a few milliseconds before the 201: a bound above the lag from the 201
-    that the lag scenario measures."""
+    that the lag scenario measures. With `profile`, py-spy samples the worker."""
     await forget_backlog(world)
     actors = await worker(world, name, EVENTBOOK_MAIL_LATENCY_MS="0")
     try:
         since = await world.db.fetchval("SELECT clock_timestamp()")
         cpu_before = cpu_seconds([actors.proc.pid])
-        result = await sale()
+        sampling = (
+            profiled(actors.proc.pid, world.logs / f"profile-{name}.txt", profile)
+            if profile is not None else contextlib.nullcontext()
+        )
+        with sampling:
+            result = await sale()
         ended = time.monotonic()
         deadline = ended + limit
         while True:
