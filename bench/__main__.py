@@ -242,7 +242,7 @@ async def sales(args: argparse.Namespace, world: World, server: Server, customer
 
     async def flash() -> dict[str, Any]:
         return await scenarios.flash_sale(world, server, customers, capacity=args.capacity,
-                                          limit=300, processes=count, **load)
+                                          limit=300, **load)
 
     async def spread() -> dict[str, Any]:
         run = await scenarios.spread(world, server, customers, events=args.events,
