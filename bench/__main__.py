@@ -77,8 +77,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                              "(default 100000)")
     parser.add_argument("--processes", default="1,2", type=counts,
                         help="server processes (serve --processes N) of the web process, "
-                             "comma-separated: flash, spread and deployed run with each, the "
-                             "other scenarios with the first (default 1,2)")
+                             "comma-separated: flash, spread and deployed run with each "
+                             "(deployed with the first only under --quick), the other "
+                             "scenarios with the first (default 1,2)")
     parser.add_argument("--results", type=Path, default=report.ROOT / "bench" / "results",
                         help="where the JSON file goes (default bench/results)")
     parser.add_argument("--profile", action="store_true",
@@ -258,7 +259,8 @@ async def sales(args: argparse.Namespace, world: World, server: Server, customer
             say(text + of)
             with sampled(args, server, world, results, f"{name}{of} (server)"):
                 out[key] = await sale()
-        if "deployed" in wanted:
+        # --quick runs the deployed sales with the first count only, to stay short.
+        if "deployed" in wanted and (count == args.processes[0] or not args.quick):
             say(f"{text}{of}, as deployed: a worker confirming meanwhile")
             profile = (results.setdefault("profiles", {}).setdefault(
                 f"{name} as deployed{of} (worker)", {}) if args.profile else None)
