@@ -29,8 +29,10 @@ from bench.world import World
 from bench.wrk import ensure_wrk
 from tests.processes import Server, environment
 
-SCENARIOS = ("flash", "flash_types", "hold_confirm", "expiry", "waitlist", "spread", "lag",
-             "webhooks", "fanout", "floods")
+SCENARIOS = ("flash", "flash_types", "hold_confirm", "expiry", "waitlist", "spread",
+             "deployed", "lag", "webhooks", "fanout", "floods")
+# The scenarios run again for every count of --processes past the first.
+SALES = {"flash", "spread", "deployed"}
 # The scenarios whose figures are read against the HTTP, naive and pgbench ceilings.
 BOOKING_LOADS = {"flash", "flash_types", "hold_confirm", "spread", "waitlist"}
 # The tickets of the waiting-list rush's sold-out event (at least its cancellations).
@@ -73,11 +75,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--listings", type=int, default=100_000,
                         help="events the floods scenario's searches look through "
                              "(default 100000)")
+    parser.add_argument("--processes", default="1,2", type=counts,
+                        help="server processes (serve --processes N) of the web process, "
+                             "comma-separated: flash, spread and deployed run with each "
+                             "(deployed with the first only under --quick), the other "
+                             "scenarios with the first (default 1,2)")
     parser.add_argument("--results", type=Path, default=report.ROOT / "bench" / "results",
                         help="where the JSON file goes (default bench/results)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the server with py-spy during flash and spread, and "
-                             "the worker during lag (pip install py-spy first)")
+                             "the worker during lag and deployed (pip install py-spy "
+                             "first)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (servers' data, logs)")
     args = parser.parse_args(argv)
@@ -91,6 +99,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def counts(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of process counts (1,2)")
+    return values
+
+
 def say(text: str) -> None:
     print(f"bench: {text}", flush=True)
 
@@ -100,7 +118,11 @@ def sampled(args: argparse.Namespace, server: Server, world: World,
     if not args.profile:
         return contextlib.nullcontext()
     summary = results.setdefault("profiles", {}).setdefault(name, {})
-    return profiled(server.proc.pid, world.logs / f"profile-{name.split()[0]}.txt", summary)
+    # Of several server processes, the first: the others do the same work.
+    pids = processes.family(server.proc.pid)
+    stem = name.removesuffix(" (server)").replace(",", "").replace(" ", "-")
+    return profiled(pids[1] if len(pids) > 1 else pids[0],
+                    world.logs / f"profile-{stem}.txt", summary)
 
 
 async def measure(args: argparse.Namespace, world: World, results: dict[str, Any]) -> None:
@@ -125,15 +147,12 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
             world, connections=args.connections, duration=args.duration
         )
 
-    server = await processes.serve(environment(**world.server_env()), world.logs,
-                                   "--no-actors")
+    by_processes: dict[str, Any] = results.setdefault("by_processes", {})
+    first, *others = args.processes
+    server = await web(world, first)
     try:
-        if "flash" in wanted:
-            say(f"flash sale: 1 event, {args.capacity} tickets")
-            with sampled(args, server, world, results, "flash (server)"):
-                scen["flash_sale"] = await scenarios.flash_sale(
-                    world, server, customers, capacity=args.capacity, limit=300, **load
-                )
+        by_processes[str(first)] = await sales(args, world, server, customers, results, first)
+        scen.update(by_processes[str(first)])
         if "flash_types" in wanted:
             say(f"flash sale over 2 ticket types: 1 event, {args.capacity} tickets")
             with sampled(args, server, world, results, "flash_types (server)"):
@@ -159,14 +178,6 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
                     cancellations=min(args.cancellations, args.waiting),
                     duration=args.duration, limit=300, **load,
                 )
-        if "spread" in wanted:
-            say(f"spread: {args.events} events, {args.duration:g} s")
-            with sampled(args, server, world, results, "spread (server)"):
-                scen["spread"] = await scenarios.spread(
-                    world, server, customers, events=args.events, duration=args.duration,
-                    **load
-                )
-            scen["spread"]["events"] = args.events
         if "lag" in wanted:
             say(f"confirmation lag: {args.lag_rate:g} bookings/s for {args.lag_duration:g} s")
             scen["confirmation_lag"] = await scenarios.confirmation_lag(
@@ -205,6 +216,58 @@ async def measure(args: argparse.Namespace, world: World, results: dict[str, Any
     finally:
         results["server_peak_rss_mb"] = server.peak_rss_mb()
         server.stop()
+    for count in others if wanted & SALES else []:
+        server = await web(world, count)
+        try:
+            by_processes[str(count)] = await sales(args, world, server, customers, results,
+                                                   count)
+        finally:
+            server.stop()
+
+
+async def web(world: World, count: int) -> Server:
+    """The Procfile's web process, `serve --no-actors`, of `count` server processes."""
+    say(f"web process: eventbook serve --no-actors --processes {count}")
+    return await processes.serve(environment(**world.server_env()), world.logs,
+                                 "--no-actors", processes=count)
+
+
+async def sales(args: argparse.Namespace, world: World, server: Server, customers: Path,
+                results: dict[str, Any], count: int) -> dict[str, Any]:
+    """The flash sale and the spread load against `server` (of `count` processes): web
+    only, and as deployed (a worker confirming the bookings meanwhile)."""
+    wanted = set(args.scenarios)
+    load = {"connections": args.connections, "threads": args.threads}
+    of = f", {count} server process{'es' if count > 1 else ''}"
+    out: dict[str, Any] = {}
+
+    async def flash() -> dict[str, Any]:
+        return await scenarios.flash_sale(world, server, customers, capacity=args.capacity,
+                                          limit=300, **load)
+
+    async def spread() -> dict[str, Any]:
+        run = await scenarios.spread(world, server, customers, events=args.events,
+                                     duration=args.duration, **load)
+        run["events"] = args.events
+        return run
+
+    for name, key, sale, text in (
+        ("flash", "flash_sale", flash, f"flash sale: 1 event, {args.capacity} tickets"),
+        ("spread", "spread", spread, f"spread: {args.events} events, {args.duration:g} s"),
+    ):
+        if name in wanted:
+            say(text + of)
+            with sampled(args, server, world, results, f"{name}{of} (server)"):
+                out[key] = await sale()
+        # --quick runs the deployed sales with the first count only, to stay short.
+        if "deployed" in wanted and (count == args.processes[0] or not args.quick):
+            say(f"{text}{of}, as deployed: a worker confirming meanwhile")
+            profile = (results.setdefault("profiles", {}).setdefault(
+                f"{name} as deployed{of} (worker)", {}) if args.profile else None)
+            out[f"{name}_deployed"] = await scenarios.deployed(
+                world, f"worker-{name}-deployed-{count}", sale, profile=profile
+            )
+    return out
 
 
 def main(argv: list[str]) -> int:

@@ -3,18 +3,63 @@ each process uses."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import time
 from pathlib import Path
+
+import aiohttp
 
 from eventbook.embedded import free_port
 from tests.processes import ROOT, Process, Server, environment
 
 
-async def serve(env: dict[str, str], logs: Path, *extra: str) -> Server:
-    """`eventbook serve EXTRA` on a free port, once /readyz answers."""
-    server = Server(env, logs / "serve.log", *extra, cwd=ROOT)
+async def serve(env: dict[str, str], logs: Path, *extra: str, processes: int = 1) -> Server:
+    """`eventbook serve EXTRA` on a free port, once /readyz answers; with `processes`
+    above 1, `serve --processes N`, once each of its server processes runs."""
+    name = "serve.log" if processes == 1 else f"serve-{processes}-processes.log"
+    args = extra if processes == 1 else (*extra, "--processes", str(processes))
+    server = Server(env, logs / name, *args, cwd=ROOT)
     await server.wait_ready()
+    if processes > 1:
+        await all_answer(server, processes)
     return server
+
+
+async def all_answer(server: Server, processes: int, timeout: float = 60) -> None:
+    """Until health checks, each on a connection of its own, have reached every server
+    process (their log lines name the process)."""
+    deadline = time.monotonic() + timeout
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        while True:
+            for _ in range(4 * processes):
+                async with session.get(f"{server.url}/healthz") as answer:
+                    answer.raise_for_status()
+            answered = {json.loads(line).get("process") for line in server.output.splitlines()
+                        if line.startswith("{") and '"route": "/healthz"' in line}
+            if answered >= set(range(processes)):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only processes {answered} of {processes} answer")
+            await asyncio.sleep(0.1)
+
+
+def family(pid: int) -> list[int]:
+    """`pid` and every live process descended from it: a server and its server processes."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[1])
+    found = [pid]
+    for candidate in found:
+        found.extend(child for child, parent in parents.items() if parent == candidate)
+    return found
 
 
 async def bare(mode: str, logs: Path, database_url: str | None = None) -> Process:

@@ -166,6 +166,9 @@ def rows(results: dict[str, Any]) -> list[Row]:
                        ratio(spread, http)))
         out.extend(booking_rows("spread", data, ceil.get("naive", {})))
 
+    out.extend(deployed_rows(scen))
+    out.extend(processes_rows(results.get("by_processes", {})))
+
     lag = scen.get("confirmation_lag")
     if lag:
         out.append(Row(f"confirmation lag at {lag['rate']:.0f}/s, p50", lag["p50_ms"], "ms"))
@@ -217,6 +220,77 @@ def rows(results: dict[str, Any]) -> list[Row]:
             flood = run["flood"]
             statuses = ", ".join(f"{n} x {s}" for s, n in sorted(flood["statuses"].items()))
             out.append(Row(f"  flood answered ({statuses})", flood["requests_per_s"], "req/s"))
+    return out
+
+
+SALES = (("flash", "flash_sale", "flash sale"), ("spread", "spread", "spread"))
+
+
+def deployed_rows(scen: dict[str, Any], of: str = "") -> list[Row]:
+    """The flash sale and spread as deployed (a worker confirming meanwhile) against the
+    same load on the web process alone, and the confirmation lag during them."""
+    out = []
+    for name, key, label in SALES:
+        run = scen.get(f"{name}_deployed")
+        if not run:
+            continue
+        alone = scen.get(key)
+        r = ratio(run["bookings_per_s"], alone and alone["bookings_per_s"])
+        out += [
+            Row(f"{label} as deployed (web + worker){of}", run["bookings_per_s"],
+                "bookings/s", f"{label}, web only", r, ">= 0.8x",
+                None if r is None else r >= 0.8),
+            Row("  its p99", run["p99_ms"], "ms", "web only's",
+                ratio(run["p99_ms"], alone and alone["p99_ms"])),
+            Row("  confirmation lag p50, from the booking's transaction", run["lag_p50_ms"],
+                "ms"),
+            Row("  confirmation lag p99", run["lag_p99_ms"], "ms", "", None, "< 1000 ms",
+                run["lag_p99_ms"] < 1000 and run["unconfirmed"] == 0),
+            Row("  every booking confirmed, after the last answer", run["caught_up_s"], "s"),
+            Row("  worker CPU per booking", run["worker_cpu_ms_per_booking"], "ms"),
+            *cpu_against(run, alone, "web only's"),
+        ]
+    return out
+
+
+def cpu_against(run: dict[str, Any], then: dict[str, Any] | None, label: str) -> list[Row]:
+    """CPU per booking of the server processes and of PostgreSQL, against another run's."""
+    return [Row(f"  {who} CPU per booking", run[key], "ms", label,
+                ratio(run[key], then and then.get(key)))
+            for key, who in (("server_cpu_ms_per_booking", "server"),
+                             ("postgres_cpu_ms_per_booking", "PostgreSQL"))
+            if run.get(key) is not None]
+
+
+def processes_rows(by: dict[str, Any]) -> list[Row]:
+    """The same sales with more server processes (serve --processes N) against the
+    first count's (one, by default)."""
+    if len(by) < 2:
+        return []
+    first, *others = by
+    base = by[first]
+    out = []
+    for count in others:
+        runs = by[count]
+        of = f", {count} server processes"
+        for name, key, label in SALES:
+            for what, title in ((key, label), (f"{name}_deployed", f"{label} as deployed")):
+                run = runs.get(what)
+                if not run:
+                    continue
+                then = base.get(what)
+                out.append(Row(f"{title}{of}", run["bookings_per_s"], "bookings/s",
+                               f"{first} process", ratio(run["bookings_per_s"],
+                                                         then and then["bookings_per_s"])))
+                out.append(Row("  p99", run["p99_ms"], "ms", f"{first} process",
+                               ratio(run["p99_ms"], then and then["p99_ms"])))
+                if "lag_p99_ms" in run:
+                    out.append(Row("  confirmation lag p99", run["lag_p99_ms"], "ms", "", None,
+                                   "< 1000 ms",
+                                   run["lag_p99_ms"] < 1000 and run["unconfirmed"] == 0))
+                out.extend(cpu_against(run, then, f"{first} process"))
+        if "flash_deployed" in runs or "spread_deployed" in runs:
+            out.extend(deployed_rows(runs, of))
     return out
 
 

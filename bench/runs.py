@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.processes import cpu_seconds, cpu_used, postgres_pids
+from bench.processes import cpu_seconds, cpu_used, family, postgres_pids
 from bench.world import World
 from bench.wrk import run_wrk
 
@@ -38,6 +38,7 @@ async def booking_run(
     body: str = BODY,
     holds: bool = False,
     refusals_expected: bool = False,
+    settle: float = 0.2,
 ) -> dict[str, Any]:
     """Book `body` (1 ticket, unless "@FILE" names bodies to go round) a request on
     `events` (round robin) for `duration` seconds, or until the one event in `events` is
@@ -48,19 +49,21 @@ async def booking_run(
 
     Until the sell-out, wrk stops at the first 409 (sold out), unless
     `refusals_expected`: a ticket type's quota runs out before the event, or holds are
-    still to confirm when the last ticket is held."""
+    still to confirm when the last ticket is held. Then the sell-out seen in the
+    database ends the run, `settle` seconds later."""
     paths = world.paths_file(name, events, "holds" if holds else "bookings")
 
     async def sold_out() -> bool:
         return await world.sold_out(events[0])
 
-    server = [server_pid] if server_pid else []
+    # A server of several processes: the parent and every server process.
+    server = family(server_pid) if server_pid else []
     before = cpu_seconds(server), cpu_seconds(postgres_pids())
     result = await run_wrk(
         url, paths, connections=connections, duration=duration, threads=threads,
         tokens_file=customers, body=body,
         stop_status=409 if until_sold_out and not refusals_expected else None,
-        until=sold_out if until_sold_out else None, settle=0.2, then_confirm=holds,
+        until=sold_out if until_sold_out else None, settle=settle, then_confirm=holds,
     )
     used = (cpu_used(before[0], cpu_seconds(server)),
             cpu_used(before[1], cpu_seconds(postgres_pids())))

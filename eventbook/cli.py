@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from eventbook import connections, db, topics
-from eventbook.config import SETTINGS, Config, ConfigError, redact_url
+from eventbook.config import SETTINGS, Config, ConfigError, parse_processes, redact_url
 from eventbook.embedded import EmbeddedError, EmbeddedServices
 from eventbook.logging import configure as configure_logging
 from eventbook.outages import POSTGRES_ERRORS, REDIS_ERRORS
@@ -140,16 +140,33 @@ async def migrate_database(config: Config) -> list[str]:
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
-    from eventbook.app import create_app
-
     # The flags win over the environment, in the startup log's configuration too.
-    config = config.replace(host=args.host or config.host, port=args.port or config.port)
+    config = config.replace(host=args.host or config.host, port=args.port or config.port,
+                            processes=args.processes or config.processes)
+    if args.process_index is None and config.processes > 1:
+        return serve_processes(config, args)
+    return serve_one(config, args)
+
+
+def serve_one(config: Config, args: argparse.Namespace) -> int:
+    """One server: this process, or child `--process-index` of serve_processes, which
+    migrated already and shares the port with its siblings."""
+    from eventbook.app import create_app
+    from eventbook.processes import watch_parent
+
+    child = args.process_index is not None
     host, port = config.host, config.port
     with running_services(config) as config:
-        log.info("starting", command="serve", actors=not args.no_actors, config=config.redacted())
+        log.info("starting", command="serve", actors=not args.no_actors,
+                 **({"pid": os.getpid()} if child else {"config": config.redacted()}))
+
+        watching: set[asyncio.Task[None]] = set()
 
         async def build() -> web.Application:
-            await migrate_database(config)
+            if child:
+                watching.add(asyncio.create_task(watch_parent(os.getppid())))
+            else:
+                await migrate_database(config)
             log.info("listening", host=host, port=port)
             # Bound like the worker's, to EVENTBOOK_HOST, whatever --host says.
             private = None if args.metrics_port is None else (config.host, args.metrics_port)
@@ -161,10 +178,57 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         web.run_app(
             build(), host=host, port=port, print=None, access_log=None,
             shutdown_timeout=args.shutdown_timeout, handle_signals=True,
-            keepalive_timeout=config.keepalive_timeout_seconds,
+            keepalive_timeout=config.keepalive_timeout_seconds, reuse_port=child or None,
         )
     log.info("stopped", command="serve")
     return 0
+
+
+def serve_processes(config: Config, args: argparse.Namespace) -> int:
+    """`serve --processes N`: start (or join) the embedded servers, migrate once, then
+    run N children of serve_one on the one port (eventbook.processes supervises them).
+    Process 0 runs the actors, unless --no-actors; each child serves /metrics of its own
+    on --metrics-port plus its index."""
+    from eventbook.processes import Parent
+
+    count = config.processes
+    with running_services(config) as config:
+        log.info("starting", command="serve", processes=count, actors=not args.no_actors,
+                 config=config.redacted())
+        asyncio.run(prepare_processes(config, count))
+
+        def command(index: int) -> list[str]:
+            argv = ["serve", "--process-index", str(index), "--host", config.host,
+                    "--port", str(config.port), "--shutdown-timeout", str(args.shutdown_timeout)]
+            if args.no_actors or index > 0:
+                argv.append("--no-actors")
+            if args.metrics_port is not None:
+                argv += ["--metrics-port", str(args.metrics_port + index)]
+            return argv
+
+        # The servers the parent found or started, for every child alike.
+        env = dict(os.environ)
+        env.update({"DATABASE_URL": config.database_url or "",
+                    "REDIS_URL": config.redis_url or "", "JWT_SECRET": config.jwt_secret or ""})
+        status = Parent(count, command, env, args.shutdown_timeout).run()
+    log.info("stopped", command="serve", status=status)
+    return status
+
+
+async def prepare_processes(config: Config, count: int) -> None:
+    """Migrate once for every child; warn when their pools together may ask PostgreSQL
+    for more connections than it allows."""
+    await migrate_database(config)
+    conn = await connect_postgres(config)
+    try:
+        allowed = int(await conn.fetchval("SHOW max_connections"))
+    finally:
+        await conn.close()
+    wanted = count * (config.db_pool_max + config.search_concurrency)
+    if wanted > allowed:
+        log.warning("pools_exceed_max_connections", processes=count,
+                    db_pool_max=config.db_pool_max, search_pool=config.search_concurrency,
+                    wanted=wanted, max_connections=allowed)
 
 
 async def run_worker(
@@ -529,6 +593,15 @@ def cmd_embedded(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def processes_count(text: str) -> int:
+    try:
+        return parse_processes(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of processes from 1 to 1024, or auto"
+        ) from None
+
+
 # -- parser --------------------------------------------------------------------------
 
 
@@ -571,6 +644,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "cannot reach")
     serve.add_argument("--shutdown-timeout", type=float, default=30.0,
                        help="seconds in-flight requests get to finish on SIGTERM (default 30)")
+    serve.add_argument(
+        "--processes", type=processes_count, metavar="N",
+        help="server processes on the one port (SO_REUSEPORT), or auto: one per usable core "
+        "(default $EVENTBOOK_PROCESSES, else 1). Each has its own pools: N x "
+        "(EVENTBOOK_DB_POOL_MAX + EVENTBOOK_SEARCH_CONCURRENCY) PostgreSQL connections in "
+        "all. Process 0 runs the actors; /metrics shows the process that answers, and "
+        "--metrics-port P gives process I the port P+I",
+    )
+    serve.add_argument("--process-index", type=int, help=argparse.SUPPRESS)
 
     worker = add(
         "worker", cmd_worker,
@@ -701,7 +783,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eventbook: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_format, config.log_level,
-                      sys.stdout if args.logs_to_stdout else sys.stderr)
+                      sys.stdout if args.logs_to_stdout else sys.stderr,
+                      getattr(args, "process_index", None))
     try:
         return int(args.func(config, args))
     except CommandError as exc:

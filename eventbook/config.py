@@ -37,8 +37,11 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_DATA_DIR", "embedded servers' data, dev JWT key (default .eventbook)"),
     Setting("EVENTBOOK_LOG_FORMAT", "auto | json | console (default auto: console on a terminal)"),
     Setting("EVENTBOOK_LOG_LEVEL", "debug | info | warning | error (default info)"),
-    Setting("EVENTBOOK_DB_POOL_MIN", "asyncpg pool minimum size (default 2)"),
-    Setting("EVENTBOOK_DB_POOL_MAX", "asyncpg pool maximum size (default 20)"),
+    Setting("EVENTBOOK_PROCESSES",
+            "server processes of `serve` on its one port, or auto: one per usable core "
+            "(default 1)"),
+    Setting("EVENTBOOK_DB_POOL_MIN", "asyncpg pool minimum size, per process (default 2)"),
+    Setting("EVENTBOOK_DB_POOL_MAX", "asyncpg pool maximum size, per process (default 20)"),
     Setting("EVENTBOOK_DB_CONNECT_TIMEOUT_SECONDS",
             "give up opening a PostgreSQL connection after this long (default 2)"),
     Setting("EVENTBOOK_DB_ACQUIRE_TIMEOUT_SECONDS",
@@ -140,6 +143,7 @@ class Config:
     data_dir: Path = Path(".eventbook")
     log_format: str = "auto"
     log_level: str = "info"
+    processes: int = 1
     db_pool_min: int = 2
     db_pool_max: int = 20
     db_connect_timeout_seconds: int = 2
@@ -209,6 +213,7 @@ class Config:
             log_level=reader.choice(
                 "EVENTBOOK_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
             ),
+            processes=reader.processes("EVENTBOOK_PROCESSES"),
             db_pool_min=reader.integer("EVENTBOOK_DB_POOL_MIN", 2, 0, 1000),
             db_pool_max=reader.integer("EVENTBOOK_DB_POOL_MAX", 20, 1, 1000),
             db_connect_timeout_seconds=reader.integer(
@@ -350,6 +355,24 @@ class Config:
         return shown
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the system has one
+    (a container's cpuset limits it), else every core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def parse_processes(raw: str) -> int:
+    """`auto` (one per usable core) or a count of server processes, 1 to 1024."""
+    if raw.strip().lower() == "auto":
+        return usable_cores()
+    count = int(raw)
+    if not 1 <= count <= 1024:
+        raise ValueError(raw)
+    return count
+
+
 def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
@@ -386,6 +409,9 @@ class _Reader:
             return value
 
         return int(self._parse(name, default, parse, f"an integer from {low} to {high}"))
+
+    def processes(self, name: str) -> int:
+        return int(self._parse(name, 1, parse_processes, "a number from 1 to 1024, or auto"))
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
         def parse(raw: str) -> float:

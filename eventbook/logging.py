@@ -12,11 +12,14 @@ import structlog
 from structlog.typing import EventDict
 
 
-def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None,
+              process: int | None = None) -> None:
     """Route structlog and the standard library's logging through one renderer to `stream`.
 
     `stream` is stdout (the default) for the long-running processes; operator commands
-    pass stderr, so that their stdout holds only their answer.
+    pass stderr, so that their stdout holds only their answer. `process`, the index of
+    one of `serve --processes N`'s server processes, is a field of each of its lines:
+    they share the parent's output.
     """
     out = sys.stdout if stream is None else stream
     if log_format == "auto":
@@ -47,6 +50,8 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if process is not None:
+        shared.append(_tagged(process))
     # Our own log lines are rendered and written by structlog directly: through the
     # standard library's logging they cost twice as much, and the booking path writes
     # two per request. Other libraries' lines still go through
@@ -74,6 +79,14 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
     root.setLevel(level.upper())
     # aiohttp's own access log would duplicate ours.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _tagged(process: int) -> structlog.typing.Processor:
+    def tag(_: Any, __: str, event_dict: EventDict) -> EventDict:
+        event_dict["process"] = process
+        return event_dict
+
+    return tag
 
 
 def _without_row_values(_: Any, __: str, event_dict: EventDict) -> EventDict:

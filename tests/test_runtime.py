@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shlex
 import signal
@@ -40,6 +41,7 @@ from tests.processes import Process, Server, environment, run
         ({"EVENTBOOK_MAIL_FAILURE_RATE": "2"}, "expected a number from 0 to 1"),
         ({"EVENTBOOK_DB_POOL_MIN": "30", "EVENTBOOK_DB_POOL_MAX": "10"}, "must not exceed"),
         ({"EVENTBOOK_ORGANIZER_SIGNUP": "maybe"}, "expected true or false"),
+        ({"EVENTBOOK_PROCESSES": "0"}, "expected a number from 1 to 1024, or auto"),
     ],
 )
 def test_a_bad_setting_is_refused_with_one_line_naming_it(env: dict, message: str) -> None:
@@ -47,6 +49,14 @@ def test_a_bad_setting_is_refused_with_one_line_naming_it(env: dict, message: st
         Config.from_env(env)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_auto_processes_are_one_per_core_this_process_may_use() -> None:
+    assert Config.from_env({"EVENTBOOK_PROCESSES": "auto"}).processes == len(
+        os.sched_getaffinity(0)
+    )
+    assert Config.from_env({"EVENTBOOK_PROCESSES": "3"}).processes == 3
+    assert Config.from_env({}).processes == 1
 
 
 def test_defaults_need_no_environment() -> None:
