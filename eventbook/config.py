@@ -23,6 +23,12 @@ class Setting:
 # Every variable the program reads, for --help and the README.
 SETTINGS: list[Setting] = [
     Setting("DATABASE_URL", "PostgreSQL URL; unset: a private server in EVENTBOOK_DATA_DIR"),
+    Setting("DATABASE_READ_URL",
+            "PostgreSQL URL of a streaming replica that serves event browsing; unset: all "
+            "reads on DATABASE_URL"),
+    Setting("EVENTBOOK_READ_MAX_LAG_SECONDS",
+            "browsing reads go to the primary while the replica is further behind than "
+            "this (default 5)"),
     Setting("REDIS_URL", "Redis URL; unset: a private server under EVENTBOOK_DATA_DIR"),
     Setting("JWT_SECRET", "HS256 key, at least 32 bytes; required with DATABASE_URL"),
     Setting("PORT", "HTTP port (default 8080)"),
@@ -124,6 +130,8 @@ WEBHOOK_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 @dataclasses.dataclass(frozen=True)
 class Config:
     database_url: str | None = None
+    database_read_url: str | None = None
+    read_max_lag_seconds: float = 5.0
     redis_url: str | None = None
     jwt_secret: str | None = None
     port: int = 8080
@@ -189,6 +197,10 @@ class Config:
         reader = _Reader(env)
         config = cls(
             database_url=reader.url("DATABASE_URL", ("postgres", "postgresql")),
+            database_read_url=reader.url("DATABASE_READ_URL", ("postgres", "postgresql")),
+            read_max_lag_seconds=reader.number(
+                "EVENTBOOK_READ_MAX_LAG_SECONDS", 5.0, 0.1, 3600.0
+            ),
             redis_url=reader.url("REDIS_URL", ("redis", "rediss", "unix")),
             jwt_secret=reader.optional("JWT_SECRET"),
             port=reader.integer("PORT", 8080, 1, 65535),
@@ -312,7 +324,9 @@ class Config:
             value = getattr(self, field.name)
             if field.name in ("jwt_secret", "metrics_token"):
                 value = None if value is None else "***"
-            elif field.name in ("database_url", "redis_url", "smtp_url") and value:
+            elif field.name in (
+                "database_url", "database_read_url", "redis_url", "smtp_url"
+            ) and value:
                 value = redact_url(value)
             elif isinstance(value, Path):
                 value = str(value)
