@@ -158,10 +158,11 @@ class Reads:
         loop = asyncio.get_running_loop()
         # The time before asking: every commit before it is at or below the answer.
         asked = loop.time()
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+        # cancellation that stops `watch` when its query finishes at the same moment.
         try:
-            position = await asyncio.wait_for(
-                self.primary.fetchval(PRIMARY_POSITION), SAMPLE_TIMEOUT
-            )
+            async with asyncio.timeout(SAMPLE_TIMEOUT):
+                position = await self.primary.fetchval(PRIMARY_POSITION)
         except POSTGRES_ERRORS as exc:
             # No sample: the lag measured grows as it should while the primary is away.
             log.debug("replica_primary_sample_failed", error=repr(exc))
@@ -169,9 +170,8 @@ class Reads:
             self.samples.append((int(position), asked))
         was_up = self.up
         try:
-            row = await asyncio.wait_for(
-                self.replica.fetchrow(REPLICA_POSITION), SAMPLE_TIMEOUT
-            )
+            async with asyncio.timeout(SAMPLE_TIMEOUT):
+                row = await self.replica.fetchrow(REPLICA_POSITION)
         except POSTGRES_ERRORS as exc:
             self.up = False
             if was_up:
