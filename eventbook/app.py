@@ -16,6 +16,7 @@ from eventbook import (
     holds,
     notifications,
     openapi,
+    replica,
     ticket_types,
     waitlist,
     webhooks,
@@ -32,6 +33,7 @@ from eventbook.keys import (
     PASSWORDS,
     POOL,
     RATE_LIMITER,
+    READS,
     REDIS,
     SEARCH_POOL,
     SUPERVISOR,
@@ -55,6 +57,13 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def search_pool_ctx(app: web.Application) -> AsyncIterator[None]:
     async with connections.open_search(app[CONFIG]) as app[SEARCH_POOL]:
+        yield
+
+
+async def reads_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with replica.open_reads(
+        app[CONFIG], app[POOL], app[SEARCH_POOL], app[METRICS]
+    ) as app[READS]:
         yield
 
 
@@ -112,7 +121,7 @@ def create_app(
         config.jwt_secret, config.jwt_issuer, config.jwt_audience, config.jwt_ttl_seconds
     )
     app.cleanup_ctx.extend(
-        [passwords_ctx, pool_ctx, search_pool_ctx, batcher_ctx, redis_ctx,
+        [passwords_ctx, pool_ctx, search_pool_ctx, reads_ctx, batcher_ctx, redis_ctx,
          openapi.document_ctx]
     )
     if config.metrics_token is not None or private_metrics is not None:

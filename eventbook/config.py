@@ -30,6 +30,12 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_DB_POOLER",
             "none | transaction: DATABASE_URL is a pooler in transaction mode (PgBouncer "
             "pool_mode=transaction) (default none)"),
+    Setting("DATABASE_READ_URL",
+            "PostgreSQL URL of a streaming replica that serves event browsing; unset: all "
+            "reads on DATABASE_URL"),
+    Setting("EVENTBOOK_READ_MAX_LAG_SECONDS",
+            "browsing reads go to the primary while the replica is further behind than "
+            "this (default 5)"),
     Setting("REDIS_URL", "Redis URL; unset: a private server under EVENTBOOK_DATA_DIR"),
     Setting("JWT_SECRET", "HS256 key, at least 32 bytes; required with DATABASE_URL"),
     Setting("PORT", "HTTP port (default 8080)"),
@@ -136,6 +142,8 @@ class Config:
     database_url: str | None = None
     database_direct_url: str | None = None
     db_pooler: str = "none"
+    database_read_url: str | None = None
+    read_max_lag_seconds: float = 5.0
     redis_url: str | None = None
     jwt_secret: str | None = None
     port: int = 8080
@@ -204,6 +212,10 @@ class Config:
             database_url=reader.url("DATABASE_URL", ("postgres", "postgresql")),
             database_direct_url=reader.url("DATABASE_DIRECT_URL", ("postgres", "postgresql")),
             db_pooler=reader.choice("EVENTBOOK_DB_POOLER", "none", ("none", "transaction")),
+            database_read_url=reader.url("DATABASE_READ_URL", ("postgres", "postgresql")),
+            read_max_lag_seconds=reader.number(
+                "EVENTBOOK_READ_MAX_LAG_SECONDS", 5.0, 0.1, 3600.0
+            ),
             redis_url=reader.url("REDIS_URL", ("redis", "rediss", "unix")),
             jwt_secret=reader.optional("JWT_SECRET"),
             port=reader.integer("PORT", 8080, 1, 65535),
@@ -346,7 +358,8 @@ class Config:
             if field.name in ("jwt_secret", "metrics_token"):
                 value = None if value is None else "***"
             elif field.name in (
-                "database_url", "database_direct_url", "redis_url", "smtp_url"
+                "database_url", "database_direct_url", "database_read_url", "redis_url",
+                "smtp_url",
             ) and value:
                 value = redact_url(value)
             elif isinstance(value, Path):

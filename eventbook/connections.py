@@ -1,6 +1,6 @@
 """The connections a process opens, each opened and closed one way: the PostgreSQL pool,
-the event search's own connections and the Redis client. `serve` (through the app's
-cleanup_ctx) and `worker` use the same context managers."""
+the event search's own connections, those of a read replica and the Redis client.
+`serve` (through the app's cleanup_ctx) and `worker` use the same context managers."""
 
 from __future__ import annotations
 
@@ -165,15 +165,19 @@ async def create_pool(
     return pool
 
 
-async def create_config_pool(config: Config, min_size: int, max_size: int) -> asyncpg.Pool:
-    """The pool of a serve or worker process, its deadlines from the configuration.
+async def create_config_pool(
+    config: Config, min_size: int, max_size: int, dsn: str | None = None
+) -> asyncpg.Pool:
+    """The pool of a serve or worker process (on `dsn`, default DATABASE_URL), its
+    deadlines from the configuration.
 
     The stored functions read the settings they need from the connection: a waiting-list
     offer is made wherever tickets come back (sql/functions/offer_waitlist.sql), deep in
     functions that otherwise need no configuration."""
-    assert config.database_url is not None
+    dsn = dsn or config.database_url
+    assert dsn is not None
     return await create_pool(
-        config.database_url, min_size, max_size,
+        dsn, min_size, max_size,
         connect_timeout=config.db_connect_timeout_seconds,
         acquire_timeout=config.db_acquire_timeout_seconds,
         statement_timeout=config.db_statement_timeout_seconds,
@@ -183,7 +187,7 @@ async def create_config_pool(config: Config, min_size: int, max_size: int) -> as
 
 
 async def create_search_pool(
-    dsn: str, size: int, timeout_ms: int, pooler: bool = False
+    dsn: str, size: int, timeout_ms: int, min_size: int | None = None, pooler: bool = False
 ) -> asyncpg.Pool:
     """The connections event searches run on, apart from the pool bookings use: at most
     `size` searches run at once, each stopped by PostgreSQL after `timeout_ms`, so no
@@ -193,12 +197,13 @@ async def create_search_pool(
     its real cost, so for a word most events contain it would compute the vector of
     every event (a sequential scan, 1.1 s at 100,000 events) rather than read the
     search index (0.1 s); and one search never takes parallel workers, so it costs one
-    core at most."""
+    core at most. `min_size` (default: all) are opened at once."""
     settings = {"enable_seqscan": "off", "max_parallel_workers_per_gather": "0"}
+    opened = size if min_size is None else min_size
     if pooler:
         # Set in each transaction, so the timeout is one more of them.
         settings["statement_timeout"] = f"{int(timeout_ms)}ms"
-        return await create_pool(dsn, size, size, settings=settings, pooler=True)
+        return await create_pool(dsn, opened, size, settings=settings, pooler=True)
 
     async def init(conn: asyncpg.Connection) -> None:
         await init_connection(conn)
@@ -211,7 +216,7 @@ async def create_search_pool(
 
     # Opened at start and kept: a search waits for a free one no longer than its own
     # timeout, which leaves no time to open a connection.
-    return await create_pool(dsn, size, size, init, settings=settings)
+    return await create_pool(dsn, opened, size, init, settings=settings)
 
 
 @asynccontextmanager
@@ -240,6 +245,28 @@ async def open_search(config: Config) -> AsyncIterator[asyncpg.Pool]:
     )
     try:
         yield pool
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def open_replica(config: Config) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool]]:
+    """The read replica's pool and its event-search connections (DATABASE_READ_URL),
+    closed on exit. Neither connects before its first use, so a replica that is down
+    neither delays nor fails the start: reads go to the primary until it answers.
+    The first searches on it pay for opening their connection. With a pooler
+    (EVENTBOOK_DB_POOLER), the replica is taken to be reached through one too."""
+    assert config.database_read_url is not None
+    pool = await create_config_pool(config, 0, config.db_pool_max, config.database_read_url)
+    try:
+        search = await create_search_pool(
+            config.database_read_url, config.search_concurrency, config.search_timeout_ms,
+            min_size=0, pooler=config.pooled,
+        )
+        try:
+            yield pool, search
+        finally:
+            await search.close()
     finally:
         await pool.close()
 

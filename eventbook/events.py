@@ -17,7 +17,7 @@ from eventbook.auth import account_gone, bearer_user, ensure_event_owner, princi
 from eventbook.endpoints import ORGANIZER, PUBLIC, endpoint, json_response, path_uuid
 from eventbook.errors import Outcome, Problem, validation_problem
 from eventbook.fields import DEFAULT_CURRENCY, Currency, Line, Moment, Prose, Text
-from eventbook.keys import CONFIG, POOL, RATE_LIMITER, REQUEST_ID, SEARCH_POOL
+from eventbook.keys import CONFIG, POOL, RATE_LIMITER, READS, REQUEST_ID
 from eventbook.pages import (
     TIMESTAMPTZ,
     UUID,
@@ -210,11 +210,12 @@ def search_query(text: str) -> str:
     return " & ".join(f"{word}:*" for word in words)
 
 
-async def search(request: web.Request, sql: str, args: list[Any]) -> list[asyncpg.Record]:
-    """Run an event search on the search connections (connections.create_search_pool): 503
+async def search(
+    request: web.Request, pool: asyncpg.Pool, sql: str, args: list[Any]
+) -> list[asyncpg.Record]:
+    """Run an event search on search connections (connections.create_search_pool): 503
     `search_busy` when every one stays taken for the search timeout, 422
     `search_too_broad` when PostgreSQL stops the search at that timeout."""
-    pool = request.app[SEARCH_POOL]
     seconds = request.app[CONFIG].search_timeout_ms / 1000
     try:
         conn = await pool.acquire(timeout=seconds)
@@ -247,6 +248,16 @@ async def limit_browsing(request: web.Request) -> None:
         "browse", subject, config.browse_rate, 1,
         "Too many requests for events; wait a second and try again.",
     )
+
+
+# The description of the routes that may read a replica.
+REPLICA_NOTE = (
+    " With a read replica configured, the answer may come from it and then lag the "
+    "primary by up to the server's maximum replica lag (`available_tickets` too; a "
+    "booking is always decided on the primary): `X-Read-Source` says `replica` or "
+    "`primary`, and `X-Read-Lag-Seconds` bounds a replica answer's age. An organizer "
+    "signed in and reading their own events always reads the primary."
+)
 
 
 async def owned_event(request: web.Request) -> uuid.UUID:
@@ -313,6 +324,7 @@ async def create_event(request: web.Request, body: dict[str, Any]) -> web.Respon
         "the server's search timeout is stopped: 422 `search_too_broad` (search with "
         "longer words); when every search slot stays taken that long: 503 `search_busy`. "
         "Reads of events are limited per client address, or per user with a token: 429."
+        + REPLICA_NOTE
     ),
 )
 async def list_events(request: web.Request, query: dict[str, Any]) -> web.Response:
@@ -349,6 +361,8 @@ async def list_events(request: web.Request, query: dict[str, Any]) -> web.Respon
         conditions.append(f"(starts_at, id) > ({arg(after_starts)}, {arg(after_id)})")
     limit = query["limit"]
     where = " AND ".join(conditions)
+    user = bearer_user(request)
+    owner = "owner" if user is not None and query.get("organizer_id") == user.id else None
     if "q" in query:
         # Find the matches through the search index first, then order them. Left to
         # itself the planner walks events_browse in order and tests every event against
@@ -360,15 +374,22 @@ async def list_events(request: web.Request, query: dict[str, Any]) -> web.Respon
             f" (SELECT id FROM found ORDER BY starts_at, id LIMIT {arg(limit + 1)})"
             f" ORDER BY starts_at, id"
         )
-        rows = await search(request, sql, args)
+        read = await request.app[READS].read(
+            lambda pool: search(request, pool, sql, args), search=True,
+            primary_because=owner,
+        )
     else:
         sql = (
             f"SELECT {EVENT_COLUMNS} FROM events WHERE {where}"
             f" ORDER BY starts_at, id LIMIT {arg(limit + 1)}"
         )
-        rows = await request.app[POOL].fetch(sql, *args)
-    page, next_cursor = split_page(rows, limit, lambda row: (row["starts_at"], row["id"]))
-    return json_response(page_response(EVENT.dump(page, many=True), next_cursor))
+        read = await request.app[READS].read(
+            lambda pool: pool.fetch(sql, *args), primary_because=owner
+        )
+    page, next_cursor = split_page(read.value, limit, lambda row: (row["starts_at"], row["id"]))
+    return json_response(
+        page_response(EVENT.dump(page, many=True), next_cursor), headers=read.headers()
+    )
 
 
 @routes.get("/api/v1/events/{id}")
@@ -380,15 +401,29 @@ async def list_events(request: web.Request, query: dict[str, Any]) -> web.Respon
     tag="events",
     description=(
         "Cancelled events are shown too, with `status: cancelled`. Reads of events are "
-        "limited per client address, or per user with a token: 429."
+        "limited per client address, or per user with a token: 429." + REPLICA_NOTE
+        + " An event the replica does not have yet is looked for on the primary before "
+        "the answer is 404, so a new event is never missing here."
     ),
 )
 async def get_event(request: web.Request) -> web.Response:
     await limit_browsing(request)
-    event = await request.app[POOL].fetchrow(EVENT_BY_ID, event_id(request))
-    if event is None:
+    event = event_id(request)
+    user = bearer_user(request)
+
+    def recheck(row: asyncpg.Record | None) -> str | None:
+        if row is None:
+            return "missing"
+        if user is not None and row["organizer_id"] == user.id:
+            return "owner"
+        return None
+
+    read = await request.app[READS].read(
+        lambda pool: pool.fetchrow(EVENT_BY_ID, event), recheck=recheck
+    )
+    if read.value is None:
         raise event_not_found()
-    return json_response(EVENT.dump(event))
+    return json_response(EVENT.dump(read.value), headers=read.headers())
 
 
 @routes.patch("/api/v1/events/{id}")

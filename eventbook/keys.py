@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from eventbook.auth import Passwords, Principal, Tokens
     from eventbook.booking_batcher import BookingBatcher
     from eventbook.ratelimit import RateLimiter
+    from eventbook.replica import Reads
 
 # -- the app's ---------------------------------------------------------------------
 
@@ -28,6 +29,8 @@ CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
 # The event search's own connections (connections.open_search).
 SEARCH_POOL = web.AppKey("search_pool", asyncpg.Pool)
+# Where browsing reads go: the replica (DATABASE_READ_URL) while fresh, else the primary.
+READS: web.AppKey[Reads] = web.AppKey("reads")
 REDIS = web.AppKey("redis", redis.asyncio.Redis)
 METRICS = web.AppKey("metrics", Metrics)
 PASSWORDS: web.AppKey[Passwords] = web.AppKey("passwords")

@@ -71,6 +71,13 @@ UNMATCHED = "unmatched"
 SCRAPE_TIMEOUT = 2.0
 # Redis before 7 does not report a group's lag; it is then counted, up to this many.
 LAG_COUNT_LIMIT = 10_000
+# Where a browsing read went and why (eventbook.replica): to the replica (fresh), or to
+# the primary because the replica lags, is unreachable, does not have the row, or the
+# reader is the event's organizer.
+READ_ROUTES = (
+    ("replica", "fresh"), ("primary", "lagging"), ("primary", "unavailable"),
+    ("primary", "missing"), ("primary", "owner"),
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -313,6 +320,27 @@ class Metrics:
             buckets=WEBHOOK_LAG_BUCKETS,
             registry=registry,
         )
+        self.browse_reads = Counter(
+            "eventbook_browse_reads",
+            "Reads of events with a read replica configured, by the server they went to"
+            " (source) and why: fresh (the replica within EVENTBOOK_READ_MAX_LAG_SECONDS),"
+            " lagging, unavailable, missing (the replica lacked the event) or owner (the"
+            " event's organizer reads its own).",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.replica_lag = Gauge(
+            "eventbook_replica_lag_seconds",
+            "How far behind the primary the read replica is, as this process last measured"
+            " it: the age of the newest primary WAL position the replica has replayed (an"
+            " upper bound, within the sampling interval).",
+            registry=registry,
+        )
+        self.replica_up = Gauge(
+            "eventbook_replica_up",
+            "1 when the read replica answered this process's last lag sample, else 0.",
+            registry=registry,
+        )
         for result in WEBHOOK_RESULTS:
             self.webhook_attempts.labels(result)
         for outcome in BOOKING_OUTCOMES:
@@ -380,6 +408,17 @@ class Metrics:
         self.webhook_attempts.labels(result).inc()
         if lag_seconds is not None:
             self.webhook_lag.observe(max(0.0, lag_seconds))
+
+    def browse_read(self, source: str, reason: str) -> None:
+        """One read of events with a replica configured: one of READ_ROUTES."""
+        if (source, reason) not in READ_ROUTES:
+            raise ValueError(f"unknown read route {source!r}, {reason!r}")
+        self.browse_reads.labels(source, reason).inc()
+
+    def replica_measured(self, up: bool, lag_seconds: float) -> None:
+        """The replica's state after a lag sample (lag: inf when never caught up)."""
+        self.replica_up.set(1 if up else 0)
+        self.replica_lag.set(lag_seconds)
 
     def watch_stream(self, stream: str, group: str, dead_letter: str | None = None) -> None:
         """Report this stream's length, the group's pending and lag, and its dead letters."""
