@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 import structlog
 
 from eventbook.actors.confirmations import Confirmations
-from eventbook.actors.mailer import SimulatedMailer
+from eventbook.actors.mailer import MailError, SimulatedMailer
 from eventbook.actors.stream import Message
 from eventbook.config import Config
 from eventbook.keys import REDIS
@@ -174,3 +176,70 @@ async def test_a_real_smtp_server_receives_the_confirmation_mail(
     assert mail["Subject"] == "Booking confirmed: Jazz on the Roof"
     assert booking["id"] in mail.get_payload()
 
+
+
+class RefusingMailer(SimulatedMailer):
+    """A mail server that refuses every mail to one address, and counts the others."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__()
+        self.refused = refused
+        self.to: list[str] = []
+
+    async def send(self, to: str, subject: str, body: str) -> None:
+        await asyncio.sleep(0)
+        if to == self.refused:
+            raise MailError("mailbox unavailable")
+        self.to.append(to)
+
+
+class CountingConfirmations(Confirmations):
+    """Remembers how many messages shared each lookup statement."""
+
+    lookup_sizes: list[int]
+
+    async def _look_up(self, batch: list[Any]) -> None:
+        self.lookup_sizes.append(len(batch))
+        await super()._look_up(batch)
+
+
+async def test_many_messages_handled_together_share_statements_and_each_mail_goes_once(
+    api: Api, concert: dict[str, Any], config: Config, pool: asyncpg.Pool
+) -> None:
+    customers = await api.seed_users(pool, 300)
+    bookings = await pool.fetch(
+        "INSERT INTO bookings (event_id, user_id, quantity)"
+        " SELECT $1, unnest($2::uuid[]), 1 RETURNING id, user_id",
+        concert["id"], [customer.id for customer in customers],
+    )
+    email = {customer.id: customer.email for customer in customers}
+    refused = email[str(bookings[0]["user_id"])]
+    mailer = RefusingMailer(refused)
+    actor = CountingConfirmations(config, pool, api.app[REDIS], mailer)
+    actor.lookup_sizes = []
+    messages = [
+        Message(f"{n}-0", {"kind": "booking_confirmed",
+                           "payload": json.dumps({"booking_id": str(row["id"])})}, 1)
+        for n, row in enumerate(bookings, 1)
+    ]
+
+    outcomes = await asyncio.gather(*map(actor.handle, messages), return_exceptions=True)
+    # Delivered again, all at once: nothing is sent twice.
+    again = await asyncio.gather(*map(actor.handle, messages[1:]), return_exceptions=True)
+
+    assert isinstance(outcomes[0], MailError)  # its own failure only
+    assert outcomes[1:] == again == [None] * 299
+    assert sorted(mailer.to) == sorted(email[str(row["user_id"])] for row in bookings[1:])
+    assert sum(actor.lookup_sizes) == 599 and len(actor.lookup_sizes) < 20
+    mails = await pool.fetch(
+        "SELECT booking_id, sent_at FROM notifications WHERE event_id = $1", concert["id"]
+    )
+    assert len(mails) == 300  # each recorded once, the refused one too
+    assert sum(mail["sent_at"] is None for mail in mails) == 1
+    statuses = await pool.fetch(
+        "SELECT confirmation_status, count(*) FROM bookings WHERE event_id = $1 GROUP BY 1",
+        concert["id"],
+    )
+    assert {row["confirmation_status"]: row["count"] for row in statuses} == {
+        "sent": 299, "pending": 1
+    }

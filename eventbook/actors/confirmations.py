@@ -3,8 +3,11 @@ waiting-list offer, each recorded once."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -14,8 +17,9 @@ import structlog
 from eventbook import db, topics
 from eventbook.actors.mailer import Mailer
 from eventbook.actors.stream import Message, StreamActor
+from eventbook.coalescer import Coalescer
 from eventbook.config import Config
-from eventbook.outages import postgres_writable
+from eventbook.outages import is_outage, postgres_writable
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +37,16 @@ OFFER_RECORD = db.query("waitlist_offer_record")
 OFFER_RECORDED = db.query("waitlist_offer_recorded")
 NOTE_SENT = db.query("notification_mark_sent")
 OFFER_MARK_FAILED = db.query("waitlist_offer_mark_failed")
+
+
+@dataclasses.dataclass(eq=False)
+class Step:
+    """One message's turn in a statement shared by the messages handled together: the
+    (booking, kind) it is about, what else the statement needs of it, and its answer."""
+
+    key: tuple[uuid.UUID, str]
+    args: tuple[Any, ...]
+    done: asyncio.Future[Any]
 
 
 def _when(moment: dt.datetime) -> str:
@@ -90,6 +104,16 @@ def compose_offer(offer: asyncpg.Record | dict[str, Any]) -> tuple[str, str]:
     return f"Tickets for you: {offer['title']}", body
 
 
+def _answer(step: Step, value: Any) -> None:
+    if not step.done.done():
+        step.done.set_result(value)
+
+
+def _fail(step: Step, exc: BaseException) -> None:
+    if not step.done.done():
+        step.done.set_exception(exc)
+
+
 class Confirmations(StreamActor):
     """Sends and records the booking_confirmed, booking_cancelled and waitlist_offer
     mails."""
@@ -108,6 +132,85 @@ class Confirmations(StreamActor):
         )
         self.pool = pool
         self.mailer = mailer
+        # The booking mails in hand are looked up, recorded and marked sent together:
+        # one statement (and commit) per step for all the messages that reach it while
+        # the previous one runs, as the booking batcher does for bookings.
+        self.lookups: Coalescer[Step] = self._coalescer(self._look_up)
+        self.records: Coalescer[Step] = self._coalescer(self._record)
+        self.marks: Coalescer[Step] = self._coalescer(self._mark_sent)
+
+    def _coalescer(
+        self, run: Callable[[list[Step]], Awaitable[None]]
+    ) -> Coalescer[Step]:
+        async def call(batch: list[Step]) -> None:
+            try:
+                await run(batch)
+            except Exception as exc:
+                if len(batch) == 1 or is_outage(exc):
+                    raise
+                # One message's data may have failed the shared statement: each goes
+                # alone, so a failure is only its own message's.
+                log.warning("confirmation_batch_failed", messages=len(batch), error=repr(exc))
+                for step in batch:
+                    if step.done.done():
+                        continue
+                    try:
+                        await run([step])
+                    except Exception as own:
+                        if not step.done.done():
+                            step.done.set_exception(own)
+
+        return Coalescer(call, lambda step: step.done, self.concurrency)
+
+    async def _step(self, steps: Coalescer[Step], key: tuple[uuid.UUID, str],
+                    *args: Any) -> Any:
+        """Wait for `key`'s turn in the next statement of `steps`, and its answer."""
+        step = Step(key, args, asyncio.get_running_loop().create_future())
+        steps.submit(step)
+        try:
+            return await step.done
+        except asyncio.CancelledError:
+            steps.withdraw(step)
+            raise
+
+    async def _look_up(self, batch: list[Step]) -> None:
+        keys = list(dict.fromkeys(step.key for step in batch))
+        rows = await self.pool.fetch(BOOKING, [k[0] for k in keys], [k[1] for k in keys])
+        found = {(row["id"], row["kind"]): row for row in rows}
+        for step in batch:
+            _answer(step, found.get(step.key))
+
+    async def _record(self, batch: list[Step]) -> None:
+        firsts = {step.key: step for step in reversed(batch)}
+        mails = [(key, step.args) for key, step in firsts.items()]
+        rows = await self.pool.fetch(
+            RECORD, [args[0] for _, args in mails], [key[1] for key, _ in mails],
+            [args[1] for _, args in mails], [key[0] for key, _ in mails],
+            *([args[i] for _, args in mails] for i in (2, 3, 4)),
+        )
+        notes = {(row["booking_id"], row["kind"]): row for row in rows}
+        # Recorded already by a twin of the message: read what it recorded.
+        missing = [key for key in firsts if key not in notes]
+        if missing:
+            rows = await self.pool.fetch(
+                RECORDED, [key[0] for key in missing], [key[1] for key in missing]
+            )
+            notes |= {(row["booking_id"], row["kind"]): row for row in rows}
+        for step in batch:
+            note = notes.get(step.key)
+            if note is None:
+                _fail(step, RuntimeError(f"no {step.key[1]} mail recorded for {step.key[0]}"))
+            else:
+                _answer(step, note)
+
+    async def _mark_sent(self, batch: list[Step]) -> None:
+        marks = {step.args[0]: step.key for step in batch}
+        await self.pool.execute(
+            MARK_SENT, list(marks), [key[0] for key in marks.values()],
+            [key[1] for key in marks.values()],
+        )
+        for step in batch:
+            _answer(step, None)
 
     async def handle(self, message: Message) -> None:
         kind = message.kind
@@ -118,23 +221,23 @@ class Confirmations(StreamActor):
             await self._offer(uuid.UUID(str(message.payload["hold_id"])))
             return
         booking_id = uuid.UUID(str(message.payload["booking_id"]))
-        booking = await self.pool.fetchrow(BOOKING, booking_id, kind)
+        key = (booking_id, kind)
+        booking = await self._step(self.lookups, key)
         if booking is None:
             log.warning("confirmation_booking_missing", booking_id=str(booking_id))
             return
         note = recorded(booking)
         if note is None:
             subject, body = compose(kind, booking)
-            note = await self.pool.fetchrow(
-                RECORD, booking["user_id"], kind, booking["event_id"], booking_id,
-                booking["email"], subject, body,
-            ) or await self.pool.fetchrow(RECORDED, booking_id, kind)
-        assert note is not None
+            note = await self._step(
+                self.records, key, booking["user_id"], booking["event_id"], booking["email"],
+                subject, body,
+            )
         if note["sent_at"] is not None:
             log.info("confirmation_already_sent", kind=kind, booking_id=str(booking_id))
             return
         await self.send(kind, note)
-        await self.pool.execute(MARK_SENT, note["id"], booking_id, kind)
+        await self._step(self.marks, key, note["id"])
         log.info(SENT_EVENTS.get(kind, "mail_sent"), kind=kind, booking_id=str(booking_id),
                  notification_id=str(note["id"]))
 

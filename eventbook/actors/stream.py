@@ -44,6 +44,7 @@ import redis.exceptions
 import structlog
 from redis.typing import EncodableT, FieldT, StreamIdT
 
+from eventbook.coalescer import Coalescer
 from eventbook.config import Config
 from eventbook.metrics import Metrics
 from eventbook.outages import REDIS_ERRORS, Availability, Probe, is_outage, redis_writable
@@ -83,6 +84,19 @@ return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 def consumer_name() -> str:
     """hostname-pid-random: unique per process, and per actor instance within one."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclasses.dataclass(eq=False)
+class Ack:
+    """A handled message to acknowledge (and forget the failures of, when it had some)."""
+
+    message_id: str
+    failed_before: bool
+    done: asyncio.Future[None]
+
+
+# Acknowledgements sent in one XACK, at most.
+ACK_BATCH = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +187,10 @@ class StreamActor:
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
         self._in_hand: set[str] = set()
+        # Messages handled while an acknowledgement is on its way are acknowledged
+        # together in the next one.
+        self._acks: Coalescer[Ack] = Coalescer(self._acknowledge, lambda ack: ack.done,
+                                               ACK_BATCH)
 
     # -- what a subclass provides ----------------------------------------------------
 
@@ -434,14 +452,23 @@ class StreamActor:
                     log.info("message_retry_deferred", failures=failures)
                     return
                 continue
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xack(self.stream, self.group, message.id)
-                if failures:
-                    pipe.hdel(self.failures, message.id)
-                await pipe.execute()
+            ack = Ack(message.id, bool(failures), asyncio.get_running_loop().create_future())
+            self._acks.submit(ack)
+            await ack.done
             log.info("message_handled", kind=message.kind, attempts=message.attempts,
                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
             return
+
+    async def _acknowledge(self, acks: list[Ack]) -> None:
+        failed = [ack.message_id for ack in acks if ack.failed_before]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self.stream, self.group, *(ack.message_id for ack in acks))
+            if failed:
+                pipe.hdel(self.failures, *failed)
+            await pipe.execute()
+        for ack in acks:
+            if not ack.done.done():
+                ack.done.set_result(None)
 
     def backoff(self, failures: int) -> float:
         delay = min(self.max_retry_delay, self.retry_delay * 2.0 ** (failures - 1))
