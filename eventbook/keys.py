@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import asyncpg
-import redis.asyncio
 from aiohttp import web
 
 from eventbook.config import Config
+from eventbook.connections import RedisClient
 from eventbook.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
 # The event search's own connections (connections.open_search).
 SEARCH_POOL = web.AppKey("search_pool", asyncpg.Pool)
-REDIS = web.AppKey("redis", redis.asyncio.Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 METRICS = web.AppKey("metrics", Metrics)
 PASSWORDS: web.AppKey[Passwords] = web.AppKey("passwords")
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")

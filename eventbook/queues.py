@@ -7,12 +7,13 @@ import dataclasses
 from typing import Any, cast
 
 import asyncpg
-import redis.asyncio
+
+from eventbook import actors, db, topics
+from eventbook.actors.stream import dead_letter_key, stream_key
 
 # The package, not its names: the reconciler (eventbook.actors.reconciler) replays dead
 # letters through this module, so this module is imported while eventbook.actors is.
-from eventbook import actors, db, topics
-from eventbook.actors.stream import dead_letter_key, stream_key
+from eventbook.connections import RedisClient
 from eventbook.metrics import stream_state
 
 # Fields the runtime adds when it dead-letters a message; replay strips them.
@@ -23,13 +24,13 @@ WEBHOOK_STATS = db.query("metrics_webhooks")
 
 
 async def _xrange(
-    client: redis.asyncio.Redis, key: str, **options: Any
+    client: RedisClient, key: str, **options: Any
 ) -> list[tuple[str, dict[str, str]]]:
     """XRANGE as the client decodes it (decode_responses=True: text, never None)."""
     return cast(list[tuple[str, dict[str, str]]], await client.xrange(key, **options) or [])
 
 
-async def stream_stats(client: redis.asyncio.Redis, prefix: str) -> list[dict[str, Any]]:
+async def stream_stats(client: RedisClient, prefix: str) -> list[dict[str, Any]]:
     """One row per actor stream and its consumer group."""
     rows: list[dict[str, Any]] = []
     for actor, watched in zip(actors.STREAM_ACTORS, actors.watched_streams(prefix), strict=True):
@@ -66,7 +67,7 @@ def _topics(topic: str | None = None) -> tuple[str, ...]:
 
 
 async def dead_letters(
-    client: redis.asyncio.Redis, prefix: str, topic: str | None = None, limit: int = 100
+    client: RedisClient, prefix: str, topic: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     found = []
     for name in _topics(topic):
@@ -76,7 +77,7 @@ async def dead_letters(
 
 
 async def dead_letter(
-    client: redis.asyncio.Redis, prefix: str, entry_id: str
+    client: RedisClient, prefix: str, entry_id: str
 ) -> dict[str, Any] | None:
     for name in _topics():
         entries = await _xrange(client, dead_letter_key(prefix, name), min=entry_id, max=entry_id)
@@ -86,7 +87,7 @@ async def dead_letter(
 
 
 async def replay(
-    client: redis.asyncio.Redis, prefix: str, entry_ids: list[str] | None,
+    client: RedisClient, prefix: str, entry_ids: list[str] | None,
     topic: str | None = None,
 ) -> list[dict[str, str]]:
     """Put dead letters back on their stream (all of them when `entry_ids` is None).
@@ -108,7 +109,7 @@ async def replay(
     return replayed
 
 
-async def purge(client: redis.asyncio.Redis, prefix: str, topic: str | None = None) -> int:
+async def purge(client: RedisClient, prefix: str, topic: str | None = None) -> int:
     removed = 0
     for name in _topics(topic):
         key = dead_letter_key(prefix, name)

@@ -40,6 +40,8 @@ from tests.processes import Process, Server, environment, run
         ({"EVENTBOOK_MAIL_FAILURE_RATE": "2"}, "expected a number from 0 to 1"),
         ({"EVENTBOOK_DB_POOL_MIN": "30", "EVENTBOOK_DB_POOL_MAX": "10"}, "must not exceed"),
         ({"EVENTBOOK_ORGANIZER_SIGNUP": "maybe"}, "expected true or false"),
+        ({"EVENTBOOK_REDIS_CLUSTER": "perhaps"}, "expected true or false"),
+        ({"EVENTBOOK_REDIS_PREFIX": "{app}:"}, "must not contain { or }"),
     ],
 )
 def test_a_bad_setting_is_refused_with_one_line_naming_it(env: dict, message: str) -> None:

@@ -8,13 +8,13 @@ import uuid
 from typing import Any
 
 import asyncpg
-import redis.asyncio
 import structlog
 
 from eventbook import db, topics
 from eventbook.actors.mailer import Mailer
 from eventbook.actors.stream import Message, StreamActor
 from eventbook.config import Config
+from eventbook.connections import RedisClient
 from eventbook.outages import postgres_writable
 
 log = structlog.get_logger(__name__)
@@ -100,7 +100,7 @@ class Confirmations(StreamActor):
     concurrency = 64
 
     def __init__(
-        self, config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, mailer: Mailer,
+        self, config: Config, pool: asyncpg.Pool, client: RedisClient, mailer: Mailer,
         **options: Any,
     ) -> None:
         super().__init__(
