@@ -205,8 +205,13 @@ class WaitingRedisCluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
-        if shard_hint:
-            raise redis.exceptions.RedisClusterException("shard_hint is not supported")
+        if transaction or shard_hint:
+            # redis-py queues each command of a cluster transaction in a thread of its
+            # own, with an event loop of its own, and waits for it: the caller's loop
+            # stops meanwhile. What must happen together is a script instead.
+            raise redis.exceptions.RedisClusterException(
+                "no MULTI/EXEC on a cluster here: use a script over one slot's keys"
+            )
         # (ClusterPipeline declares an attribute only RedisCluster sets: not abstract.)
         return _WaitingClusterPipeline(self, transaction)  # type: ignore[abstract]
 

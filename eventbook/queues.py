@@ -9,7 +9,7 @@ from typing import Any, cast
 import asyncpg
 
 from eventbook import actors, db, topics
-from eventbook.actors.stream import dead_letter_key, stream_key
+from eventbook.actors.stream import dead_letter_key, flat, stream_key
 
 # The package, not its names: the reconciler (eventbook.actors.reconciler) replays dead
 # letters through this module, so this module is imported while eventbook.actors is.
@@ -19,6 +19,21 @@ from eventbook.metrics import stream_state
 # Fields the runtime adds when it dead-letters a message; replay strips them.
 DEAD_LETTER_FIELDS = ("error", "cause", "attempts", "stream", "message_id", "consumer", "failed_at")
 DEAD_LETTER_SCAN_LIMIT = 100_000
+
+# Adds letter ARGV[1]'s fields (ARGV[2..]) to stream KEYS[1] and deletes it from
+# dead-letter stream KEYS[2]; the new id.
+_REPLAY = """
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('XDEL', KEYS[2], ARGV[1])
+return id
+"""
+
+# Deletes dead-letter stream KEYS[1]; how many letters it held.
+_PURGE = """
+local count = redis.call('XLEN', KEYS[1])
+redis.call('DEL', KEYS[1])
+return count
+"""
 OUTBOX_STATS = db.query("outbox_stats")
 WEBHOOK_STATS = db.query("metrics_webhooks")
 
@@ -92,19 +107,17 @@ async def replay(
 ) -> list[dict[str, str]]:
     """Put dead letters back on their stream (all of them when `entry_ids` is None).
 
-    The copy and the delete happen in one MULTI/EXEC, so a letter is never both
-    replayed and kept, nor lost.
+    The copy and the delete happen in one step (a script over the topic's keys), so a
+    letter is never both replayed and kept, nor lost.
     """
     replayed = []
     for letter in await dead_letters(client, prefix, topic, limit=DEAD_LETTER_SCAN_LIMIT):
         if entry_ids is not None and letter["id"] not in entry_ids:
             continue
-        original: dict[Any, Any] = {key: value for key, value in letter.items()
+        original = {key: value for key, value in letter.items()
                     if key not in (*DEAD_LETTER_FIELDS, "id", "topic")}
-        async with client.pipeline(transaction=True) as pipe:
-            pipe.xadd(stream_key(prefix, letter["topic"]), original)
-            pipe.xdel(dead_letter_key(prefix, letter["topic"]), letter["id"])
-            new_id, _ = await pipe.execute()
+        keys = [stream_key(prefix, letter["topic"]), dead_letter_key(prefix, letter["topic"])]
+        new_id = await client.eval(_REPLAY, len(keys), *keys, letter["id"], *flat(original))
         replayed.append({"id": letter["id"], "topic": letter["topic"], "new_id": new_id})
     return replayed
 
@@ -112,10 +125,5 @@ async def replay(
 async def purge(client: RedisClient, prefix: str, topic: str | None = None) -> int:
     removed = 0
     for name in _topics(topic):
-        key = dead_letter_key(prefix, name)
-        async with client.pipeline(transaction=True) as pipe:
-            pipe.xlen(key)
-            pipe.delete(key)
-            count, _ = await pipe.execute()
-        removed += count
+        removed += int(await client.eval(_PURGE, 1, dead_letter_key(prefix, name)))
     return removed

@@ -11,7 +11,13 @@ import structlog
 from redis.typing import EncodableT, FieldT
 
 from eventbook import db, topics
-from eventbook.actors.stream import pause, rename_legacy_keys, stream_key
+from eventbook.actors.stream import (
+    ADD_ENTRIES,
+    entries_argv,
+    pause,
+    rename_legacy_keys,
+    stream_key,
+)
 from eventbook.config import Config
 from eventbook.connections import RedisClient
 from eventbook.outages import Availability, is_outage, postgres_writable, redis_writable
@@ -37,8 +43,8 @@ def message_fields(row: asyncpg.Record) -> dict[FieldT, EncodableT]:
 class OutboxRelay:
     """Wakes on NOTIFY eventbook_outbox (and polls, in case a notification was missed),
     then relays rows in id order. A row leaves the outbox only after Redis accepted it:
-    each topic's rows of a batch go in one MULTI/EXEC (a topic's stream is in one slot
-    of a cluster, topics in different ones), and only the rows of the topics Redis
+    each topic's rows of a batch go in one step (a script over the topic's stream: one
+    slot of a cluster; topics are in different ones), and only the rows of the topics Redis
     accepted are deleted. When Redis is down the rows wait."""
 
     name = "relay"
@@ -127,10 +133,9 @@ class OutboxRelay:
         return len(relayed)
 
     async def _add(self, rows: list[asyncpg.Record]) -> None:
-        """Add the rows of one topic to its stream, in id order, all or none (MULTI/EXEC:
-        one slot, the topic's)."""
+        """Add the rows of one topic to its stream, in id order, in one step (a script
+        over the topic's stream: one slot)."""
         stream = stream_key(self.config.redis_prefix, rows[0]["topic"])
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for row in rows:
-                pipe.xadd(stream, message_fields(row))
-            await pipe.execute()
+        await self.redis.eval(
+            ADD_ENTRIES, 1, stream, *entries_argv([message_fields(row) for row in rows])
+        )
