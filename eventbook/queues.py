@@ -9,7 +9,7 @@ from typing import Any, cast
 import asyncpg
 
 from eventbook import actors, db, topics
-from eventbook.actors.stream import dead_letter_key, flat, stream_key
+from eventbook.actors.stream import WRITE_ERROR, dead_letter_key, flat, stream_key
 
 # The package, not its names: the reconciler (eventbook.actors.reconciler) replays dead
 # letters through this module, so this module is imported while eventbook.actors is.
@@ -20,18 +20,21 @@ from eventbook.metrics import stream_state
 DEAD_LETTER_FIELDS = ("error", "cause", "attempts", "stream", "message_id", "consumer", "failed_at")
 DEAD_LETTER_SCAN_LIMIT = 100_000
 
+# Errors of the first write are returned as they came (see eventbook.actors.stream).
 # Adds letter ARGV[1]'s fields (ARGV[2..]) to stream KEYS[1] and deletes it from
 # dead-letter stream KEYS[2]; the new id.
-_REPLAY = """
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+_REPLAY = WRITE_ERROR + """
+local id = redis.pcall('XADD', KEYS[1], '*', unpack(ARGV, 2))
+if write_error(id) then return write_error(id) end
 redis.call('XDEL', KEYS[2], ARGV[1])
 return id
 """
 
 # Deletes dead-letter stream KEYS[1]; how many letters it held.
-_PURGE = """
+_PURGE = WRITE_ERROR + """
 local count = redis.call('XLEN', KEYS[1])
-redis.call('DEL', KEYS[1])
+local deleted = redis.pcall('DEL', KEYS[1])
+if write_error(deleted) then return write_error(deleted) end
 return count
 """
 OUTBOX_STATS = db.query("outbox_stats")

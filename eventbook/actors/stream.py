@@ -52,6 +52,17 @@ from eventbook.outages import REDIS_ERRORS, Availability, Probe, is_outage, redi
 log = structlog.get_logger(__name__)
 
 
+# Lua: the error a write answered, as the command alone answers it (Redis 6 prefixes
+# the script's line), or nil when it worked.
+WRITE_ERROR = """
+local function write_error(reply)
+    if type(reply) == 'table' and reply.err then
+        return {err = (string.gsub(reply.err, '^@user_script: %d+: %-', ''))}
+    end
+end
+"""
+
+
 def topic_tag(prefix: str, topic: str) -> str:
     """The start of every key of `topic`: its name in braces is the keys' Redis Cluster
     hash tag, so a topic's stream, dead letters, failure counts and heartbeats share one
@@ -93,10 +104,11 @@ def legacy_keys(prefix: str, topic: str) -> list[tuple[str, str]]:
 # 0 nothing to rename, -1 both exist. One script, so processes starting together rename
 # once and none overwrites a key another already wrote. RENAME keeps a stream's consumer
 # groups and pending entries.
-RENAME_LEGACY = """
+RENAME_LEGACY = WRITE_ERROR + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-redis.call('RENAME', KEYS[1], KEYS[2])
+local renamed = redis.pcall('RENAME', KEYS[1], KEYS[2])
+if write_error(renamed) then return write_error(renamed) end
 return 1
 """
 
@@ -119,14 +131,20 @@ async def rename_legacy_keys(client: RedisClient, prefix: str, topic: str) -> No
 # not MULTI/EXEC: redis-py's asyncio cluster client queues each command of a
 # transaction by starting a thread and an event loop of its own and waiting for it,
 # which blocks the caller's event loop (0.5 ms a command: 250 ms for a relay batch).
+# A script's first write goes through redis.pcall and its error is returned as it came
+# (OOM, READONLY), so the client raises what it raises for the command alone, an outage
+# (eventbook.outages), rather than a generic script error. Only the first write can meet
+# OOM: once a script has written, Redis lets it finish.
 
 # Adds entries to stream KEYS[1] in one step; ARGV holds each entry as its number of
 # fields, then field, value, ...; returns the new ids.
-ADD_ENTRIES = """
+ADD_ENTRIES = WRITE_ERROR + """
 local ids, i = {}, 1
 while i <= #ARGV do
     local n = tonumber(ARGV[i])
-    ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + 2 * n))
+    local id = redis.pcall('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + 2 * n))
+    if write_error(id) then return write_error(id) end
+    ids[#ids + 1] = id
     i = i + 2 * n + 1
 end
 return ids
@@ -135,8 +153,9 @@ return ids
 # Copies message ARGV[2] (its fields ARGV[3..]) to dead-letter stream KEYS[1],
 # acknowledges it in group ARGV[1] of stream KEYS[2] and drops its failure count from
 # KEYS[3], in one step: a message is never both dead-lettered and pending, nor neither.
-DEAD_LETTER = """
-redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+DEAD_LETTER = WRITE_ERROR + """
+local added = redis.pcall('XADD', KEYS[1], '*', unpack(ARGV, 3))
+if write_error(added) then return write_error(added) end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
 """

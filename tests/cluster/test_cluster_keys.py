@@ -3,7 +3,9 @@ masters, and a REDIS_URL naming a cluster node gets the cluster client."""
 
 from __future__ import annotations
 
+import pytest
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from eventbook import topics
 from eventbook.actors.stream import (
@@ -44,3 +46,11 @@ async def test_a_cluster_node_url_is_detected_and_renaming_is_skipped(config: Co
         await client.xadd(f"{config.redis_prefix}stream:confirmations", {"kind": "x"})
         await rename_legacy_keys(client, config.redis_prefix, topics.CONFIRMATIONS)
         assert not await client.exists(stream_key(config.redis_prefix, topics.CONFIRMATIONS))
+
+
+async def test_the_cluster_client_refuses_transactions_that_would_stop_the_event_loop(
+    config: Config,
+) -> None:
+    async with open_redis(config) as client:
+        with pytest.raises(RedisClusterException, match="use a script"):
+            client.pipeline(transaction=True)

@@ -1,5 +1,5 @@
-"""The outbox relay on a Redis Cluster: one transaction per topic's slot, and a row
-leaves the outbox only once its topic's stream took it."""
+"""The outbox relay on a Redis Cluster: one step per topic (its slot), and a row leaves
+the outbox only once its topic's stream took it."""
 
 from tests.test_actors_relay import (  # noqa: F401
     test_a_topic_redis_refuses_stays_in_the_outbox_and_the_others_go_once,
