@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import redis.asyncio
 
 from eventbook import db
 from eventbook.actors.reconciler import find
+from eventbook.connections import RedisClient
 
 # Rows listed per kind of finding.
 REPORT_LIMIT = 100
@@ -75,7 +75,7 @@ async def consistency_report(
 
 
 async def reconciliation_report(
-    conn: asyncpg.Connection, client: redis.asyncio.Redis, prefix: str,
+    conn: asyncpg.Connection, client: RedisClient, prefix: str,
     reconcile_after_s: float,
 ) -> dict[str, list[dict[str, Any]]]:
     """What a reconciler pass would put back now, by kind; all lists empty means no

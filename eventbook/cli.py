@@ -18,8 +18,6 @@ from typing import Any
 
 import asyncpg
 import marshmallow
-import redis.asyncio
-import redis.exceptions
 import structlog
 from aiohttp import web
 
@@ -78,7 +76,7 @@ async def enter_postgres(
         raise unreachable("PostgreSQL", config.database_url, "DATABASE_URL", exc) from exc
 
 
-async def ping_redis(config: Config, client: redis.asyncio.Redis) -> None:
+async def ping_redis(config: Config, client: connections.RedisClient) -> None:
     try:
         await client.ping()
     except REDIS_ERRORS as exc:

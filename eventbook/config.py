@@ -55,7 +55,9 @@ SETTINGS: list[Setting] = [
     Setting("EVENTBOOK_DB_STATEMENT_TIMEOUT_SECONDS",
             "give up on one PostgreSQL statement after this long (default 3)"),
     Setting("EVENTBOOK_REDIS_POOL_MAX", "Redis connection pool size (default 50)"),
-    Setting("EVENTBOOK_REDIS_PREFIX", "prefix of every Redis key (default eventbook:)"),
+    Setting("EVENTBOOK_REDIS_PREFIX", "prefix of every Redis key, no braces (default eventbook:)"),
+    Setting("EVENTBOOK_REDIS_CLUSTER",
+            "true | false: REDIS_URL is a Redis Cluster node (default: ask the server)"),
     Setting("EVENTBOOK_JWT_TTL_SECONDS", "access token lifetime (default 3600)"),
     Setting("EVENTBOOK_JWT_ISSUER", "token iss claim (default eventbook)"),
     Setting("EVENTBOOK_JWT_AUDIENCE", "token aud claim (default eventbook-api)"),
@@ -159,6 +161,8 @@ class Config:
     db_statement_timeout_seconds: int = 3
     redis_pool_max: int = 50
     redis_prefix: str = "eventbook:"
+    # None: ask the server at start (INFO cluster) whether it is a cluster node.
+    redis_cluster: bool | None = None
     jwt_ttl_seconds: int = 3600
     jwt_issuer: str = "eventbook"
     jwt_audience: str = "eventbook-api"
@@ -239,6 +243,7 @@ class Config:
             ),
             redis_pool_max=reader.integer("EVENTBOOK_REDIS_POOL_MAX", 50, 1, 10000),
             redis_prefix=reader.text("EVENTBOOK_REDIS_PREFIX", "eventbook:"),
+            redis_cluster=reader.tristate("EVENTBOOK_REDIS_CLUSTER"),
             jwt_ttl_seconds=reader.integer("EVENTBOOK_JWT_TTL_SECONDS", 3600, 60, 30 * 86400),
             jwt_issuer=reader.text("EVENTBOOK_JWT_ISSUER", "eventbook"),
             jwt_audience=reader.text("EVENTBOOK_JWT_AUDIENCE", "eventbook-api"),
@@ -324,6 +329,11 @@ class Config:
                 "EVENTBOOK_DB_POOLER=transaction needs DATABASE_DIRECT_URL: the PostgreSQL "
                 "server itself, not the pooler, for LISTEN and the migrations' lock"
             )
+        if "{" in self.redis_prefix or "}" in self.redis_prefix:
+            # A brace in the prefix would make it every key's hash tag: one cluster slot.
+            raise ConfigError(
+                f"EVENTBOOK_REDIS_PREFIX={self.redis_prefix!r} must not contain {{ or }}"
+            )
         if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
             raise ConfigError("JWT_SECRET must be at least 32 bytes long")
         if self.metrics_token is not None and len(self.metrics_token.encode()) < 16:
@@ -394,6 +404,15 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def _parse_boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
@@ -445,15 +464,12 @@ class _Reader:
         return float(self._parse(name, default, parse, "a number from 0 to 1"))
 
     def boolean(self, name: str, default: bool) -> bool:
-        def parse(raw: str) -> bool:
-            lowered = raw.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
+        return bool(self._parse(name, default, _parse_boolean, "true or false"))
 
-        return bool(self._parse(name, default, parse, "true or false"))
+    def tristate(self, name: str) -> bool | None:
+        """True, False, or None when unset."""
+        value = self._parse(name, None, _parse_boolean, "true or false")
+        return None if value is None else bool(value)
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         def parse(raw: str) -> str:

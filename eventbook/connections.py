@@ -1,22 +1,33 @@
 """The connections a process opens, each opened and closed one way: the PostgreSQL pool,
-the event search's own connections, those of a read replica and the Redis client.
-`serve` (through the app's cleanup_ctx) and `worker` use the same context managers."""
+the event search's own connections, those of a read replica and the Redis client (of one
+server or of a Redis Cluster). `serve` (through the app's cleanup_ctx) and `worker` use
+the same context managers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias, TypeGuard
 
 import asyncpg
 import redis.asyncio
 import redis.exceptions
+import structlog
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from eventbook.config import Config
+
+log = structlog.get_logger(__name__)
+
+# What every user of Redis takes: the client of one server or of a cluster. Both speak
+# the same commands; on a cluster every multi-key command, transaction and script must
+# keep to one slot, which the keys' hash tags ensure (eventbook.actors.stream.topic_tag).
+RedisClient: TypeAlias = redis.asyncio.Redis | RedisCluster
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -271,8 +282,90 @@ async def open_replica(config: Config) -> AsyncIterator[tuple[asyncpg.Pool, asyn
         await pool.close()
 
 
-def redis_client(config: Config) -> redis.asyncio.Redis:
+def _redis_retry() -> Retry:
+    # After Redis restarts, every pooled connection is dead and would fail its next
+    # command once: retry that once, at once, on a fresh connection. Only connection
+    # errors: a timeout is not retried (a command may have run; a blackholed server
+    # would double every wait). A cluster client also retries once after a failover
+    # (CLUSTERDOWN) or a timeout, having refreshed its map of slots.
+    return Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+
+
+class WaitingRedisCluster(RedisCluster):
+    """redis-py's cluster client, its commands and pipelines waiting up to `wait`
+    seconds for one of `in_flight` places, as commands wait for a connection of the
+    single server's blocking pool.
+
+    The cluster client itself opens at most max_connections to each node and fails a
+    command at once when they are all busy, with a ConnectionError that also makes it
+    rebuild its map of the cluster and drop the connections in use: a stream actor
+    handling 64 messages at once would fail them all. With no more commands in flight
+    than connections per node, none is refused."""
+
+    def __init__(self, *args: Any, in_flight: int, wait: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._places = asyncio.Semaphore(in_flight)
+        self._wait = wait
+
+    @asynccontextmanager
+    async def place(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._wait):
+                await self._places.acquire()
+        except TimeoutError:
+            raise redis.exceptions.ConnectionError("No connection available.") from None
+        try:
+            yield
+        finally:
+            self._places.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.place():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        if transaction or shard_hint:
+            # redis-py queues each command of a cluster transaction in a thread of its
+            # own, with an event loop of its own, and waits for it: the caller's loop
+            # stops meanwhile. What must happen together is a script instead.
+            raise redis.exceptions.RedisClusterException(
+                "no MULTI/EXEC on a cluster here: use a script over one slot's keys"
+            )
+        # (ClusterPipeline declares an attribute only RedisCluster sets: not abstract.)
+        return _WaitingClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _WaitingClusterPipeline(ClusterPipeline):
+    cluster_client: WaitingRedisCluster
+
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        async with self.cluster_client.place():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+def is_cluster(client: RedisClient) -> TypeGuard[RedisCluster]:
+    return isinstance(client, RedisCluster)
+
+
+def redis_client(config: Config, cluster: bool | None = None) -> RedisClient:
+    """The client of `config.redis_url`: a cluster's when `cluster` (by default
+    config.redis_cluster) is true, else one server's. Connects lazily."""
     assert config.redis_url is not None
+    if config.redis_cluster if cluster is None else cluster:
+        # At most redis_pool_max commands in flight, so at most that many connections
+        # to any one node.
+        return WaitingRedisCluster.from_url(
+            config.redis_url,
+            in_flight=config.redis_pool_max,
+            wait=5,
+            max_connections=config.redis_pool_max,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            decode_responses=True,
+            retry=_redis_retry(),
+        )
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         config.redis_url,
         max_connections=config.redis_pool_max,
@@ -280,20 +373,38 @@ def redis_client(config: Config) -> redis.asyncio.Redis:
         socket_timeout=5,
         socket_connect_timeout=2,
         decode_responses=True,
-        # After Redis restarts, every pooled connection is dead and would fail its next
-        # command once: retry that once, at once, on a fresh connection. Only connection
-        # errors: a timeout is not retried (a command may have run; a blackholed server
-        # would double every wait).
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+        retry=_redis_retry(),
     )
     return redis.asyncio.Redis(connection_pool=pool)
 
 
+async def redis_is_cluster(config: Config) -> bool:
+    """config.redis_cluster when set; else whether REDIS_URL's server says it is a
+    cluster node (INFO cluster). A server that does not answer is taken for a single
+    one (logged): deployments on a cluster set EVENTBOOK_REDIS_CLUSTER=1 so as not to
+    depend on the server answering at start."""
+    if config.redis_cluster is not None:
+        return config.redis_cluster
+    assert config.redis_url is not None
+    probe = redis.asyncio.Redis.from_url(
+        config.redis_url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
+    )
+    try:
+        info = await probe.info("cluster")
+    except (OSError, redis.exceptions.RedisError) as exc:
+        log.warning("redis_cluster_unknown", error=repr(exc), assumed="single server",
+                    setting="EVENTBOOK_REDIS_CLUSTER")
+        return False
+    finally:
+        await probe.aclose()
+    return bool(int(info.get("cluster_enabled", 0)))
+
+
 @asynccontextmanager
-async def open_redis(config: Config) -> AsyncIterator[redis.asyncio.Redis]:
-    """The process's Redis client, its connections closed on exit. Connects lazily:
-    nothing is sent before the first command."""
-    client = redis_client(config)
+async def open_redis(config: Config) -> AsyncIterator[RedisClient]:
+    """The process's Redis client, its connections closed on exit. Asks the server
+    whether it is a cluster node unless EVENTBOOK_REDIS_CLUSTER says; otherwise lazy."""
+    client = redis_client(config, await redis_is_cluster(config))
     try:
         yield client
     finally:

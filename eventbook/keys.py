@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import asyncpg
-import redis.asyncio
 from aiohttp import web
 
 from eventbook.config import Config
+from eventbook.connections import RedisClient
 from eventbook.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 SEARCH_POOL = web.AppKey("search_pool", asyncpg.Pool)
 # Where browsing reads go: the replica (DATABASE_READ_URL) while fresh, else the primary.
 READS: web.AppKey[Reads] = web.AppKey("reads")
-REDIS = web.AppKey("redis", redis.asyncio.Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 METRICS = web.AppKey("metrics", Metrics)
 PASSWORDS: web.AppKey[Passwords] = web.AppKey("passwords")
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")

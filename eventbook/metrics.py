@@ -30,8 +30,6 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import asyncpg
-import redis.asyncio
-import redis.exceptions
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -39,6 +37,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from eventbook import db, topics
+from eventbook.connections import RedisClient
 from eventbook.outages import POSTGRES_ERRORS, REDIS_ERRORS
 
 log = structlog.get_logger(__name__)
@@ -427,7 +426,7 @@ class Metrics:
     # -- the gauges of shared state ---------------------------------------------------
 
     async def refresh_forever(
-        self, pool: asyncpg.Pool | None, client: redis.asyncio.Redis | None, interval: float
+        self, pool: asyncpg.Pool | None, client: RedisClient | None, interval: float
     ) -> None:
         """Refresh now, then every `interval` seconds, until cancelled."""
         while True:
@@ -439,7 +438,7 @@ class Metrics:
                 log.exception("metrics_refresh_failed")
             await asyncio.sleep(interval)
 
-    async def refresh(self, pool: asyncpg.Pool | None, client: redis.asyncio.Redis | None) -> None:
+    async def refresh(self, pool: asyncpg.Pool | None, client: RedisClient | None) -> None:
         """Read the outbox, waiting-list and stream figures now (each source within
         SCRAPE_TIMEOUT), then render the registry for the scrapes to come."""
         snapshot = _Snapshot()
@@ -495,7 +494,7 @@ class Metrics:
             webhooks = await conn.fetchrow(WEBHOOK_BACKLOG, timeout=SCRAPE_TIMEOUT)
         return outbox, waitlist, webhooks
 
-    async def _read_streams(self, client: redis.asyncio.Redis, snapshot: _Snapshot) -> None:
+    async def _read_streams(self, client: RedisClient, snapshot: _Snapshot) -> None:
         watched = sorted(self.watched, key=lambda w: (w.stream, w.group))
         try:
             states = await asyncio.wait_for(
@@ -510,7 +509,7 @@ class Metrics:
         snapshot.up["redis"] = 1
 
 
-async def stream_state(client: redis.asyncio.Redis, watched: WatchedStream) -> StreamState:
+async def stream_state(client: RedisClient, watched: WatchedStream) -> StreamState:
     """The stream's length and dead letters, and its group's consumers, pending and lag
     (for the scrape, and for `eventbook queues`)."""
     state = StreamState()

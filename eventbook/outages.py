@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
-import redis.asyncio
 import redis.exceptions
 import structlog
+
+from eventbook.connections import RedisClient
 
 log = structlog.get_logger(__name__)
 
@@ -164,7 +165,7 @@ async def postgres_writable(pool: asyncpg.Pool) -> None:
         raise ReadOnly("PostgreSQL is read-only")
 
 
-async def redis_writable(client: redis.asyncio.Redis, prefix: str) -> None:
+async def redis_writable(client: RedisClient, prefix: str) -> None:
     """Raise unless Redis answers and takes a write; ReadOnly when it answers but refuses
     (a replica's READONLY, OOM)."""
     try:

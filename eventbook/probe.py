@@ -9,13 +9,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
-import redis.asyncio
 import structlog
 from aiohttp import web
 
 from eventbook import health
 from eventbook.access import drop_server_header, request_id
 from eventbook.config import Config
+from eventbook.connections import RedisClient
 from eventbook.errors import problems
 from eventbook.keys import CONFIG, METRICS, POOL, REDIS
 from eventbook.metrics import Metrics
@@ -38,7 +38,7 @@ async def metrics_refresh_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_probe_app(
-    config: Config, metrics: Metrics, pool: asyncpg.Pool, client: redis.asyncio.Redis,
+    config: Config, metrics: Metrics, pool: asyncpg.Pool, client: RedisClient,
     *, refresh: bool = False,
 ) -> web.Application:
     """A private port's small HTTP face: /metrics (no token), /healthz and /readyz on

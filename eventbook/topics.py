@@ -1,6 +1,6 @@
 """The topics of the actors' work. A topic names, all at once: the `topic` column of the
 outbox rows the stored procedures write (sql/ spells these words too; tests/test_topics.py
-checks that they agree), the Redis stream `stream:{topic}` the relay moves them to, with
+checks that they agree), the Redis stream `{topic}:stream` the relay moves them to, with
 its dead letters, and the stream actor (and its consumer group) that reads it. Operators
 and stored data depend on these words: they never change."""
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
+import redis.exceptions
 
 from eventbook.actors.relay import OutboxRelay
 from eventbook.actors.stream import stream_key
@@ -55,6 +57,31 @@ async def test_several_relays_move_every_row_exactly_once(
     assert first["kind"] == "test"
     assert first["request_id"] == f"req-{json.loads(first['payload'])['n']}"
     assert first["created_at"]
+
+
+async def test_a_topic_redis_refuses_stays_in_the_outbox_and_the_others_go_once(
+    api: Api, config: Config, pool: asyncpg.Pool
+) -> None:
+    await add_outbox_rows(pool, 3)
+    await pool.execute(
+        "INSERT INTO outbox (topic, kind, payload) VALUES ('webhooks', 'test', '{}')"
+    )
+    client = api.app[REDIS]
+    relay = OutboxRelay(config, pool, client)
+    webhooks = stream_key(config.redis_prefix, "webhooks")
+    await client.set(webhooks, "not a stream")  # every XADD to it fails (WRONGTYPE)
+
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        await relay.relay_once()
+    assert await pool.fetchval("SELECT array_agg(topic) FROM outbox") == ["webhooks"]
+    confirmations = stream_key(config.redis_prefix, "confirmations")
+    assert await client.xlen(confirmations) == 3
+
+    await client.delete(webhooks)
+    assert await relay.relay_once() == 1
+    assert await outbox_size(pool) == 0
+    assert await client.xlen(confirmations) == 3
+    assert await client.xlen(webhooks) == 1
 
 
 async def test_the_relay_wakes_on_notify_without_waiting_for_its_poll(

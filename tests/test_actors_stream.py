@@ -278,3 +278,47 @@ async def test_consumers_of_gone_processes_are_forgotten_but_not_live_or_holding
     assert await consumer_names(client, actor) == {actor.consumer, "alive", "gone-holding"}
     # The one holding a message keeps it, to be claimed by a live consumer.
     assert (await client.xpending(actor.stream, actor.group))["pending"] == 1
+
+
+async def test_keys_under_their_names_before_hash_tags_are_renamed_groups_and_all(
+    api: Api, config: Config, pool: asyncpg.Pool
+) -> None:
+    client = api.app[REDIS]
+    prefix = config.redis_prefix
+    old_stream = f"{prefix}stream:confirmations"
+    await client.xgroup_create(old_stream, "confirmations", id="0", mkstream=True)
+    first = await client.xadd(old_stream, {"kind": "booking_confirmed", "payload": "{}"})
+    await client.xadd(old_stream, {"kind": "booking_confirmed", "payload": "{}"})
+    await client.xreadgroup("confirmations", "old-worker", {old_stream: ">"}, count=1)
+    await client.hset(f"{prefix}failures:confirmations", first, 2)
+    await client.xadd(f"{prefix}dead:confirmations", {"kind": "x", "error": "boom"})
+
+    # Three processes start at once; each renames what is still under the old names.
+    actors = [Confirmations(config, pool, client, SimulatedMailer()) for _ in range(3)]
+    await asyncio.gather(*(actor.ensure_group() for actor in actors))
+
+    assert not await client.exists(old_stream, f"{prefix}failures:confirmations",
+                                   f"{prefix}dead:confirmations")
+    stream = stream_key(config.redis_prefix, "confirmations")
+    assert await client.xlen(stream) == 2
+    [pending] = await client.xpending_range(stream, "confirmations", "-", "+", 10)
+    assert (pending["message_id"], pending["consumer"]) == (first, "old-worker")
+    assert await client.hget(actors[0].failures, first) == "2"
+    [(_, letter)] = await client.xrange(dead_letter_key(config.redis_prefix, "confirmations"))
+    assert letter["error"] == "boom"
+
+
+async def test_an_old_name_written_after_the_rename_overwrites_nothing(
+    api: Api, config: Config, pool: asyncpg.Pool
+) -> None:
+    client = api.app[REDIS]
+    actor = Confirmations(config, pool, client, SimulatedMailer())
+    await actor.ensure_group()
+    await client.xadd(actor.stream, {"kind": "booking_confirmed", "payload": "{}"})
+    old_stream = f"{config.redis_prefix}stream:confirmations"
+    await client.xadd(old_stream, {"kind": "late", "payload": "{}"})
+
+    await actor.ensure_group()
+
+    assert await client.xlen(actor.stream) == 1
+    assert await client.xlen(old_stream) == 1

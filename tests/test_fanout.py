@@ -258,6 +258,10 @@ async def test_attendees_of_a_page_given_up_on_are_counted_failed_and_a_replay_t
     await pool.execute(
         "UPDATE events SET title = 'Gala' WHERE id = $1::uuid", event["id"]
     )
+    # The page is counted failed (the dead-letter hook) just before its dead letter is
+    # written: the operator replays it once it is listed.
+    await eventually(lambda: queues.dead_letters(api.app[REDIS], config.redis_prefix,
+                                                 "notifications"))
     [replayed] = await queues.replay(api.app[REDIS], config.redis_prefix, None, "notifications")
     assert replayed["topic"] == "notifications"
 

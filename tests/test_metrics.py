@@ -12,6 +12,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbook import connections
+from eventbook.actors.stream import dead_letter_key, stream_key
 from eventbook.app import create_app
 from eventbook.bookings import BOOK_OUTCOMES
 from eventbook.config import Config
@@ -174,8 +175,8 @@ async def test_outbox_backlog_and_the_age_of_its_oldest_row(api: Api, pool) -> N
 
 async def test_stream_length_pending_lag_and_dead_letters(api: Api, config) -> None:
     client = api.app[REDIS]
-    stream = f"{config.redis_prefix}stream:confirmations"
-    dead = f"{config.redis_prefix}dead:confirmations"
+    stream = stream_key(config.redis_prefix, "confirmations")
+    dead = dead_letter_key(config.redis_prefix, "confirmations")
     api.app[METRICS].watch_stream(stream, "confirmations", dead)
     labels = {"stream": stream, "group": "confirmations"}
     await metric_becomes(api, "eventbook_stream_length", 0, **labels)

@@ -8,6 +8,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
+from eventbook.actors.stream import stream_key
 from eventbook.config import Config
 from eventbook.embedded import free_port
 from tests.client import Api, eventually, metric, metric_becomes, scrape_private_port
@@ -38,7 +39,7 @@ async def test_a_dead_letter_shows_in_the_dead_letter_gauge_and_the_failed_mails
         )
 
     await eventually(failed)
-    labels = {"stream": f"{config.redis_prefix}stream:confirmations", "group": "confirmations"}
+    labels = {"stream": stream_key(config.redis_prefix, "confirmations"), "group": "confirmations"}
     await metric_becomes(api, "eventbook_dead_letters", 1, **labels)
     await metric_becomes(api, "eventbook_mails_total", 2, kind="booking_confirmed",
                          result="failed")
@@ -49,7 +50,7 @@ async def test_a_killed_consumer_leaves_its_message_pending_and_the_gauge_shows_
 ) -> None:
     organizer, customer = await api.register(role="organizer"), await api.register()
     assert (await api.book(customer, await api.create_event(organizer))).status == 201
-    labels = {"stream": f"{config.redis_prefix}stream:confirmations", "group": "confirmations"}
+    labels = {"stream": stream_key(config.redis_prefix, "confirmations"), "group": "confirmations"}
     # A mail server slow enough that the worker is killed while it holds the message.
     worker = Process(["worker"], environment(config, EVENTBOOK_MAIL_LATENCY_MS="60000"),
                      tmp_path / "worker.log")

@@ -42,6 +42,8 @@ from tests.processes import Process, Server, environment, run
         ({"EVENTBOOK_DB_POOL_MIN": "30", "EVENTBOOK_DB_POOL_MAX": "10"}, "must not exceed"),
         ({"EVENTBOOK_ORGANIZER_SIGNUP": "maybe"}, "expected true or false"),
         ({"EVENTBOOK_PROCESSES": "0"}, "expected a number from 1 to 1024, or auto"),
+        ({"EVENTBOOK_REDIS_CLUSTER": "perhaps"}, "expected true or false"),
+        ({"EVENTBOOK_REDIS_PREFIX": "{app}:"}, "must not contain { or }"),
     ],
 )
 def test_a_bad_setting_is_refused_with_one_line_naming_it(env: dict, message: str) -> None:

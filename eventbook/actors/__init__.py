@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
-import redis.asyncio
 
 from eventbook import topics
 from eventbook.actors.confirmations import Confirmations
@@ -19,6 +18,7 @@ from eventbook.actors.stream import StreamActor, dead_letter_key, stream_key
 from eventbook.actors.supervisor import Actor, Supervisor
 from eventbook.actors.webhooks import WebhookFanout, Webhooks
 from eventbook.config import Config
+from eventbook.connections import RedisClient
 from eventbook.metrics import Metrics, WatchedStream
 
 __all__ = [
@@ -26,7 +26,7 @@ __all__ = [
     "watch_streams",
 ]
 
-ActorFactory = Callable[[Config, asyncpg.Pool, redis.asyncio.Redis, Metrics], Actor]
+ActorFactory = Callable[[Config, asyncpg.Pool, RedisClient, Metrics], Actor]
 
 # Every actor kind by name, in start order.
 FACTORIES: dict[str, ActorFactory] = {
@@ -49,12 +49,12 @@ FACTORIES: dict[str, ActorFactory] = {
 ACTOR_NAMES: tuple[str, ...] = tuple(FACTORIES)
 
 
-# The actors fed by a stream: each reads stream:{topic} in the consumer group {name}.
+# The actors fed by a stream: each reads {topic}:stream in the consumer group {name}.
 STREAM_ACTORS: tuple[type[StreamActor], ...] = (Confirmations, Notifications, WebhookFanout)
 
 
 def build_actors(
-    config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, names: tuple[str, ...] = (),
+    config: Config, pool: asyncpg.Pool, client: RedisClient, names: tuple[str, ...] = (),
     metrics: Metrics | None = None,
 ) -> list[Actor]:
     """The actors this process runs: `names`, or every kind when empty."""
@@ -68,7 +68,7 @@ def build_actors(
 
 @asynccontextmanager
 async def supervised(
-    config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, names: tuple[str, ...],
+    config: Config, pool: asyncpg.Pool, client: RedisClient, names: tuple[str, ...],
     metrics: Metrics,
 ) -> AsyncIterator[Supervisor]:
     """The actors `names` (every kind when empty) running under a supervisor until the

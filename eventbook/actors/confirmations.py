@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-import redis.asyncio
 import structlog
 
 from eventbook import db, topics
@@ -19,6 +18,7 @@ from eventbook.actors.mailer import Mailer
 from eventbook.actors.stream import Message, StreamActor
 from eventbook.coalescer import Coalescer
 from eventbook.config import Config
+from eventbook.connections import RedisClient
 from eventbook.outages import is_outage, postgres_writable
 
 log = structlog.get_logger(__name__)
@@ -124,7 +124,7 @@ class Confirmations(StreamActor):
     concurrency = 64
 
     def __init__(
-        self, config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, mailer: Mailer,
+        self, config: Config, pool: asyncpg.Pool, client: RedisClient, mailer: Mailer,
         **options: Any,
     ) -> None:
         super().__init__(

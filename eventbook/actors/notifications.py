@@ -29,7 +29,6 @@ import uuid
 from typing import Any
 
 import asyncpg
-import redis.asyncio
 import structlog
 from redis.typing import EncodableT, FieldT
 
@@ -37,6 +36,7 @@ from eventbook import db, topics
 from eventbook.actors.mailer import Mailer, MailError
 from eventbook.actors.stream import Message, StreamActor
 from eventbook.config import Config
+from eventbook.connections import RedisClient
 from eventbook.outages import is_outage, postgres_writable
 
 log = structlog.get_logger(__name__)
@@ -119,7 +119,7 @@ class Notifications(StreamActor):
         self,
         config: Config,
         pool: asyncpg.Pool,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         mailer: Mailer,
         *,
         page_size: int = 1000,

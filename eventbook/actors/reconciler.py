@@ -40,7 +40,6 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import asyncpg
-import redis.asyncio
 import redis.exceptions
 import structlog
 
@@ -48,6 +47,7 @@ from eventbook import db, queues, topics
 from eventbook.actors.notifications import CHANGE_KINDS, Page, deliver_entry
 from eventbook.actors.stream import pause, stream_key
 from eventbook.config import Config
+from eventbook.connections import RedisClient
 from eventbook.metrics import Metrics
 from eventbook.outages import dead_letter_from_outage
 from eventbook.webhook_payloads import MESSAGE_KEYS, message_id
@@ -112,7 +112,7 @@ class Findings:
 
 
 async def unacknowledged(
-    client: redis.asyncio.Redis, stream: str, group: str
+    client: RedisClient, stream: str, group: str
 ) -> AsyncIterator[tuple[str, dict[str, str]]]:
     """The entries of `stream` that `group` may not have handled yet: from its oldest
     pending entry (or past the last one delivered, when none is pending) to the end,
@@ -148,7 +148,7 @@ def _payload(fields: Mapping[str, str]) -> dict[str, Any]:
 
 
 async def _queued_confirmations(
-    client: redis.asyncio.Redis, prefix: str, bookings: set[str], holds: set[str]
+    client: RedisClient, prefix: str, bookings: set[str], holds: set[str]
 ) -> tuple[set[str], set[str]]:
     """Which of `bookings` have a booking_confirmed entry, and which of the offers'
     `holds` a waitlist_offer entry, not yet acknowledged (one read of the stream)."""
@@ -181,7 +181,7 @@ def _announcement_message(fields: Mapping[str, Any]) -> tuple[str, int, int | No
 
 
 async def _queued_announcements(
-    client: redis.asyncio.Redis, prefix: str
+    client: RedisClient, prefix: str
 ) -> set[tuple[str, int, int | None]]:
     """The notifications messages not yet acknowledged (see _announcement_message)."""
     queued = set()
@@ -204,7 +204,7 @@ def _webhook_message(fields: Mapping[str, Any]) -> str | None:
         return None
 
 
-async def _queued_webhooks(client: redis.asyncio.Redis, prefix: str) -> set[str]:
+async def _queued_webhooks(client: RedisClient, prefix: str) -> set[str]:
     """The webhook-ids of the webhooks messages not yet acknowledged."""
     queued = set()
     async for _, fields in unacknowledged(client, stream_key(prefix, topics.WEBHOOKS),
@@ -219,7 +219,7 @@ async def _queued_webhooks(client: redis.asyncio.Redis, prefix: str) -> set[str]
 
 
 async def find(
-    conn: asyncpg.Connection, client: redis.asyncio.Redis, prefix: str,
+    conn: asyncpg.Connection, client: RedisClient, prefix: str,
     after_seconds: float, limit: int = BATCH,
 ) -> Findings:
     """What a pass would put back now (for `eventbook check` too). Reads PostgreSQL
@@ -315,7 +315,7 @@ def _letter(letter: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def put_back(
-    conn: asyncpg.Connection, client: redis.asyncio.Redis, prefix: str, found: Findings
+    conn: asyncpg.Connection, client: RedisClient, prefix: str, found: Findings
 ) -> Findings:
     """Put back what `find` found, in `conn`'s transaction; what was put back. Each item
     is checked again as it is put back: one done meanwhile is left out."""
@@ -368,7 +368,7 @@ async def put_back(
 
 
 async def _resume(
-    conn: asyncpg.Connection, client: redis.asyncio.Redis, prefix: str, item: dict[str, Any]
+    conn: asyncpg.Connection, client: RedisClient, prefix: str, item: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Resume one announcement; the item as done (with its request id and the pages
     handed on), or None when nothing was left to do."""
@@ -405,7 +405,7 @@ async def _resume(
 
 
 async def reconcile(
-    pool: asyncpg.Pool, client: redis.asyncio.Redis, prefix: str, after_seconds: float, *,
+    pool: asyncpg.Pool, client: RedisClient, prefix: str, after_seconds: float, *,
     metrics: Metrics | None = None, wait: bool = False,
 ) -> Findings | None:
     """One pass: find and put back, in one transaction holding the reconciler's lock.
@@ -453,7 +453,7 @@ class Reconciler:
     name = "reconciler"
 
     def __init__(
-        self, config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis,
+        self, config: Config, pool: asyncpg.Pool, client: RedisClient,
         metrics: Metrics | None = None,
     ) -> None:
         self.config = config

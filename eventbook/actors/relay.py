@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 
 import asyncpg
-import redis.asyncio
 import structlog
 from redis.typing import EncodableT, FieldT
 
-from eventbook import db
-from eventbook.actors.stream import pause, stream_key
+from eventbook import db, topics
+from eventbook.actors.stream import (
+    ADD_ENTRIES,
+    entries_argv,
+    pause,
+    rename_legacy_keys,
+    stream_key,
+)
 from eventbook.config import Config
+from eventbook.connections import RedisClient
 from eventbook.outages import Availability, is_outage, postgres_writable, redis_writable
 
 log = structlog.get_logger(__name__)
 
 CHANNEL = "eventbook_outbox"
 
-TAKE_BATCH = db.query("relay_take_batch")
+LOCK_BATCH = db.query("relay_lock_batch")
+DELETE_BATCH = db.query("relay_delete_batch")
 
 
 def message_fields(row: asyncpg.Record) -> dict[FieldT, EncodableT]:
@@ -34,9 +42,10 @@ def message_fields(row: asyncpg.Record) -> dict[FieldT, EncodableT]:
 
 class OutboxRelay:
     """Wakes on NOTIFY eventbook_outbox (and polls, in case a notification was missed),
-    then relays rows in id order. A row leaves the outbox only when its transaction
-    commits, and that happens only after Redis accepted the batch: when Redis is down
-    the transaction rolls back and the rows wait."""
+    then relays rows in id order. A row leaves the outbox only after Redis accepted it:
+    each topic's rows of a batch go in one step (a script over the topic's stream: one
+    slot of a cluster; topics are in different ones), and only the rows of the topics Redis
+    accepted are deleted. When Redis is down the rows wait."""
 
     name = "relay"
 
@@ -44,7 +53,7 @@ class OutboxRelay:
         self,
         config: Config,
         pool: asyncpg.Pool,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,
@@ -73,6 +82,9 @@ class OutboxRelay:
 
     async def _listen_and_relay(self, stopping: asyncio.Event) -> None:
         assert self.config.direct_url is not None
+        # Before the first entry is added under today's name.
+        for topic in topics.TOPICS:
+            await rename_legacy_keys(self.redis, self.config.redis_prefix, topic)
         wake = asyncio.Event()
         # A connection of its own, to the server itself: a pooled one would be handed to
         # others while listening, and a pooler in transaction mode forgets a LISTEN when
@@ -95,19 +107,37 @@ class OutboxRelay:
                 listener.terminate()
 
     async def relay_once(self) -> int:
-        """Relay one batch of up to `batch_size` rows; return how many went out."""
+        """Relay one batch of up to `batch_size` rows; return how many went out.
+
+        When Redis refuses some topics' rows and accepts others', the accepted rows are
+        deleted, the refused ones stay for the next try, and the error is raised."""
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = sorted(await conn.fetch(TAKE_BATCH, self.batch_size), key=lambda r: r["id"])
+            rows = await conn.fetch(LOCK_BATCH, self.batch_size)
             if not rows:
                 return 0
-            # MULTI/EXEC: Redis takes the whole batch or none of it.
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for row in rows:
-                    pipe.xadd(stream_key(self.config.redis_prefix, row["topic"]),
-                              message_fields(row))
-                await pipe.execute()
-        for row in rows:
+            by_topic = [list(group) for _, group in itertools.groupby(
+                sorted(rows, key=lambda r: (r["topic"], r["id"])), key=lambda r: r["topic"]
+            )]
+            outcomes = await asyncio.gather(
+                *(self._add(batch) for batch in by_topic), return_exceptions=True
+            )
+            relayed = [row for batch, outcome in zip(by_topic, outcomes, strict=True)
+                       if not isinstance(outcome, BaseException) for row in batch]
+            if relayed:
+                await conn.execute(DELETE_BATCH, [row["id"] for row in relayed])
+        for row in sorted(relayed, key=lambda r: r["id"]):
             with structlog.contextvars.bound_contextvars(request_id=row["request_id"]):
                 log.info("outbox_relayed", outbox_id=row["id"], topic=row["topic"],
                          kind=row["kind"], payload=row["payload"])
-        return len(rows)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return len(relayed)
+
+    async def _add(self, rows: list[asyncpg.Record]) -> None:
+        """Add the rows of one topic to its stream, in id order, in one step (a script
+        over the topic's stream: one slot)."""
+        stream = stream_key(self.config.redis_prefix, rows[0]["topic"])
+        await self.redis.eval(
+            ADD_ENTRIES, 1, stream, *entries_argv([message_fields(row) for row in rows])
+        )

@@ -9,8 +9,8 @@ the mail server unreachable or refusing writes: `eventbook.outages`), the messag
 not at fault: it stays in hand, the actor waits until the dependencies answer again
 (one probe loop, capped backoff) and tries it again, and nothing is counted. A failure
 with the dependencies healthy is the message's own: it is counted in Redis
-(`{prefix}failures:{topic}`), retried with backoff, and after `max_attempts` such
-failures the message goes to the dead-letter stream `{prefix}dead:{topic}` with its
+(`{prefix}{topic}:failures`), retried with backoff, and after `max_attempts` such
+failures the message goes to the dead-letter stream `{prefix}{topic}:dead` with its
 error, attempts and `cause`.
 
 Messages in hand are kept claimed (XCLAIM JUSTID, which does not count a delivery), so
@@ -37,38 +37,142 @@ import random
 import secrets
 import socket
 import time
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
-import redis.asyncio
 import redis.exceptions
 import structlog
-from redis.typing import EncodableT, FieldT, StreamIdT
+from redis.typing import EncodableT, StreamIdT
 
 from eventbook.coalescer import Coalescer
 from eventbook.config import Config
+from eventbook.connections import RedisClient, is_cluster
 from eventbook.metrics import Metrics
 from eventbook.outages import REDIS_ERRORS, Availability, Probe, is_outage, redis_writable
 
 log = structlog.get_logger(__name__)
 
 
+# Lua: the error a write answered, as the command alone answers it (Redis 6 prefixes
+# the script's line), or nil when it worked.
+WRITE_ERROR = """
+local function write_error(reply)
+    if type(reply) == 'table' and reply.err then
+        return {err = (string.gsub(reply.err, '^@user_script: %d+: %-', ''))}
+    end
+end
+"""
+
+
+def topic_tag(prefix: str, topic: str) -> str:
+    """The start of every key of `topic`: its name in braces is the keys' Redis Cluster
+    hash tag, so a topic's stream, dead letters, failure counts and heartbeats share one
+    slot and every transaction or script over them runs on one node. (The prefix holds
+    no braces: config.validate refuses them.)"""
+    return f"{prefix}{{{topic}}}:"
+
+
 def stream_key(prefix: str, topic: str) -> str:
-    return f"{prefix}stream:{topic}"
+    return f"{topic_tag(prefix, topic)}stream"
 
 
 def dead_letter_key(prefix: str, topic: str) -> str:
-    return f"{prefix}dead:{topic}"
+    return f"{topic_tag(prefix, topic)}dead"
 
 
 def failures_key(prefix: str, topic: str) -> str:
     """Hash of message id -> failures that were the message's own, while it is pending."""
-    return f"{prefix}failures:{topic}"
+    return f"{topic_tag(prefix, topic)}failures"
 
 
 def heartbeat_key(prefix: str, topic: str, consumer: str) -> str:
     """Exists while `consumer` runs: Redis's own idle time is no sign of life, since
     (before Redis 7.2) a read that finds nothing does not reset it."""
-    return f"{prefix}consumer:{topic}:{consumer}"
+    return f"{topic_tag(prefix, topic)}consumer:{consumer}"
+
+
+def legacy_keys(prefix: str, topic: str) -> list[tuple[str, str]]:
+    """(name before hash tags, name now) of each lasting key of `topic`; heartbeats
+    expire on their own and are left out."""
+    return [
+        (f"{prefix}stream:{topic}", stream_key(prefix, topic)),
+        (f"{prefix}dead:{topic}", dead_letter_key(prefix, topic)),
+        (f"{prefix}failures:{topic}", failures_key(prefix, topic)),
+    ]
+
+
+# Renames KEYS[1] to KEYS[2] when the first exists and the second does not: 1 renamed,
+# 0 nothing to rename, -1 both exist. One script, so processes starting together rename
+# once and none overwrites a key another already wrote. RENAME keeps a stream's consumer
+# groups and pending entries.
+RENAME_LEGACY = WRITE_ERROR + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local renamed = redis.pcall('RENAME', KEYS[1], KEYS[2])
+if write_error(renamed) then return write_error(renamed) end
+return 1
+"""
+
+
+async def rename_legacy_keys(client: RedisClient, prefix: str, topic: str) -> None:
+    """Move `topic`'s keys from their names before hash tags to today's, on a single
+    server. A cluster never held the old names (they span slots), so it is skipped."""
+    if is_cluster(client):
+        return
+    for old, new in legacy_keys(prefix, topic):
+        outcome = await client.eval(RENAME_LEGACY, 2, old, new)
+        if outcome == 1:
+            log.info("redis_key_renamed", old=old, new=new)
+        elif outcome == -1:
+            log.warning("redis_key_not_renamed", old=old, new=new,
+                        reason="both exist: the old one was written after the rename")
+
+
+# The writes that must happen together are scripts over one topic's keys (one slot),
+# not MULTI/EXEC: redis-py's asyncio cluster client queues each command of a
+# transaction by starting a thread and an event loop of its own and waiting for it,
+# which blocks the caller's event loop (0.5 ms a command: 250 ms for a relay batch).
+# A script's first write goes through redis.pcall and its error is returned as it came
+# (OOM, READONLY), so the client raises what it raises for the command alone, an outage
+# (eventbook.outages), rather than a generic script error. Only the first write can meet
+# OOM: once a script has written, Redis lets it finish.
+
+# Adds entries to stream KEYS[1] in one step; ARGV holds each entry as its number of
+# fields, then field, value, ...; returns the new ids.
+ADD_ENTRIES = WRITE_ERROR + """
+local ids, i = {}, 1
+while i <= #ARGV do
+    local n = tonumber(ARGV[i])
+    local id = redis.pcall('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + 2 * n))
+    if write_error(id) then return write_error(id) end
+    ids[#ids + 1] = id
+    i = i + 2 * n + 1
+end
+return ids
+"""
+
+# Copies message ARGV[2] (its fields ARGV[3..]) to dead-letter stream KEYS[1],
+# acknowledges it in group ARGV[1] of stream KEYS[2] and drops its failure count from
+# KEYS[3], in one step: a message is never both dead-lettered and pending, nor neither.
+DEAD_LETTER = WRITE_ERROR + """
+local added = redis.pcall('XADD', KEYS[1], '*', unpack(ARGV, 3))
+if write_error(added) then return write_error(added) end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+"""
+
+
+def flat(fields: Mapping[Any, Any]) -> list[EncodableT]:
+    """field, value, ... as XADD and the scripts take them."""
+    return [part for pair in fields.items() for part in pair]
+
+
+def entries_argv(entries: list[Mapping[Any, Any]]) -> list[EncodableT]:
+    """ARGV of ADD_ENTRIES for `entries`."""
+    argv: list[EncodableT] = []
+    for fields in entries:
+        argv += [len(fields), *flat(fields)]
+    return argv
 
 
 # Removes consumer ARGV[2] of group ARGV[1] of stream KEYS[1] unless its heartbeat
@@ -151,7 +255,7 @@ class StreamActor:
     def __init__(
         self,
         config: Config,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         *,
         consumer: str | None = None,
         concurrency: int | None = None,
@@ -181,7 +285,9 @@ class StreamActor:
         self.max_retry_delay = max_retry_delay
         self.metrics = metrics or Metrics()
         self.availability = Availability(
-            [lambda: redis_writable(client, config.redis_prefix), *(probes or [])]
+            # The key written is in the topic's slot: on a cluster, its node is probed.
+            [lambda: redis_writable(client, topic_tag(config.redis_prefix, self.topic)),
+             *(probes or [])]
         )
         self._stopping = asyncio.Event()
         self._claim_cursor = "0-0"
@@ -244,7 +350,9 @@ class StreamActor:
 
     async def ensure_group(self) -> None:
         """Make the group (from id 0: entries the relay added before any consumer existed
-        are read too) and register this consumer in it; forget consumers that are gone."""
+        are read too) and register this consumer in it; forget consumers that are gone.
+        First, keys under their names before hash tags are renamed, groups and all."""
+        await rename_legacy_keys(self.redis, self.config.redis_prefix, self.topic)
         try:
             await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.exceptions.ResponseError as exc:
@@ -488,7 +596,7 @@ class StreamActor:
             log.exception("dead_letter_hook_failed", kind=message.kind)
             return
         attempts = message.attempts if attempts is None else attempts
-        fields = cast(dict[FieldT, EncodableT], dict(message.fields))
+        fields: dict[str, Any] = dict(message.fields)
         fields |= {
             "error": error[:2000],
             "cause": cause,
@@ -498,10 +606,8 @@ class StreamActor:
             "consumer": self.consumer,
             "failed_at": dt.datetime.now(dt.UTC).isoformat(),
         }
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.dead_stream, fields)
-            pipe.xack(self.stream, self.group, message.id)
-            pipe.hdel(self.failures, message.id)
-            await pipe.execute()
+        keys = [self.dead_stream, self.stream, self.failures]
+        await self.redis.eval(DEAD_LETTER, len(keys), *keys, self.group, message.id,
+                              *flat(fields))
         log.error("message_dead_lettered", kind=message.kind, attempts=attempts,
                   cause=cause, error=error, dead_letter_stream=self.dead_stream)

@@ -37,7 +37,6 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import redis.asyncio
 import structlog
 from standardwebhooks import Webhook
 
@@ -46,6 +45,7 @@ from eventbook.actors.mailer import Mailer
 from eventbook.actors.stream import Message, StreamActor, pause
 from eventbook.coalescer import Coalescer
 from eventbook.config import Config
+from eventbook.connections import RedisClient
 from eventbook.metrics import Metrics
 from eventbook.outages import Availability, is_outage, postgres_writable
 from eventbook.webhook_payloads import EVENT_TYPES, build_bodies
@@ -110,7 +110,7 @@ class WebhookFanout(StreamActor):
     concurrency = 32
 
     def __init__(
-        self, config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, mailer: Mailer,
+        self, config: Config, pool: asyncpg.Pool, client: RedisClient, mailer: Mailer,
         wake: asyncio.Event, **options: Any,
     ) -> None:
         super().__init__(config, client, probes=[lambda: postgres_writable(pool)], **options)
@@ -396,7 +396,7 @@ class Webhooks:
     name = "webhooks"
 
     def __init__(
-        self, config: Config, pool: asyncpg.Pool, client: redis.asyncio.Redis, mailer: Mailer,
+        self, config: Config, pool: asyncpg.Pool, client: RedisClient, mailer: Mailer,
         metrics: Metrics,
     ) -> None:
         wake = asyncio.Event()
