@@ -309,6 +309,11 @@ class WaitingRedisCluster(RedisCluster):
 
     @asynccontextmanager
     async def place(self) -> AsyncIterator[None]:
+        if self._initialize:
+            # redis-py learns the cluster's slots inside the first command, and again
+            # after a connection error: commands started together meanwhile lose their
+            # connections ("Connection lost"). Every command waits for that first.
+            await self.initialize()
         try:
             async with asyncio.timeout(self._wait):
                 await self._places.acquire()

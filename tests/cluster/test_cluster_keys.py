@@ -3,6 +3,8 @@ masters, and a REDIS_URL naming a cluster node gets the cluster client."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
@@ -54,3 +56,18 @@ async def test_the_cluster_client_refuses_transactions_that_would_stop_the_event
     async with open_redis(config) as client:
         with pytest.raises(RedisClusterException, match="use a script"):
             client.pipeline(transaction=True)
+
+
+async def test_a_fresh_client_answers_a_burst_of_first_commands_on_every_node(
+    config: Config,
+) -> None:
+    """A process's actors, rate limiter and metrics all reach Redis within its first
+    moment: none of those first commands may fail while the client learns the slots."""
+    for attempt in range(5):
+        keys = [f"{config.redis_prefix}{{burst-{attempt}-{n}}}:stream" for n in range(60)]
+        async with open_redis(config) as client:
+            answers = await asyncio.gather(
+                *(client.xadd(key, {"n": "1"}) for key in keys), return_exceptions=True
+            )
+            assert [a for a in answers if isinstance(a, BaseException)] == []
+            assert [await client.xlen(key) for key in keys] == [1] * len(keys)
