@@ -156,7 +156,8 @@ async def create_pool(
             connection_class=pooler_connection(settings or {}), statement_cache_size=0
         )
     else:
-        kwargs.update(connection_class=asyncpg.Connection, server_settings=settings)
+        kwargs.update(connection_class=asyncpg.Connection,
+                      server_settings={**kwargs.get("server_settings", {}), **(settings or {})})
     pool = Pool(
         dsn,
         min_size=min_size,
