@@ -168,9 +168,10 @@ def config(database: str, servers: Servers) -> Config:
 
 @pytest.fixture
 async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
-    """A direct connection pool for seeding and checking the database."""
-    assert config.database_url is not None
-    pool = await connections.create_pool(config.database_url, 1, 5)
+    """A direct connection pool for seeding and checking the database (the server itself,
+    when the app reaches it through a pooler)."""
+    assert config.direct_url is not None
+    pool = await connections.create_pool(config.direct_url, 1, 5)
     yield pool
     await pool.close()
 

@@ -5,12 +5,10 @@ that concurrent work really shares them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
-import asyncpg
 import pytest
 
-from eventbook import connections
 from eventbook.config import Config
 from tests.conftest import Servers, base_config
 from tests.pgbouncer.bouncer import Pgbouncer
@@ -38,11 +36,3 @@ def config(database: str, servers: Servers, pgbouncer: Pgbouncer) -> Config:
         database_direct_url=database, db_pooler="transaction",
     )
 
-
-@pytest.fixture
-async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
-    """A direct connection pool for seeding and checking the database."""
-    assert config.direct_url is not None
-    pool = await connections.create_pool(config.direct_url, 1, 5)
-    yield pool
-    await pool.close()
