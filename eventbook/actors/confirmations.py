@@ -16,7 +16,7 @@ import structlog
 from eventbook import db, topics
 from eventbook.actors.mailer import Mailer
 from eventbook.actors.stream import Message, StreamActor
-from eventbook.coalescer import Coalescer
+from eventbook.coalescer import Coalescer, fail
 from eventbook.config import Config
 from eventbook.connections import RedisClient
 from eventbook.outages import is_outage, postgres_writable
@@ -109,11 +109,6 @@ def _answer(step: Step, value: Any) -> None:
         step.done.set_result(value)
 
 
-def _fail(step: Step, exc: BaseException) -> None:
-    if not step.done.done():
-        step.done.set_exception(exc)
-
-
 class Confirmations(StreamActor):
     """Sends and records the booking_confirmed, booking_cancelled and waitlist_offer
     mails."""
@@ -157,8 +152,7 @@ class Confirmations(StreamActor):
                     try:
                         await run([step])
                     except Exception as own:
-                        if not step.done.done():
-                            step.done.set_exception(own)
+                        fail([step.done], own)
 
         return Coalescer(call, lambda step: step.done, self.concurrency)
 
@@ -199,7 +193,7 @@ class Confirmations(StreamActor):
         for step in batch:
             note = notes.get(step.key)
             if note is None:
-                _fail(step, RuntimeError(f"no {step.key[1]} mail recorded for {step.key[0]}"))
+                fail([step.done], RuntimeError(f"no {step.key[1]} mail recorded for {step.key[0]}"))
             else:
                 _answer(step, note)
 
